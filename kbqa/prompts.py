@@ -1,0 +1,63 @@
+"""The Chinese prompt templates: numbered context passages, optional history, the question.
+
+Small local models follow short, concrete instructions best; the refusal
+phrase is fixed so that the chain, the evaluator and the UI can detect it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.documents import Document
+from langchain_core.prompts import PromptTemplate
+
+from kbqa.errors import ConfigError
+
+REFUSAL = "根据已知信息无法回答该问题"
+
+DEFAULT_TEMPLATE = (
+    "已知信息：\n{context}\n\n"
+    "{history}"
+    "请只根据上面的已知信息，用简洁的中文回答问题，直接给出答案，不要解释。"
+    f"如果已知信息中没有答案，只回答“{REFUSAL}”。\n\n"
+    "问题：{question}"
+)
+REQUIRED_VARIABLES = frozenset({"context", "question"})
+
+
+def build_prompt(template: str | None = None) -> PromptTemplate:
+    """A PromptTemplate from a custom template string; it must use {context} and {question}."""
+    text = template or DEFAULT_TEMPLATE
+    try:
+        prompt = PromptTemplate.from_template(text)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"invalid prompt template: {exc}") from exc
+    missing = REQUIRED_VARIABLES - set(prompt.input_variables)
+    unknown = set(prompt.input_variables) - REQUIRED_VARIABLES - {"history"}
+    if missing or unknown:
+        raise ConfigError("prompt template must use {context} and {question} (and may use "
+                          f"{{history}}); missing {sorted(missing)}, unknown {sorted(unknown)}")
+    # history is optional for callers; a template without {history} simply ignores it
+    return prompt.partial(history="") if "history" in prompt.input_variables else prompt
+
+
+def format_context(documents: Sequence[Document]) -> str:
+    """Numbered passages, each headed by its file (and page or heading) so it can be cited."""
+    blocks = []
+    for number, document in enumerate(documents, start=1):
+        meta = document.metadata
+        where = meta.get("filename") or meta.get("source") or "?"
+        if meta.get("page"):
+            where += f" 第{meta['page']}页"
+        elif meta.get("heading"):
+            where += f" · {meta['heading']}"
+        blocks.append(f"[{number}]（{where}）{document.page_content.strip()}")
+    return "\n".join(blocks)
+
+
+def format_history(turns: Sequence[tuple[str, str]], max_turns: int) -> str:
+    """The last `max_turns` (question, answer) pairs as a short dialogue block."""
+    if max_turns <= 0 or not turns:
+        return ""
+    lines = [f"问：{question}\n答：{answer}" for question, answer in turns[-max_turns:]]
+    return "历史对话：\n" + "\n".join(lines) + "\n\n"
