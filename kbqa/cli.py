@@ -1,0 +1,223 @@
+"""The `kbqa` command line: ingest documents, ask questions, chat, manage knowledge bases."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from kbqa.errors import KbqaError
+
+DESCRIPTION = """\
+kbqa — offline knowledge-base question answering (Chinese first).
+
+Drop documents into a knowledge base, then ask questions: a local LLM answers
+from the retrieved passages and cites its sources. Nothing leaves the machine.
+
+examples:
+  kbqa ingest knowledge/                 build/update the 'default' knowledge base
+  kbqa ask "年假有几天？"                   answer with sources
+  kbqa chat --kb handbook                interactive, multi-turn
+  kbqa kb list                           knowledge bases and their sizes
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override config file and KBQA_* variables)")
+    group.add_argument("--home", type=Path, help="data directory (default: $KBQA_HOME or ~/.kbqa)")
+    group.add_argument("--config", type=Path, help="config file (default: HOME/config.toml)")
+    group.add_argument("--kb", help="knowledge base name (default: 'default')")
+    group.add_argument("-v", "--verbose", action="store_true", help="show timings and library logs")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and retrieval")
+    group.add_argument("--llm", help="'embedded' (default), 'embedded:NAME' or a local model folder")
+    group.add_argument("--adapter", dest="adapters", action="append", type=Path, metavar="DIR",
+                       help="LoRA adapter folder (peft format); repeat for several")
+    group.add_argument("--top-k", type=int, help="passages given to the model (default 3)")
+    group.add_argument("--mode", dest="retrieval_mode", choices=["dense", "bm25", "hybrid"],
+                       help="retrieval method (default hybrid)")
+    group.add_argument("--threshold", dest="score_threshold", type=float,
+                       help="drop passages with dense cosine similarity below this")
+    group.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbqa", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="kbqa 0.1.0")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ingest = commands.add_parser("ingest", help="add or update files in a knowledge base",
+                                 description="Parse, split, embed and index files. Unchanged files "
+                                 "are skipped; changed ones are replaced; a file that fails is "
+                                 "reported and the rest are still ingested.")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    ingest.add_argument("--sync", action="store_true",
+                        help="also remove documents whose files were deleted from these folders")
+    _add_common(ingest)
+
+    ask = commands.add_parser("ask", help="answer one question with sources")
+    ask.add_argument("question", help="the question, in Chinese or English")
+    _add_common(ask)
+    _add_model_options(ask)
+
+    chat = commands.add_parser("chat", help="interactive multi-turn questions (empty line exits)")
+    _add_common(chat)
+    _add_model_options(chat)
+
+    kb = commands.add_parser("kb", help="list, show or remove knowledge bases and documents")
+    kb_commands = kb.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
+    kb_list = kb_commands.add_parser("list", help="all knowledge bases")
+    _add_common(kb_list)
+    kb_show = kb_commands.add_parser("show", help="documents of one knowledge base")
+    _add_common(kb_show)
+    kb_remove = kb_commands.add_parser("remove", help="remove a document, or a whole knowledge base")
+    kb_remove.add_argument("document", nargs="?", help="document path as listed by `kb show`; "
+                           "omit to delete the whole knowledge base")
+    kb_remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_common(kb_remove)
+    return parser
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from kbqa.config import load_settings
+    from kbqa.service import KbqaService
+
+    keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
+            "max_new_tokens")
+    overrides = {key: getattr(args, key, None) for key in keys}
+    return KbqaService(load_settings(overrides, config_file=args.config))
+
+
+def _print_sources(answer: Any) -> None:
+    if not answer.sources:
+        print("\n来源 / sources: （无相关段落 / no passage above the threshold）")
+        return
+    print("\n来源 / sources:")
+    for number, source in enumerate(answer.sources, start=1):
+        score = f"{source.score:.3f}" if isinstance(source.score, float) else "-"
+        print(f"  [{number}] {source.location()}  (score {score})\n      {source.snippet}")
+
+
+def _answer(service: Any, question: str, history: list[tuple[str, str]],
+            verbose: bool) -> Any:
+    answer = None
+    for kind, value in service.stream(question, history=history):
+        if kind == "token":
+            print(value, end="", flush=True)
+        elif kind == "done":
+            answer = value
+    print()
+    _print_sources(answer)
+    if verbose:
+        print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in answer.timings.items()),
+              file=sys.stderr)
+    return answer
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    service = _service(args)
+    kb = service.knowledge_base(create=True)
+    results = kb.ingest(args.paths, progress=True)
+    for folder in args.paths if args.sync else []:
+        if folder.is_dir():
+            results.extend(kb.sync(folder))
+    failed = 0
+    for result in results:
+        detail = f"{result.chunks} chunks" if result.status != "failed" else result.error
+        print(f"{result.status:>8}  {result.path}  {detail}")
+        failed += result.status == "failed"
+    counts = {s: sum(r.status == s for r in results) for s in dict.fromkeys(r.status for r in results)}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no supported files found"
+    print(f"knowledge base '{kb.name}': {summary}; {kb.chunk_count} chunks in total")
+    return 1 if failed or not results else 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    _answer(_service(args), args.question, [], args.verbose)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    service = _service(args)
+    service.knowledge_base()  # fail before the first prompt if the KB is missing
+    history: list[tuple[str, str]] = []
+    print("kbqa chat — empty line or Ctrl-D to quit")
+    while True:
+        try:
+            question = input("\n问> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        answer = _answer(service, question, history, args.verbose)
+        history = [*history, (question, answer.text)][-service.settings.history_turns or None:]
+    return 0
+
+
+def _cmd_kb(args: argparse.Namespace) -> int:
+    from kbqa.store import KnowledgeBase
+
+    service = _service(args)
+    root = service.settings.kb_root
+    if args.kb_command == "list":
+        names = KnowledgeBase.list_names(root)
+        if not names:
+            print(f"no knowledge bases under {root}")
+        for name in names:
+            kb = service.knowledge_base(name)
+            print(f"{name}\t{len(kb.documents())} documents\t{kb.chunk_count} chunks")
+        return 0
+    kb = service.knowledge_base()
+    if args.kb_command == "show":
+        for record in kb.documents():
+            print(f"{record.chunks:>6} chunks  {record.updated_at}  {record.source}")
+        print(f"{len(kb.documents())} documents, {kb.chunk_count} chunks")
+        return 0
+    if args.document:
+        kb.remove_document(args.document)
+        print(f"removed {args.document} from '{kb.name}'")
+        return 0
+    if not args.yes and input(f"delete knowledge base '{kb.name}'? [y/N] ").lower() != "y":
+        print("kept")
+        return 1
+    KnowledgeBase.delete_kb(root, kb.name)
+    print(f"deleted knowledge base '{kb.name}'")
+    return 0
+
+
+COMMANDS = {"ingest": _cmd_ingest, "ask": _cmd_ask, "chat": _cmd_chat, "kb": _cmd_kb}
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and warnings drown the answer; -v brings them back."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except KbqaError as exc:
+        print(f"kbqa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
