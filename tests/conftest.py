@@ -1,0 +1,51 @@
+"""Shared fixtures: offline environment, a model cache reused across runs, tiny real models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# Converted models are cached across test runs (the first conversion takes ~1 minute).
+MODEL_CACHE = Path(os.environ.get("KBQA_TEST_CACHE", Path.home() / ".cache" / "kbqa-tests"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real ~/.kbqa or its config."""
+    monkeypatch.setenv("KBQA_HOME", str(tmp_path / "kbqa-home"))
+    for name in list(os.environ):
+        if name.startswith("KBQA_") and name not in {"KBQA_HOME", "KBQA_TEST_CACHE"}:
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    return MODEL_CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_folder(model_cache: Path) -> Path:
+    """SmolLM2-135M-Instruct (llama architecture) converted from its PyPI GGUF: fast, real."""
+    from kbqa.models import resolve_llm
+
+    return resolve_llm("embedded:smollm2-135m-instruct", model_cache, "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_llm_folder: Path):
+    from kbqa.llm import LocalLLM
+
+    return LocalLLM.from_folder(tiny_llm_folder, dtype="float32", max_new_tokens=12)
+
+
+@pytest.fixture(scope="session")
+def default_llm_folder(model_cache: Path) -> Path:
+    from kbqa.models import resolve_llm
+
+    return resolve_llm("embedded", model_cache)

@@ -1,0 +1,311 @@
+"""load_file: every supported format, its metadata, the offline spaCy route and every refusal."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+import zipfile
+from email.message import EmailMessage
+from pathlib import Path
+
+import docx
+import openpyxl
+import pptx
+import pytest
+from langchain_core.documents import Document
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfgen import canvas
+
+from kbqa.errors import KbqaError, LoaderError, UnsupportedFormatError
+from kbqa.ingest import SUPPORTED_SUFFIXES, load_file
+from kbqa.ingest.offline_nlp import offline_pipeline
+
+
+def texts(docs: list[Document]) -> list[str]:
+    return [doc.page_content for doc in docs]
+
+
+def by_text(docs: list[Document], text: str) -> Document:
+    return next(doc for doc in docs if text in doc.page_content)
+
+
+# --- fixture builders --------------------------------------------------------------------------
+
+
+def make_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """A PDF in reportlab's built-in CID font: Chinese text without any font file."""
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    pdf = canvas.Canvas(str(path))
+    for lines in pages:
+        pdf.setFont("STSong-Light", 12)
+        for row, line in enumerate(lines):
+            pdf.drawString(72, 760 - 20 * row, line)
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def make_docx(path: Path, body: str = "星河一号是一款智能音箱，售价699元。") -> Path:
+    document = docx.Document()
+    document.sections[0].header.paragraphs[0].text = "内部资料 请勿外传"
+    document.add_heading("产品概述", level=1)
+    document.add_paragraph(body)
+    document.add_paragraph("短句")  # unstyled: must not become a heading
+    document.add_heading("技术参数", level=2)
+    table = document.add_table(rows=2, cols=2)
+    for row, (key, value) in enumerate([("重量", "500克"), ("续航", "12小时")]):
+        table.cell(row, 0).text, table.cell(row, 1).text = key, value
+    document.save(str(path))
+    return path
+
+
+def make_pptx(path: Path) -> Path:
+    deck = pptx.Presentation()
+    for title, body in [("年度目标", "营收增长百分之三十"), ("市场计划", "进入东南亚市场\n北京")]:
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    deck.save(str(path))
+    return path
+
+
+def make_xlsx(path: Path) -> Path:
+    book = openpyxl.Workbook()
+    prices = book.active
+    prices.title = "价格"
+    for row in [("产品", "价格"), ("基础版", "999元"), ("专业版", "2999元")]:
+        prices.append(row)
+    stock = book.create_sheet("库存")
+    for row in [("仓库", "数量"), ("杭州", "120")]:
+        stock.append(row)
+    book.save(str(path))
+    return path
+
+
+def make_eml(path: Path, charset: str) -> Path:
+    message = EmailMessage()
+    message["Subject"] = "关于年会的通知"
+    message["From"] = "hr@xinghe.example"
+    message["To"] = "all@xinghe.example"
+    message.set_content("各位同事：\n\n年会将于2025年1月18日在杭州举行。\n\n请准时参加。\n", charset=charset)
+    path.write_bytes(message.as_bytes())
+    return path
+
+
+# --- formats -----------------------------------------------------------------------------------
+
+
+def test_pdf_pages_and_chinese_text(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "价格表.pdf", [["价格表", "基础版每年999元，专业版每年2999元。"], ["售后电话400-123-4567。"]])
+    docs = load_file(path)
+    assert [doc.metadata["page"] for doc in docs] == [1, 2]
+    assert "基础版每年999元，专业版每年2999元。" in docs[0].page_content
+    assert docs[1].page_content == "售后电话400-123-4567。"
+    assert docs[0].metadata == {
+        "source": str(path.resolve()),
+        "filename": "价格表.pdf",
+        "heading": None,
+        "page": 1,
+    }
+
+
+def test_docx_headings_from_styles_table_rows_and_no_page_header(tmp_path: Path) -> None:
+    docs = load_file(make_docx(tmp_path / "product.docx"))
+    assert texts(docs) == ["产品概述", "星河一号是一款智能音箱，售价699元。", "短句", "技术参数", "重量 | 500克\n续航 | 12小时"]
+    assert [doc.metadata["heading"] for doc in docs] == ["产品概述"] * 3 + ["技术参数"] * 2
+    assert all("page" not in doc.metadata and "sheet" not in doc.metadata for doc in docs)
+
+
+def test_pptx_slides_and_titles(tmp_path: Path) -> None:
+    docs = load_file(make_pptx(tmp_path / "plan.pptx"))
+    assert texts(docs) == ["年度目标", "营收增长百分之三十", "市场计划", "进入东南亚市场", "北京"]
+    assert [doc.metadata["page"] for doc in docs] == [1, 1, 2, 2, 2]
+    # "北京" is short body text unstructured may type as Title; the heading stays the slide title.
+    assert [doc.metadata["heading"] for doc in docs] == ["年度目标"] * 2 + ["市场计划"] * 3
+
+
+def test_xlsx_one_element_per_sheet_with_rows(tmp_path: Path) -> None:
+    docs = load_file(make_xlsx(tmp_path / "prices.xlsx"))
+    assert [doc.metadata["sheet"] for doc in docs] == ["价格", "库存"]
+    assert docs[0].page_content == "产品 | 价格\n基础版 | 999元\n专业版 | 2999元"
+    assert docs[1].page_content == "仓库 | 数量\n杭州 | 120"
+    assert all("page" not in doc.metadata for doc in docs)
+
+
+def test_markdown_headings(tmp_path: Path) -> None:
+    path = tmp_path / "handbook.md"
+    path.write_text("# 考勤\n\n上班时间为每天9:00至18:00。\n\n短句\n\n## 迟到\n\n- 迟到三次扣款100元。\n", encoding="utf-8")
+    docs = load_file(path)
+    assert texts(docs) == ["考勤", "上班时间为每天9:00至18:00。", "短句", "迟到", "迟到三次扣款100元。"]
+    assert [doc.metadata["heading"] for doc in docs] == ["考勤"] * 3 + ["迟到"] * 2
+
+
+def test_html_in_gbk_headings_from_h_tags(tmp_path: Path) -> None:
+    path = tmp_path / "policy.htm"
+    html = (
+        "<html><head><meta charset='gbk'><title>页面标题</title></head><body>"
+        "<h1>报销</h1><p>报销须在30天内提交。</p><p>住宿标准</p><h2>差旅</h2><p>高铁二等座。</p></body></html>"
+    )
+    path.write_bytes(html.encode("gbk"))
+    docs = load_file(path)
+    assert texts(docs) == ["报销", "报销须在30天内提交。", "住宿标准", "差旅", "高铁二等座。"]
+    assert [doc.metadata["heading"] for doc in docs] == ["报销"] * 3 + ["差旅"] * 2
+
+
+def test_csv_in_gbk_rows(tmp_path: Path) -> None:
+    path = tmp_path / "phones.csv"
+    path.write_bytes("姓名,部门,分机\n张三,研发部,1001\n李四,市场部,1002\n".encode("gbk"))
+    (doc,) = load_file(path)
+    assert doc.page_content == "姓名 | 部门 | 分机\n张三 | 研发部 | 1001\n李四 | 市场部 | 1002"
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030", "big5", "utf-8-sig", "utf-16"])
+def test_txt_encodings(tmp_path: Path, encoding: str) -> None:
+    lines = ["公司簡介", "星河智能科技有限公司成立於2015年。", "員工共有320人。"]
+    path = tmp_path / f"faq-{encoding}.txt"
+    path.write_bytes("\r\n\r\n".join(lines).encode(encoding))
+    docs = load_file(path)
+    assert texts(docs) == lines
+    # unstructured types the short first paragraph Title; plain text has no real headings.
+    assert all(doc.metadata["heading"] is None for doc in docs)
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "gbk"])
+def test_eml_body_with_subject_as_heading(tmp_path: Path, charset: str) -> None:
+    docs = load_file(make_eml(tmp_path / f"notice-{charset}.eml", charset))
+    assert texts(docs) == ["各位同事：", "年会将于2025年1月18日在杭州举行。", "请准时参加。"]
+    assert {doc.metadata["heading"] for doc in docs} == {"关于年会的通知"}
+
+
+def test_supported_suffixes() -> None:
+    assert SUPPORTED_SUFFIXES == frozenset(
+        {".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"}
+    )
+
+
+def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
+    path = tmp_path / "NOTES.TXT"
+    path.write_text("大写扩展名也能读取。", encoding="utf-8")
+    assert texts(load_file(path)) == ["大写扩展名也能读取。"]
+
+
+# --- the offline spaCy route -------------------------------------------------------------------
+
+
+def test_unstructured_never_tries_to_download_spacy_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unstructured 0.27 downloads en_core_web_sm on first use; our route must make that unreachable."""
+    import spacy.cli
+    from unstructured.nlp import tokenize
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("attempted a download or network access")
+
+    monkeypatch.setattr(tokenize, "_load_spacy_model", refuse)
+    monkeypatch.setattr(tokenize, "_install_spacy_model", refuse)
+    monkeypatch.setattr(spacy.cli, "download", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    calls_before = offline_pipeline.cache_info()
+    unique = uuid.uuid4().hex  # unstructured caches per text: make sure the pipeline really runs
+    txt = tmp_path / "note.txt"
+    txt.write_text(f"Offline parsing works {unique}. 离线解析正常。", encoding="utf-8")
+    assert unique in load_file(txt)[0].page_content
+    assert "星河一号" in by_text(load_file(make_docx(tmp_path / "d.docx", f"星河一号 {unique} 说明")), unique).page_content
+    calls_after = offline_pipeline.cache_info()
+    assert calls_after.hits + calls_after.misses > calls_before.hits + calls_before.misses
+    assert tokenize._get_nlp is offline_pipeline  # noqa: SLF001
+    assert offline_pipeline().lang == "xx" and offline_pipeline().pipe_names == ["sentencizer"]
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def assert_one_line(error: pytest.ExceptionInfo[KbqaError], name: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message and name in message
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    path = tmp_path / "image.bmp"
+    path.write_bytes(b"BM")
+    with pytest.raises(UnsupportedFormatError) as error:
+        load_file(path)
+    assert_one_line(error, "image.bmp")
+    assert ".bmp" in str(error.value) and ".pdf" in str(error.value) and ".docx" in str(error.value)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(LoaderError, match="no such file") as error:
+        load_file(tmp_path / "nowhere.pdf")
+    assert_one_line(error, "nowhere.pdf")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "folder.md").mkdir()
+    with pytest.raises(LoaderError, match="not a regular file"):
+        load_file(tmp_path / "folder.md")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.docx").write_bytes(b"")
+    with pytest.raises(LoaderError, match=r"empty\.docx: empty file"):
+        load_file(tmp_path / "empty.docx")
+
+
+def test_oversized_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_text("大" * 100, encoding="utf-8")
+    with pytest.raises(LoaderError, match="larger than the 100-byte limit"):
+        load_file(path, max_bytes=100)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "kind"),
+    [
+        ("broken.pdf", b"%PDF-1.4\nthis is no pdf\n", "PDF"),
+        ("broken.docx", b"PK\x03\x04 truncated", "DOCX"),
+        ("broken.pptx", b"not a zip at all", "PPTX"),
+        ("broken.xlsx", b"\x00\x01\x02", "XLSX"),
+    ],
+)
+def test_corrupt_files(tmp_path: Path, name: str, data: bytes, kind: str) -> None:
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(LoaderError, match=f"corrupt or not a valid {kind} file") as error:
+        load_file(tmp_path / name)
+    assert_one_line(error, name)
+
+
+def test_zip_that_is_not_a_docx(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.docx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "你好")
+    with pytest.raises(LoaderError, match="corrupt or not a valid DOCX file"):
+        load_file(path)
+
+
+def test_zip_bomb_guard(tmp_path: Path) -> None:
+    path = make_docx(tmp_path / "product.docx")
+    with pytest.raises(LoaderError, match="zip bomb"):
+        load_file(path, max_unzipped_bytes=10_000)
+
+
+def test_binary_file_named_txt(tmp_path: Path) -> None:
+    (tmp_path / "photo.txt").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(LoaderError, match=r"photo\.txt: looks like a binary file"):
+        load_file(tmp_path / "photo.txt")
+
+
+def test_scanned_pdf_without_text(tmp_path: Path) -> None:
+    path = tmp_path / "scan.pdf"
+    pdf = canvas.Canvas(str(path))
+    pdf.rect(100, 100, 300, 400, fill=1)  # an "image" of a page: drawing, no text
+    pdf.showPage()
+    pdf.save()
+    with pytest.raises(LoaderError, match=r"scan\.pdf: no extractable text"):
+        load_file(path)
+
+
+def test_whitespace_only_text_file(tmp_path: Path) -> None:
+    (tmp_path / "blank.md").write_text(" \n\n\t\n", encoding="utf-8")
+    with pytest.raises(LoaderError, match="no extractable text"):
+        load_file(tmp_path / "blank.md")

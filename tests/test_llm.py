@@ -1,0 +1,43 @@
+"""LocalLLM on a real tiny model: LangChain calls, streaming, stop strings, chat formats."""
+
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import PromptTemplate
+
+from kbqa.llm import LocalLLM, _chatglm_round_prompt, _cut_at_stop
+
+
+def test_invoke_and_stream_agree_under_greedy_decoding(tiny_llm: LocalLLM):
+    prompt = "Count: one, two, three,"
+    full = tiny_llm.invoke(prompt)
+    streamed = list(tiny_llm.stream(prompt))
+    assert full and isinstance(full, str)
+    assert len(streamed) > 1
+    assert "".join(streamed).strip() == full
+
+
+def test_stop_strings_cut_the_answer(tiny_llm: LocalLLM):
+    prompt = "Count: one, two, three,"
+    full = tiny_llm.invoke(prompt)
+    stop_word = full.split()[1] if len(full.split()) > 1 else full[2:4]
+    cut = tiny_llm.invoke(prompt, stop=[stop_word])
+    assert stop_word not in cut and full.startswith(cut)
+    assert "".join(tiny_llm.stream(prompt, stop=[stop_word])).strip() == cut
+
+
+def test_works_inside_an_lcel_pipe(tiny_llm: LocalLLM):
+    chain = PromptTemplate.from_template("Say {word}.") | tiny_llm | StrOutputParser()
+    assert isinstance(chain.invoke({"word": "hello"}), str)
+
+
+def test_chat_template_wraps_the_prompt_and_params_identify_the_model(tiny_llm: LocalLLM):
+    rendered = tiny_llm.render("你好")
+    assert "你好" in rendered and rendered != "你好"
+    params = tiny_llm._identifying_params
+    assert params["model_name"].startswith("smollm2") and params["temperature"] == 0.0
+
+
+def test_chatglm_round_format_and_stop_helper():
+    assert _chatglm_round_prompt("你好", "chatglm") == "[Round 0]\n问：你好\n答："
+    assert _chatglm_round_prompt("你好", "chatglm2") == "[Round 1]\n\n问：你好\n\n答："
+    assert _cut_at_stop("abc\n问：x", ["\n问："]) == ("abc", True)
+    assert _cut_at_stop("abc", ["zz"]) == ("abc", False)

@@ -1,0 +1,149 @@
+"""ChineseTextSplitter and split_elements: sentence boundaries, fallbacks, overlap, metadata."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+
+from kbqa.ingest import ChineseTextSplitter, split_elements
+
+SENTENCES = [
+    "入职满一年的员工每年享有10天带薪年假。",
+    "年假须提前三个工作日申请！",
+    "未休完的年假可以顺延吗？",
+    "可以顺延至次年3月31日；",
+    "逾期作废……",
+    "病假需提供医院证明。",
+]
+END_PUNCTUATION = tuple("。！？；…，、")
+
+
+def test_defaults() -> None:
+    splitter = ChineseTextSplitter()
+    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, False)  # noqa: SLF001
+
+
+def test_chunks_are_whole_sentences_with_their_punctuation() -> None:
+    text = "".join(SENTENCES)
+    chunks = ChineseTextSplitter(chunk_size=30, chunk_overlap=0).split_text(text)
+    assert "".join(chunks) == text
+    assert all(chunk.endswith(END_PUNCTUATION) for chunk in chunks)
+    assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
+    for chunk in chunks:  # every chunk is a run of whole sentences
+        assert chunk in {"".join(SENTENCES[i:j]) for i in range(len(SENTENCES)) for j in range(i + 1, len(SENTENCES) + 1)}
+
+
+def test_sentences_are_packed_up_to_chunk_size() -> None:
+    text = "".join(SENTENCES)
+    chunks = ChineseTextSplitter(chunk_size=44, chunk_overlap=0).split_text(text)
+    assert chunks[0] == SENTENCES[0] + SENTENCES[1]  # 20 + 13 fit; adding the third (12) would not
+    assert chunks[1] == SENTENCES[2] + SENTENCES[3] + SENTENCES[4] + SENTENCES[5]  # 12+13+6+10
+    assert all(len(chunk) <= 44 for chunk in chunks)
+
+
+def test_closing_quotes_stay_with_their_sentence() -> None:
+    text = "他说：“明天九点开会。”大家都同意了。「准时到场！」然后散会。"
+    chunks = ChineseTextSplitter(chunk_size=12, chunk_overlap=0).split_text(text)
+    assert chunks == ["他说：“明天九点开会。”", "大家都同意了。", "「准时到场！」然后散会。"]
+
+
+def test_ascii_punctuation_needs_following_space() -> None:
+    text = "Version 1.5 is out. It works!Really"
+    chunks = ChineseTextSplitter(chunk_size=20, chunk_overlap=0).split_text(text)
+    assert chunks == ["Version 1.5 is out.", "It works!Really"]
+
+
+def test_newlines_end_sentences() -> None:
+    chunks = ChineseTextSplitter(chunk_size=8, chunk_overlap=0).split_text("价格表\n基础版999元\n专业版2999元")
+    assert chunks == ["价格表", "基础版999元", "专业版2999元"]
+
+
+def test_long_sentence_is_cut_at_commas_first() -> None:
+    sentence = "报销范围包括差旅费，住宿费，餐费、交通费，以及经部门负责人批准的其他费用。"
+    chunks = ChineseTextSplitter(chunk_size=16, chunk_overlap=0).split_text(sentence)
+    assert "".join(chunks) == sentence
+    assert all(len(chunk) <= 16 for chunk in chunks)
+    assert all(chunk.endswith(("，", "、", "。")) for chunk in chunks)
+
+
+def test_sentence_without_commas_is_hard_cut_but_never_starts_with_punctuation() -> None:
+    sentence = "甲" * 20 + "。"  # a cut at 10 characters would leave "。" alone at the start
+    chunks = ChineseTextSplitter(chunk_size=10, chunk_overlap=0).split_text(sentence + "乙丙。")
+    assert "".join(chunks) == sentence + "乙丙。"
+    assert all(len(chunk) <= 10 for chunk in chunks)
+    assert not any(chunk.startswith("。") for chunk in chunks)
+
+
+def test_overlap_is_whole_trailing_sentences() -> None:
+    text = "".join(SENTENCES)
+    chunks = ChineseTextSplitter(chunk_size=40, chunk_overlap=15).split_text(text)
+    assert len(chunks) > 2
+    for previous, current in zip(chunks, chunks[1:]):
+        shared = next(s for s in SENTENCES if current.startswith(s))
+        assert previous.endswith(shared) and len(shared) <= 15
+    assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
+
+
+def test_split_documents_metadata_and_chunk_index() -> None:
+    meta = {"source": "/kb/handbook.md", "filename": "handbook.md", "heading": "年假", "page": 3}
+    docs = [
+        Document(page_content="".join(SENTENCES[:3]), metadata=meta),
+        Document(page_content="".join(SENTENCES[3:]), metadata={**meta, "heading": "病假"}),
+        Document(page_content="另一个文件的内容。", metadata={**meta, "source": "/kb/faq.txt"}),
+    ]
+    chunks = ChineseTextSplitter(chunk_size=25, chunk_overlap=0).split_documents(docs)
+    handbook = [chunk for chunk in chunks if chunk.metadata["source"] == "/kb/handbook.md"]
+    assert [chunk.metadata["chunk_index"] for chunk in handbook] == list(range(len(handbook)))
+    assert {chunk.metadata["heading"] for chunk in handbook} == {"年假", "病假"}
+    assert all(chunk.metadata["page"] == 3 and chunk.metadata["filename"] == "handbook.md" for chunk in handbook)
+    assert chunks[-1].metadata["chunk_index"] == 0  # a new source counts from zero
+    assert "chunk_index" not in docs[0].metadata  # inputs are not mutated
+
+
+@pytest.mark.parametrize(("prepend", "expected"), [(True, "【年假】\n入职满一年"), (False, "入职满一年")])
+def test_prepend_heading(prepend: bool, expected: str) -> None:
+    doc = Document(page_content=SENTENCES[0], metadata={"source": "s", "heading": "年假"})
+    (chunk,) = ChineseTextSplitter(prepend_heading=prepend).split_documents([doc])
+    assert chunk.page_content.startswith(expected)
+
+
+def test_prepend_heading_skips_chunks_that_start_with_it_and_missing_headings() -> None:
+    docs = [
+        Document(page_content="年假\n" + SENTENCES[0], metadata={"source": "s", "heading": "年假"}),
+        Document(page_content=SENTENCES[1], metadata={"source": "s", "heading": None}),
+    ]
+    chunks = ChineseTextSplitter(prepend_heading=True).split_documents(docs)
+    assert [chunk.page_content for chunk in chunks] == ["年假\n" + SENTENCES[0], SENTENCES[1]]
+
+
+def test_split_elements_packs_small_elements_within_a_section() -> None:
+    def element(text: str, heading: str, page: int = 1) -> Document:
+        return Document(page_content=text, metadata={"source": "/kb/a.pdf", "heading": heading, "page": page})
+
+    elements = [
+        element("年假", "年假"),
+        element(SENTENCES[0], "年假"),
+        element(SENTENCES[1], "年假"),
+        element("病假", "病假"),
+        element(SENTENCES[5], "病假"),
+        element("下一页的病假说明。", "病假", page=2),
+    ]
+    chunks = split_elements(elements, ChineseTextSplitter(chunk_size=300, chunk_overlap=50))
+    assert [chunk.page_content for chunk in chunks] == [
+        "年假\n" + SENTENCES[0] + "\n" + SENTENCES[1],
+        "病假\n" + SENTENCES[5],
+        "下一页的病假说明。",
+    ]
+    assert [(c.metadata["heading"], c.metadata["page"], c.metadata["chunk_index"]) for c in chunks] == [
+        ("年假", 1, 0),
+        ("病假", 1, 1),
+        ("病假", 2, 2),
+    ]
+
+
+def test_default_size_on_long_text() -> None:
+    text = "".join(SENTENCES) * 40
+    chunks = ChineseTextSplitter().split_text(text)
+    assert len(chunks) > 5
+    assert all(len(chunk) <= 300 for chunk in chunks)
+    assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
