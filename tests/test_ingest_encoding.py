@@ -65,5 +65,5 @@ def test_mostly_control_characters_mean_binary() -> None:
 
 
 def test_invalid_utf16_after_bom_is_refused() -> None:
-    with pytest.raises(LoaderError, match="bad.txt"):
+    with pytest.raises(LoaderError, match=r"bad\.txt"):
         decode_text(codecs.BOM_UTF16_LE + b"\x00\xd8a", "bad.txt")  # lone surrogate, odd length

@@ -19,7 +19,7 @@ from reportlab.pdfgen import canvas
 
 from kbqa.errors import KbqaError, LoaderError, UnsupportedFormatError
 from kbqa.ingest import SUPPORTED_SUFFIXES, load_file
-from kbqa.ingest.offline_nlp import offline_pipeline
+from kbqa.ingest.offline_nlp import install_offline_nlp, offline_pipeline
 
 
 def texts(docs: list[Document]) -> list[str]:
@@ -97,7 +97,10 @@ def make_eml(path: Path, charset: str) -> Path:
 
 
 def test_pdf_pages_and_chinese_text(tmp_path: Path) -> None:
-    path = make_pdf(tmp_path / "价格表.pdf", [["价格表", "基础版每年999元，专业版每年2999元。"], ["售后电话400-123-4567。"]])
+    path = make_pdf(
+        tmp_path / "价格表.pdf",
+        [["价格表", "基础版每年999元，专业版每年2999元。"], ["售后电话400-123-4567。"]],
+    )
     docs = load_file(path)
     assert [doc.metadata["page"] for doc in docs] == [1, 2]
     assert "基础版每年999元，专业版每年2999元。" in docs[0].page_content
@@ -112,7 +115,13 @@ def test_pdf_pages_and_chinese_text(tmp_path: Path) -> None:
 
 def test_docx_headings_from_styles_table_rows_and_no_page_header(tmp_path: Path) -> None:
     docs = load_file(make_docx(tmp_path / "product.docx"))
-    assert texts(docs) == ["产品概述", "星河一号是一款智能音箱，售价699元。", "短句", "技术参数", "重量 | 500克\n续航 | 12小时"]
+    assert texts(docs) == [
+        "产品概述",
+        "星河一号是一款智能音箱，售价699元。",
+        "短句",
+        "技术参数",
+        "重量 | 500克\n续航 | 12小时",
+    ]
     assert [doc.metadata["heading"] for doc in docs] == ["产品概述"] * 3 + ["技术参数"] * 2
     assert all("page" not in doc.metadata and "sheet" not in doc.metadata for doc in docs)
 
@@ -121,7 +130,7 @@ def test_pptx_slides_and_titles(tmp_path: Path) -> None:
     docs = load_file(make_pptx(tmp_path / "plan.pptx"))
     assert texts(docs) == ["年度目标", "营收增长百分之三十", "市场计划", "进入东南亚市场", "北京"]
     assert [doc.metadata["page"] for doc in docs] == [1, 1, 2, 2, 2]
-    # "北京" is short body text unstructured may type as Title; the heading stays the slide title.
+    # unstructured types all of this body text Title; the heading stays the slide title.
     assert [doc.metadata["heading"] for doc in docs] == ["年度目标"] * 2 + ["市场计划"] * 3
 
 
@@ -135,7 +144,10 @@ def test_xlsx_one_element_per_sheet_with_rows(tmp_path: Path) -> None:
 
 def test_markdown_headings(tmp_path: Path) -> None:
     path = tmp_path / "handbook.md"
-    path.write_text("# 考勤\n\n上班时间为每天9:00至18:00。\n\n短句\n\n## 迟到\n\n- 迟到三次扣款100元。\n", encoding="utf-8")
+    path.write_text(
+        "# 考勤\n\n上班时间为每天9:00至18:00。\n\n短句\n\n## 迟到\n\n- 迟到三次扣款100元。\n",
+        encoding="utf-8",
+    )
     docs = load_file(path)
     assert texts(docs) == ["考勤", "上班时间为每天9:00至18:00。", "短句", "迟到", "迟到三次扣款100元。"]
     assert [doc.metadata["heading"] for doc in docs] == ["考勤"] * 3 + ["迟到"] * 2
@@ -193,7 +205,9 @@ def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
 # --- the offline spaCy route -------------------------------------------------------------------
 
 
-def test_unstructured_never_tries_to_download_spacy_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unstructured_never_tries_to_download_spacy_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """unstructured 0.27 downloads en_core_web_sm on first use; our route must make that unreachable."""
     import spacy.cli
     from unstructured.nlp import tokenize
@@ -210,11 +224,27 @@ def test_unstructured_never_tries_to_download_spacy_model(tmp_path: Path, monkey
     txt = tmp_path / "note.txt"
     txt.write_text(f"Offline parsing works {unique}. 离线解析正常。", encoding="utf-8")
     assert unique in load_file(txt)[0].page_content
-    assert "星河一号" in by_text(load_file(make_docx(tmp_path / "d.docx", f"星河一号 {unique} 说明")), unique).page_content
+    assert (
+        "星河一号"
+        in by_text(load_file(make_docx(tmp_path / "d.docx", f"星河一号 {unique} 说明")), unique).page_content
+    )
     calls_after = offline_pipeline.cache_info()
     assert calls_after.hits + calls_after.misses > calls_before.hits + calls_before.misses
-    assert tokenize._get_nlp is offline_pipeline  # noqa: SLF001
+    assert tokenize._get_nlp is offline_pipeline
     assert offline_pipeline().lang == "xx" and offline_pipeline().pipe_names == ["sentencizer"]
+
+
+def test_offline_route_is_idempotent_and_guards_against_a_changed_hook(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from unstructured.nlp import tokenize
+
+    install_offline_nlp()
+    install_offline_nlp()
+    assert tokenize._get_nlp is offline_pipeline
+    monkeypatch.delattr(tokenize, "_get_nlp")
+    with pytest.raises(KbqaError, match=r"unstructured==0\.27\.32"):
+        install_offline_nlp()
 
 
 # --- refusals ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from langchain_core.documents import Document
 
@@ -20,7 +22,7 @@ END_PUNCTUATION = tuple("。！？；…，、")
 
 def test_defaults() -> None:
     splitter = ChineseTextSplitter()
-    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, False)  # noqa: SLF001
+    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, False)
 
 
 def test_chunks_are_whole_sentences_with_their_punctuation() -> None:
@@ -30,7 +32,9 @@ def test_chunks_are_whole_sentences_with_their_punctuation() -> None:
     assert all(chunk.endswith(END_PUNCTUATION) for chunk in chunks)
     assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
     for chunk in chunks:  # every chunk is a run of whole sentences
-        assert chunk in {"".join(SENTENCES[i:j]) for i in range(len(SENTENCES)) for j in range(i + 1, len(SENTENCES) + 1)}
+        assert chunk in {
+            "".join(SENTENCES[i:j]) for i in range(len(SENTENCES)) for j in range(i + 1, len(SENTENCES) + 1)
+        }
 
 
 def test_sentences_are_packed_up_to_chunk_size() -> None:
@@ -54,7 +58,9 @@ def test_ascii_punctuation_needs_following_space() -> None:
 
 
 def test_newlines_end_sentences() -> None:
-    chunks = ChineseTextSplitter(chunk_size=8, chunk_overlap=0).split_text("价格表\n基础版999元\n专业版2999元")
+    chunks = ChineseTextSplitter(chunk_size=8, chunk_overlap=0).split_text(
+        "价格表\n基础版999元\n专业版2999元"
+    )
     assert chunks == ["价格表", "基础版999元", "专业版2999元"]
 
 
@@ -78,7 +84,7 @@ def test_overlap_is_whole_trailing_sentences() -> None:
     text = "".join(SENTENCES)
     chunks = ChineseTextSplitter(chunk_size=40, chunk_overlap=15).split_text(text)
     assert len(chunks) > 2
-    for previous, current in zip(chunks, chunks[1:]):
+    for previous, current in pairwise(chunks):
         shared = next(s for s in SENTENCES if current.startswith(s))
         assert previous.endswith(shared) and len(shared) <= 15
     assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
@@ -95,7 +101,9 @@ def test_split_documents_metadata_and_chunk_index() -> None:
     handbook = [chunk for chunk in chunks if chunk.metadata["source"] == "/kb/handbook.md"]
     assert [chunk.metadata["chunk_index"] for chunk in handbook] == list(range(len(handbook)))
     assert {chunk.metadata["heading"] for chunk in handbook} == {"年假", "病假"}
-    assert all(chunk.metadata["page"] == 3 and chunk.metadata["filename"] == "handbook.md" for chunk in handbook)
+    assert all(
+        chunk.metadata["page"] == 3 and chunk.metadata["filename"] == "handbook.md" for chunk in handbook
+    )
     assert chunks[-1].metadata["chunk_index"] == 0  # a new source counts from zero
     assert "chunk_index" not in docs[0].metadata  # inputs are not mutated
 

@@ -8,6 +8,7 @@ yields more *common* Chinese characters; charset-normalizer is only the last res
 from __future__ import annotations
 
 import codecs
+import contextlib
 import unicodedata
 from functools import lru_cache
 
@@ -24,7 +25,7 @@ _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 
 @lru_cache(maxsize=1)
 def _common_chinese() -> frozenset[str]:
-    """GB2312 level-1 (3,755 simplified) ∪ Big5 frequent (5,401 traditional) characters + punctuation.
+    """GB2312 level-1 (3,755 simplified) plus Big5 frequent (5,401 traditional) characters + punctuation.
 
     A wrong guess between GB18030 and Big5 turns text into rare characters, private-use code
     points, kana or box-drawing symbols, so the share of these characters tells the right one.
@@ -40,10 +41,8 @@ def _common_chinese() -> frozenset[str]:
 
 
 def _add_decoded(chars: set[str], pair: bytes, encoding: str) -> None:
-    try:
+    with contextlib.suppress(UnicodeDecodeError):  # unassigned code points in the range
         chars.add(pair.decode(encoding))
-    except UnicodeDecodeError:
-        pass
 
 
 def _chinese_score(text: str) -> float:
@@ -75,7 +74,9 @@ def _decode(data: bytes, name: str) -> str:
             try:
                 return data.decode(encoding)
             except UnicodeDecodeError as exc:
-                raise LoaderError(f"{name}: starts with a {encoding} byte-order mark but is not valid {encoding}") from exc
+                raise LoaderError(
+                    f"{name}: starts with a {encoding} byte-order mark but is not valid {encoding}"
+                ) from exc
     if b"\x00" in data:
         raise _binary(name)
     try:
@@ -96,9 +97,7 @@ def _binary(name: str) -> LoaderError:
 
 
 def _mostly_control(text: str) -> bool:
-    controls = sum(
-        unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in text
-    )
+    controls = sum(unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS for ch in text)
     return controls > _MAX_CONTROL_RATIO * max(len(text), 1)
 
 

@@ -10,16 +10,19 @@ rule-based sentencizer: nothing to download, and element types are not trusted f
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import spacy
-from spacy.language import Language
+from kbqa.errors import KbqaError
 
-_installed = False
+if TYPE_CHECKING:
+    from spacy.language import Language
 
 
 @lru_cache(maxsize=1)
 def offline_pipeline() -> Language:
     """A blank multilingual spaCy pipeline with a sentencizer; built once per process."""
+    import spacy
+
     nlp = spacy.blank("xx")
     nlp.add_pipe("sentencizer")
     return nlp
@@ -27,18 +30,22 @@ def offline_pipeline() -> Language:
 
 def install_offline_nlp() -> None:
     """Point unstructured's spaCy loader at :func:`offline_pipeline`; safe to call repeatedly."""
-    global _installed
-    if _installed:
-        return
     from unstructured.nlp import tokenize
 
-    tokenize._get_nlp = offline_pipeline  # noqa: SLF001 - the hook is private; see module docstring
+    current = getattr(tokenize, "_get_nlp", None)
+    if current is offline_pipeline:
+        return
+    if current is None:
+        raise KbqaError(
+            "this unstructured version has no unstructured.nlp.tokenize._get_nlp hook; "
+            "kbqa is tested with unstructured==0.27.32"
+        )
+    tokenize._get_nlp = offline_pipeline  # private hook: see the module docstring
     # Results cached before the switch (none normally: the download would have failed) are dropped.
     for cached in (
-        tokenize._process_cached,  # noqa: SLF001
-        tokenize._tokenize_for_cache,  # noqa: SLF001
+        tokenize._process_cached,
+        tokenize._tokenize_for_cache,
         tokenize.word_tokenize,
         tokenize.pos_tag,
     ):
         cached.cache_clear()
-    _installed = True

@@ -1,0 +1,136 @@
+"""End-to-end figures on CMRC 2018 dev: ingest speed, retrieval hit@k, answer EM/F1, latency, RSS.
+
+    python bench/cmrc_dev.py --home /tmp/cmrc-home [--llm embedded] [--limit N]
+
+The knowledge base holds the dev and train passages (713 documents, written
+as 'title\\n\\ntext' .txt files and ingested through the normal pipeline); the
+202 dev questions are asked through the same service the CLI uses. Prints a
+table and writes JSON next to it (bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kbqa.config import load_settings
+from kbqa.metrics import exact_match, f1_score
+from kbqa.service import KbqaService
+
+EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_kb(service: KbqaService, eval_dir: Path) -> dict:
+    """Ingest dev+train passages unless the KB already holds them; returns ingest figures."""
+    kb = service.knowledge_base(create=True)
+    if kb.chunk_count:
+        return {"reused": True, "chunks": kb.chunk_count}
+    docs = _jsonl(eval_dir / "dev" / "docs.jsonl") + _jsonl(eval_dir / "train" / "docs.jsonl")
+    with tempfile.TemporaryDirectory() as folder:
+        for doc in docs:
+            (Path(folder) / f"{doc['doc_id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}",
+                                                                encoding="utf-8")
+        megabytes = sum(p.stat().st_size for p in Path(folder).iterdir()) / 1e6
+        start = time.perf_counter()
+        results = kb.ingest([Path(folder)], progress=True)
+        seconds = time.perf_counter() - start
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} passages failed to ingest, e.g. {failed[0].error}")
+    return {"reused": False, "documents": len(docs), "chunks": kb.chunk_count,
+            "seconds": seconds, "chunks_per_s": kb.chunk_count / seconds,
+            "mb_per_s": megabytes / seconds}
+
+
+def _doc_id(document) -> str:
+    return Path(document.metadata.get("source", "")).stem
+
+
+def evaluate(service: KbqaService, questions: list[dict], generate: bool) -> list[dict]:
+    retriever = service.retriever(top_k=5)
+    rows = []
+    for number, q in enumerate(questions, start=1):
+        start = time.perf_counter()
+        docs = retriever.invoke(q["question"])
+        retrieve_s = time.perf_counter() - start
+        hits = [any(a in d.page_content for a in q["answers"]) for d in docs]
+        row = {"qid": q["qid"], "question": q["question"], "answers": q["answers"],
+               "retrieve_s": retrieve_s,
+               "hit@1": float(any(hits[:1])), "hit@5": float(any(hits[:5])),
+               "rr": next((1 / (i + 1) for i, h in enumerate(hits) if h), 0.0),
+               "doc@5": float(q.get("doc_id") in [_doc_id(d) for d in docs])}
+        if generate:
+            answer = service.ask(q["question"])
+            tokens = len(service.llm.tokenizer(answer.text)["input_ids"])
+            decode_s = answer.timings["total"] - answer.timings.get("first_token", 0.0)
+            row.update(prediction=answer.text, em=exact_match(answer.text, q["answers"]),
+                       f1=f1_score(answer.text, q["answers"]), refused=answer.refused,
+                       total_s=answer.timings["total"],
+                       first_token_s=answer.timings.get("first_token", answer.timings["total"]),
+                       tokens=tokens, tokens_per_s=(tokens - 1) / decode_s if decode_s > 0 else 0.0)
+            print(f"[{number}/{len(questions)}] f1={row['f1']:.2f} {row['total_s']:.1f}s "
+                  f"{q['question']} → {answer.text[:60]!r} (gold {q['answers'][0]!r})",
+                  file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], generate: bool) -> dict:
+    mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
+    summary = {"n": len(rows), "hit@1": mean("hit@1"), "hit@5": mean("hit@5"), "mrr": mean("rr"),
+               "gold_doc@5": mean("doc@5"),
+               "retrieve_p50_ms": 1000 * statistics.median(r["retrieve_s"] for r in rows)}
+    if generate:
+        summary.update(em=mean("em"), f1=mean("f1"), refusal_rate=mean("refused"),
+                       answer_p50_s=statistics.median(r["total_s"] for r in rows),
+                       first_token_p50_s=statistics.median(r["first_token_s"] for r in rows),
+                       decode_tokens_per_s=statistics.median(r["tokens_per_s"] for r in rows))
+    summary["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, required=True, help="KBQA home for the benchmark KB")
+    parser.add_argument("--eval-dir", type=Path, default=EVAL)
+    parser.add_argument("--llm", default="embedded")
+    parser.add_argument("--mode", default=None, choices=["dense", "bm25", "hybrid"])
+    parser.add_argument("--top-k", type=int, default=None, help="passages in the prompt")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--retrieval-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    settings = load_settings({"home": args.home, "kb": "cmrc", "llm": args.llm,
+                              "retrieval_mode": args.mode, "top_k": args.top_k})
+    service = KbqaService(settings)
+    ingest = build_kb(service, args.eval_dir)
+    questions = _jsonl(args.eval_dir / "dev" / "questions.jsonl")[: args.limit]
+    rows = evaluate(service, questions, generate=not args.retrieval_only)
+    summary = summarise(rows, generate=not args.retrieval_only)
+    report = {"settings": {"llm": args.llm, "mode": settings.retrieval_mode,
+                           "top_k": settings.top_k, "chunk_size": settings.chunk_size},
+              "ingest": ingest, "summary": summary}
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval_mode}"
+    (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, ensure_ascii=False,
+                                                      indent=1), encoding="utf-8")
+    print(json.dumps(report, indent=1))
+    print("\n| metric | value |\n|---|---|")
+    for key, value in {**{f"ingest {k}": v for k, v in ingest.items()}, **summary}.items():
+        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

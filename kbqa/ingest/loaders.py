@@ -1,0 +1,278 @@
+"""File → text elements, one loader per format, each returning LangChain Documents.
+
+unstructured parses every format but PDF (its PDF path needs a layout model we cannot ship);
+pypdf reads PDFs page by page. unstructured is imported lazily: it takes seconds to import.
+Element *types* are not trusted for Chinese (plain paragraphs come back as ``Title``), so headings
+come from real structure only: Markdown/HTML heading tags, DOCX heading styles, PPTX slide titles.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.documents import Document
+
+from kbqa.errors import LoaderError, UnsupportedFormatError
+from kbqa.ingest.encoding import decode_text
+from kbqa.ingest.offline_nlp import install_offline_nlp
+
+if TYPE_CHECKING:
+    from unstructured.documents.elements import Element
+
+# unstructured prints a sales notice on first use (stdout on a terminal): kbqa logs nothing there.
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"}
+)
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+# Office files are zip archives; a few KB can unpack to gigabytes (a "zip bomb").
+DEFAULT_MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
+
+_ZIP_FORMATS = {".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}
+# Repeated page furniture and layout markers, not content.
+_SKIPPED_CATEGORIES = frozenset({"Header", "Footer", "PageBreak"})
+
+Meta = dict[str, Any]
+
+
+def load_file(
+    path: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_unzipped_bytes: int = DEFAULT_MAX_UNZIPPED_BYTES,
+) -> list[Document]:
+    """Read one file into Documents, one per text element, in document order.
+
+    Metadata: ``source`` (resolved path), ``filename``, ``heading`` (nearest section title or
+    None), plus ``page`` (1-based, PDF pages and PPTX slides) or ``sheet`` (XLSX).
+    Raises UnsupportedFormatError for unknown extensions and LoaderError, with a one-line
+    message naming the file, for anything that cannot be read or holds no text.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        supported = " ".join(sorted(SUPPORTED_SUFFIXES))
+        raise UnsupportedFormatError(
+            f"{path.name}: unsupported file type {suffix or '(no extension)'!r}; supported: {supported}"
+        )
+    resolved = _checked_path(path, max_bytes)
+    if suffix in _ZIP_FORMATS:
+        _check_zip(resolved, _ZIP_FORMATS[suffix], max_unzipped_bytes)
+    base: Meta = {"source": str(resolved), "filename": resolved.name}
+    docs = [
+        Document(page_content=text, metadata={**base, "heading": None, **meta})
+        for text, meta in _LOADERS[suffix](resolved)
+        if text.strip()
+    ]
+    if not docs:
+        raise LoaderError(f"{resolved.name}: no extractable text (a scanned PDF or an image-only file?)")
+    return docs
+
+
+def _checked_path(path: Path, max_bytes: int) -> Path:
+    """Resolve ``path`` and refuse what cannot or should not be read, before parsing anything."""
+    try:
+        resolved = path.resolve(strict=True)
+        size = resolved.stat().st_size
+    except FileNotFoundError:
+        raise LoaderError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise LoaderError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not resolved.is_file():
+        raise LoaderError(f"{path}: not a regular file")
+    if not os.access(resolved, os.R_OK):
+        raise LoaderError(f"{path}: permission denied")
+    if size == 0:
+        raise LoaderError(f"{resolved.name}: empty file")
+    if size > max_bytes:
+        raise LoaderError(f"{resolved.name}: {size} bytes, larger than the {max_bytes}-byte limit")
+    return resolved
+
+
+def _check_zip(path: Path, kind: str, max_unzipped_bytes: int) -> None:
+    """Refuse a non-zip or one whose members unpack past the limit (zipfile enforces the sizes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise _corrupt(path, kind, exc) from exc
+    if unpacked > max_unzipped_bytes:
+        raise LoaderError(
+            f"{path.name}: unpacks to {unpacked} bytes, over the {max_unzipped_bytes}-byte limit "
+            "(refused as a possible zip bomb)"
+        )
+
+
+def _corrupt(path: Path, kind: str, exc: BaseException) -> LoaderError:
+    detail = " ".join(str(exc).split())[:200]
+    return LoaderError(f"{path.name}: corrupt or not a valid {kind} file ({type(exc).__name__}: {detail})")
+
+
+# --- PDF (pypdf) --------------------------------------------------------------------------------
+
+
+def _load_pdf(path: Path) -> Iterable[tuple[str, Meta]]:
+    """One element per page: pypdf has no reliable paragraph structure to offer."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(path)
+        locked = reader.is_encrypted and not reader.decrypt("")
+        pages = [] if locked else [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:  # pypdf raises many types on malformed input
+        raise _corrupt(path, "PDF", exc) from exc
+    if locked:
+        raise LoaderError(f"{path.name}: encrypted PDF; remove its password first")
+    return [(text.strip(), {"page": number}) for number, text in enumerate(pages, start=1)]
+
+
+# --- unstructured-based formats -----------------------------------------------------------------
+
+
+def _partition(path: Path, kind: str, partition: Callable[[], list[Element]]) -> list[Element]:
+    """Run an unstructured partitioner offline, turning its failures into LoaderError."""
+    install_offline_nlp()
+    try:
+        return partition()
+    except Exception as exc:  # unstructured and the libraries below it raise many types
+        raise _corrupt(path, kind, exc) from exc
+
+
+def _element_text(element: Element) -> str:
+    """Element text; tables become one line per row so rows stay readable after splitting."""
+    html = getattr(element.metadata, "text_as_html", None)
+    if element.category != "Table" or not html:
+        return element.text.strip()
+    from unstructured.common.html_table import HtmlTable
+
+    rows = (" | ".join(row.iter_cell_texts()) for row in HtmlTable.from_html_text(html).iter_rows())
+    return "\n".join(row for row in rows if row.strip())
+
+
+def _with_headings(
+    elements: Iterable[Element], is_heading: Callable[[Element], bool]
+) -> Iterable[tuple[str, Meta]]:
+    """Pair each element with the nearest heading at or before it."""
+    heading: str | None = None
+    for element in elements:
+        if element.category in _SKIPPED_CATEGORIES:
+            continue
+        text = _element_text(element)
+        if is_heading(element) and text:
+            heading = text
+        yield text, {"heading": heading}
+
+
+def _is_title(element: Element) -> bool:
+    """For HTML (and Markdown, rendered to HTML) and DOCX, unstructured makes a ``Title`` only
+    from heading tags or heading paragraph styles, never from text heuristics."""
+    return element.category == "Title"
+
+
+def _never(_: Element) -> bool:
+    return False
+
+
+def _load_text(path: Path) -> Iterable[tuple[str, Meta]]:
+    from unstructured.partition.text import partition_text
+
+    text = decode_text(path.read_bytes(), path.name)
+    return _with_headings(_partition(path, "text", lambda: partition_text(text=text)), _never)
+
+
+def _load_markdown(path: Path) -> Iterable[tuple[str, Meta]]:
+    from unstructured.partition.md import partition_md
+
+    text = decode_text(path.read_bytes(), path.name)
+    return _with_headings(_partition(path, "Markdown", lambda: partition_md(text=text)), _is_title)
+
+
+def _load_html(path: Path) -> Iterable[tuple[str, Meta]]:
+    from unstructured.partition.html import partition_html
+
+    text = decode_text(path.read_bytes(), path.name)
+    return _with_headings(_partition(path, "HTML", lambda: partition_html(text=text)), _is_title)
+
+
+def _load_csv(path: Path) -> Iterable[tuple[str, Meta]]:
+    from unstructured.partition.csv import partition_csv
+
+    data = decode_text(path.read_bytes(), path.name).encode("utf-8")
+    elements = _partition(path, "CSV", lambda: partition_csv(file=io.BytesIO(data), encoding="utf-8"))
+    return _with_headings(elements, _never)
+
+
+def _load_email(path: Path) -> Iterable[tuple[str, Meta]]:
+    """The body only (attachments are not parsed); the subject serves as the heading."""
+    from unstructured.partition.email import partition_email
+
+    elements = _partition(
+        path,
+        "EML",
+        lambda: partition_email(filename=str(path), process_attachments=False),
+    )
+    subject = elements[0].metadata.subject if elements else None
+    for text, _ in _with_headings(elements, _never):
+        yield text, {"heading": subject or None}
+
+
+def _load_docx(path: Path) -> Iterable[tuple[str, Meta]]:
+    from unstructured.partition.docx import partition_docx
+
+    elements = _partition(path, "DOCX", lambda: partition_docx(filename=str(path), include_page_breaks=False))
+    return _with_headings(elements, _is_title)
+
+
+def _load_pptx(path: Path) -> Iterable[tuple[str, Meta]]:
+    """One element per text shape paragraph; the heading is the slide's title placeholder."""
+    from unstructured.partition.pptx import partition_pptx
+
+    elements = _partition(path, "PPTX", lambda: partition_pptx(filename=str(path), include_page_breaks=False))
+    titles = _slide_titles(path)
+    for element in elements:
+        if element.category in _SKIPPED_CATEGORIES:
+            continue
+        slide = element.metadata.page_number or 1
+        yield _element_text(element), {"page": slide, "heading": titles.get(slide)}
+
+
+def _slide_titles(path: Path) -> dict[int, str]:
+    """Slide number → text of its title placeholder (body text typed ``Title`` is not one)."""
+    from pptx import Presentation
+
+    titles: dict[int, str] = {}
+    for number, slide in enumerate(Presentation(str(path)).slides, start=1):
+        shape = slide.shapes.title
+        if shape is not None and shape.text_frame.text.strip():
+            titles[number] = " ".join(shape.text_frame.text.split())
+    return titles
+
+
+def _load_xlsx(path: Path) -> Iterable[tuple[str, Meta]]:
+    """One table per worksheet, one line per row."""
+    from unstructured.partition.xlsx import partition_xlsx
+
+    elements = _partition(path, "XLSX", lambda: partition_xlsx(filename=str(path), find_subtable=False))
+    for element in elements:
+        yield _element_text(element), {"sheet": element.metadata.page_name}
+
+
+_LOADERS: dict[str, Callable[[Path], Iterable[tuple[str, Meta]]]] = {
+    ".pdf": _load_pdf,
+    ".docx": _load_docx,
+    ".pptx": _load_pptx,
+    ".xlsx": _load_xlsx,
+    ".html": _load_html,
+    ".htm": _load_html,
+    ".md": _load_markdown,
+    ".markdown": _load_markdown,
+    ".txt": _load_text,
+    ".csv": _load_csv,
+    ".eml": _load_email,
+}
