@@ -30,7 +30,7 @@ class Source:
 
     filename: str
     source: str
-    score: float | None
+    score: float | None  # dense cosine similarity when known (higher = closer), else the rank score
     snippet: str
     page: int | None = None
     heading: str | None = None
@@ -42,7 +42,7 @@ class Source:
         text = " ".join(document.page_content.split())
         return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
                    source=str(meta.get("source", "")),
-                   score=meta.get("score"),
+                   score=meta.get("dense_score", meta.get("score")),
                    snippet=text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
                    page=meta.get("page"), heading=meta.get("heading"),
                    chunk_id=meta.get("chunk_id"))

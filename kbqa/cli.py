@@ -40,7 +40,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="LoRA adapter folder (peft format); repeat for several")
     group.add_argument("--top-k", type=int, help="passages given to the model (default 3)")
     group.add_argument("--mode", dest="retrieval_mode", choices=["dense", "bm25", "hybrid"],
-                       help="retrieval method (default hybrid)")
+                       help="retrieval method (default bm25, the best on CMRC dev)")
     group.add_argument("--threshold", dest="score_threshold", type=float,
                        help="drop passages with dense cosine similarity below this")
     group.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")

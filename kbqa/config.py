@@ -35,7 +35,7 @@ class Settings(BaseModel):
     embedder: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
     kb: str = Field("default", description="knowledge base name")
     top_k: int = Field(3, ge=1, le=50, description="passages put into the prompt")
-    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "bm25"
     score_threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
         description="drop passages whose dense cosine similarity is below this (higher = closer)")

@@ -1,0 +1,209 @@
+"""Retrieval benchmark on CMRC 2018: dense vs BM25 vs hybrid, and dense-cosine threshold calibration.
+
+Builds a knowledge base from the 713 dev + train passages (each written as "<doc_id>.txt" holding
+"title\\n\\ntext"), asks the 202 dev questions, and prints hit@1, hit@5 (an answer string appears in
+a retrieved chunk), MRR@5, gold-document hit@5 and query latency per mode; then the top-1 dense
+cosine of each question against the full KB and against the KB without the question's gold
+document (its chunks excluded from the exact search), which shows whether a cosine threshold can
+tell answerable from unanswerable questions.
+
+    python bench/retrieval_cmrc.py                      # temp KB, embedded default embedder
+    python bench/retrieval_cmrc.py --kb-dir .kbqa/bench # build once, reuse on later runs
+
+Writes JSON to bench/results/retrieval_cmrc.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kbqa.embeddings import load_embedded_default
+from kbqa.retrieval import (KnowledgeBaseRetriever, bm25_index, candidate_count,
+                            reciprocal_rank_fusion)
+from kbqa.store import KnowledgeBase
+
+DATA = Path("/work/shared/eval/cmrc2018")
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("dense", "bm25", "hybrid")
+THRESHOLDS = [round(0.20 + 0.05 * i, 2) for i in range(11)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_passages(folder: Path) -> int:
+    """One .txt per passage; rewriting identical bytes keeps the KB's incremental ingest a no-op."""
+    folder.mkdir(parents=True, exist_ok=True)
+    passages = read_jsonl(DATA / "dev" / "docs.jsonl") + read_jsonl(DATA / "train" / "docs.jsonl")
+    for doc in passages:
+        path = folder / f"{doc['doc_id']}.txt"
+        content = f"{doc['title']}\n\n{doc['text']}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != content:
+            path.write_text(content, encoding="utf-8")
+    return len(passages)
+
+
+def build_kb(kb_dir: Path) -> tuple[KnowledgeBase, dict]:
+    passages = write_passages(kb_dir / "docs")
+    kb = KnowledgeBase.open_or_create(kb_dir / "kbs", "cmrc", load_embedded_default())
+    started = time.perf_counter()
+    results = kb.ingest([kb_dir / "docs"], progress=True)
+    wall = time.perf_counter() - started
+    stats = kb.last_ingest_stats
+    counts = {status: sum(r.status == status for r in results)
+              for status in ("added", "updated", "skipped", "failed")}
+    ingest = {"passages": passages, "files": counts, "chunks_total": kb.chunk_count,
+              "chunks_ingested": stats.chunks, "embedded": stats.embedded, "cached": stats.cached,
+              "wall_s": wall, "parse_s": stats.parse_s, "split_s": stats.split_s,
+              "embed_s": stats.embed_s, "index_s": stats.index_s,
+              "chunks_per_s": stats.chunks / wall if stats.chunks else None}
+    return kb, ingest
+
+
+def doc_of_chunk(kb: KnowledgeBase) -> dict[int, str]:
+    _, ids, _ = kb.chunk_texts()
+    return {chunk_id: Path(doc.metadata["filename"]).stem
+            for chunk_id, doc in kb.get_chunks(ids).items()}
+
+
+def answer_rank(texts: list[str], answers: list[str]) -> int | None:
+    for rank, text in enumerate(texts, start=1):
+        if any(answer in text for answer in answers):
+            return rank
+    return None
+
+
+def evaluate_mode(kb: KnowledgeBase, mode: str, questions: list[dict], k: int) -> dict:
+    retriever = KnowledgeBaseRetriever(kb=kb, mode=mode, k=k, score_threshold=None)
+    started = time.perf_counter()
+    retriever.invoke("预热")  # builds the BM25 index, loads the embedder's first batch
+    warmup = time.perf_counter() - started
+    ranks, gold_hits, latencies = [], 0, []
+    for q in questions:
+        started = time.perf_counter()
+        docs = retriever.invoke(q["question"])
+        latencies.append(time.perf_counter() - started)
+        ranks.append(answer_rank([d.page_content for d in docs], q["answers"]))
+        gold_hits += any(Path(d.metadata["filename"]).stem == q["doc_id"] for d in docs[:5])
+    n = len(questions)
+    return {"mode": mode, "hit@1": sum(r == 1 for r in ranks) / n,
+            "hit@5": sum(r is not None and r <= 5 for r in ranks) / n,
+            "mrr@5": sum(1 / r for r in ranks if r is not None and r <= 5) / n,
+            "gold_doc_hit@5": gold_hits / n,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p95_ms": 1000 * float(np.quantile(latencies, 0.95)),
+            "warmup_s": warmup}
+
+
+def hybrid_candidates(kb: KnowledgeBase, vector: np.ndarray, question: str,
+                      exclude: set[int], k: int) -> list[tuple[int, float]]:
+    """The hybrid fused list (as kbqa.retrieval.search builds it) with dense cosines, minus `exclude`."""
+    n = candidate_count(k)
+    dense = [(i, s) for i, s in kb.search_vector(vector, n + len(exclude)) if i not in exclude][:n]
+    lexical = bm25_index(kb)
+    sparse = [(i, s) for i, s in lexical.top(lexical.scores(question), n + len(exclude))
+              if i not in exclude][:n]
+    fused = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]])
+    cosines = kb.cosine_scores(vector, [i for i, _ in fused])
+    return [(i, cosines[i]) for i, _ in fused]
+
+
+def calibrate(kb: KnowledgeBase, questions: list[dict], k: int) -> dict:
+    """Top-1 dense cosine with and without the gold document, and what each threshold would do."""
+    chunk_doc = doc_of_chunk(kb)
+    texts = {i: d.page_content for i, d in kb.get_chunks(list(chunk_doc)).items()}
+    with_gold, without_gold, per_question = [], [], []
+    for q in questions:
+        vector = kb.query_vector(q["question"])
+        gold = {i for i, doc in chunk_doc.items() if doc == q["doc_id"]}
+        hits = kb.search_vector(vector, len(gold) + 1)
+        with_gold.append(hits[0][1])
+        without_gold.append(next(s for i, s in hits if i not in gold))
+        per_question.append((hybrid_candidates(kb, vector, q["question"], set(), k),
+                             hybrid_candidates(kb, vector, q["question"], gold, k)))
+    sweep = []
+    for t in THRESHOLDS:
+        kept_hits, answerable_empty, unanswerable_empty = 0, 0, 0
+        for q, (full, no_gold) in zip(questions, per_question):
+            top = [i for i, cos in full if cos >= t][:k]
+            answerable_empty += not top
+            kept_hits += answer_rank([texts[i] for i in top], q["answers"]) is not None
+            unanswerable_empty += not any(cos >= t for _, cos in no_gold)
+        n = len(questions)
+        sweep.append({"threshold": t, "hybrid_hit@k": kept_hits / n,
+                      "answerable_with_no_context": answerable_empty / n,
+                      "unanswerable_rejected": unanswerable_empty / n})
+    return {"top1_cosine_with_gold": quantiles(with_gold),
+            "top1_cosine_without_gold": quantiles(without_gold),
+            "auc_with_vs_without": auc(with_gold, without_gold), "sweep": sweep}
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    qs = {"min": 0.0, "p05": 0.05, "p10": 0.10, "p25": 0.25, "p50": 0.5, "p75": 0.75,
+          "p90": 0.90, "max": 1.0}
+    return {name: float(np.quantile(values, q)) for name, q in qs.items()}
+
+
+def auc(positives: list[float], negatives: list[float]) -> float:
+    """P(a random answerable top-1 cosine > a random unanswerable one): 0.5 = no separation."""
+    pos, neg = np.asarray(positives)[:, None], np.asarray(negatives)[None, :]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+
+
+def print_report(ingest: dict, modes: list[dict], calibration: dict, k: int, n: int) -> None:
+    print(f"\nIngest: {ingest['passages']} passages -> {ingest['chunks_total']} chunks; "
+          f"files {ingest['files']}; this run embedded {ingest['embedded']}, "
+          f"cached {ingest['cached']}")
+    if ingest["chunks_ingested"]:
+        print(f"  {ingest['chunks_per_s']:.1f} chunks/s over {ingest['wall_s']:.1f} s: "
+              f"parse {ingest['parse_s']:.1f} s, split {ingest['split_s']:.1f} s, "
+              f"embed {ingest['embed_s']:.1f} s, index+commit {ingest['index_s']:.1f} s")
+    print(f"\nRetrieval, {n} CMRC dev questions, k={k}")
+    print(f"{'mode':8} {'hit@1':>6} {'hit@5':>6} {'MRR@5':>6} {'gold@5':>7} "
+          f"{'p50 ms':>7} {'p95 ms':>7}")
+    for row in modes:
+        print(f"{row['mode']:8} {row['hit@1']:6.3f} {row['hit@5']:6.3f} {row['mrr@5']:6.3f} "
+              f"{row['gold_doc_hit@5']:7.3f} {row['p50_ms']:7.1f} {row['p95_ms']:7.1f}")
+    print("\nTop-1 dense cosine quantiles")
+    for label, key in (("with gold doc", "top1_cosine_with_gold"),
+                       ("without gold doc", "top1_cosine_without_gold")):
+        values = calibration[key]
+        print(f"  {label:17} " + " ".join(f"{n}={v:.3f}" for n, v in values.items()))
+    print(f"  separation AUC = {calibration['auc_with_vs_without']:.3f} (0.5 = none, 1.0 = perfect)")
+    print("\nDense-cosine threshold on hybrid retrieval")
+    print(f"{'thresh':>6} {'hit@k':>6} {'answerable->no ctx':>19} {'unanswerable rejected':>22}")
+    for row in calibration["sweep"]:
+        print(f"{row['threshold']:6.2f} {row['hybrid_hit@k']:6.3f} "
+              f"{row['answerable_with_no_context']:19.3f} {row['unanswerable_rejected']:22.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kb-dir", type=Path, help="folder to build the KB in (reused if present)")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / "retrieval_cmrc.json")
+    args = parser.parse_args()
+    kb_dir = args.kb_dir or Path(tempfile.mkdtemp(prefix="kbqa-cmrc-"))
+    kb, ingest = build_kb(kb_dir)
+    questions = read_jsonl(DATA / "dev" / "questions.jsonl")
+    modes = [evaluate_mode(kb, mode, questions, args.k) for mode in MODES]
+    calibration = calibrate(kb, questions, args.k)
+    print_report(ingest, modes, calibration, args.k, len(questions))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"kb_dir": str(kb_dir), "k": args.k, "ingest": ingest,
+                                    "modes": modes, "calibration": calibration},
+                                   ensure_ascii=False, indent=2), encoding="utf-8")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

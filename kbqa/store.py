@@ -1,0 +1,984 @@
+"""KnowledgeBase: a named, persistent, incrementally updated vector store.
+
+On disk a knowledge base is one folder, ``<root>/<name>/``::
+
+    kb.sqlite3            manifest: settings, documents, chunks, embedding cache (SQLite, WAL)
+    index.<G>.faiss       FAISS IndexIDMap2(IndexFlatIP), written by faiss's own serializer
+    .lock                 writers hold an exclusive flock on it
+
+Nothing is pickled. Vectors are keyed by the chunk's SQLite rowid, so removing a document is
+``remove_ids`` on the index and a DELETE in SQLite.
+
+Why the index file carries a generation number ``G``: a write builds the new index in memory,
+writes it to ``index.<G+1>.faiss`` (temp file, fsync, rename), and only then commits the SQLite
+transaction that both changes the chunks and sets ``generation = G+1``. A crash before that commit
+leaves SQLite at ``G`` with ``index.<G>.faiss`` untouched; a crash after it leaves ``G+1`` complete.
+Old index files are deleted only after the commit. Readers compare the generation in SQLite (one
+cheap query) before each search and reload the index when another process has written.
+
+Scores are cosine similarities (embedders return L2-normalised vectors, so inner product equals
+cosine): higher means more similar, 1.0 is identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+from tqdm.auto import tqdm
+
+from kbqa.embeddings import EncoderEmbeddings
+from kbqa.errors import KnowledgeBaseError, LoaderError
+
+SCHEMA_VERSION = 1
+DB_FILENAME = "kb.sqlite3"
+LOCK_FILENAME = ".lock"
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+_INDEX_FILE_RE = re.compile(r"^index\.(\d+)\.faiss$")
+# A name becomes a folder: no separators, no leading dot or space, nothing Windows rejects.
+_NAME_RE = re.compile(r'^(?![.\s])[^/\\\x00-\x1f\x7f:*?"<>|]{1,64}(?<!\s)$')
+_SQL_BATCH = 500
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL UNIQUE,
+    filename TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    document_id INTEGER REFERENCES documents(id),
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX chunks_by_document ON chunks(document_id);
+CREATE TABLE embedding_cache (
+    text_sha256 TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (text_sha256, embedder)
+) WITHOUT ROWID;
+"""
+
+IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one file in an ingest or sync."""
+
+    path: Path
+    status: IngestStatus
+    chunks: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """One source file as the manifest knows it."""
+
+    source: str
+    filename: str
+    sha256: str
+    chunks: int
+    updated_at: str
+
+
+@dataclass
+class IngestStats:
+    """Where the last ingest spent its time; for benchmarks and CLI summaries."""
+
+    files: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    cached: int = 0
+    parse_s: float = 0.0
+    split_s: float = 0.0
+    embed_s: float = 0.0
+    index_s: float = 0.0
+
+
+@dataclass
+class _PreparedFile:
+    """A parsed and split file waiting to be written in the batch's transaction."""
+
+    path: Path
+    source: str
+    sha256: str
+    chunks: list[Document]
+    previous_id: int | None
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class _VectorDelta:
+    """How one transaction changes the FAISS index; `rebuild` starts from an empty index."""
+
+    removed: list[int] = field(default_factory=list)
+    added_ids: list[int] = field(default_factory=list)
+    added_vectors: list[np.ndarray] = field(default_factory=list)
+    rebuild: bool = False
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it can safely be a knowledge base folder, else raise KnowledgeBaseError."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise KnowledgeBaseError(
+            f"invalid knowledge base name {name!r}: use 1-64 characters, no path separators, "
+            "no leading dot or whitespace, none of :*?\"<>|")
+    return name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _index_filename(generation: int) -> str:
+    return f"index.{generation}.faiss"
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """Autocommit connection: transactions are explicit, so readers never hold a stale snapshot."""
+    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit must be durable before the old index file it supersedes is deleted.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_index(index: faiss.Index, path: Path) -> None:
+    """Write with faiss's serializer to a temp file in the same folder, fsync, then rename."""
+    data = faiss.serialize_index(index)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _read_index(path: Path) -> faiss.Index:
+    return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+
+
+def _empty_index(dimension: int) -> faiss.Index:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """The single point at which a write becomes visible (tests simulate crashes around it)."""
+    conn.execute("COMMIT")
+
+
+def _remove_stale_files(folder: Path, keep_generation: int) -> None:
+    """Delete superseded index files and temp files left by writers that crashed."""
+    for entry in folder.iterdir():
+        match = _INDEX_FILE_RE.match(entry.name)
+        stale_index = match is not None and int(match.group(1)) != keep_generation
+        stale_temp = entry.name.startswith(".index.") and entry.name.endswith(".tmp")
+        if stale_index or stale_temp:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, timeout: float, name: str) -> Iterator[None]:
+    """flock on a fresh file description, so two writers in one process also exclude each other."""
+    with path.open("a+b") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise KnowledgeBaseError(
+                        f"knowledge base {name!r} is locked by another writer "
+                        f"(waited {timeout:g} s); try again when it has finished") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _require_kbqa_embedder(embeddings: Embeddings) -> EncoderEmbeddings:
+    """The manifest records the embedder's name and dimension, so only embedders that state them fit."""
+    if not isinstance(embeddings, EncoderEmbeddings):
+        raise KnowledgeBaseError(
+            f"{type(embeddings).__name__} does not state a model name and dimension; wrap the model "
+            "in kbqa.embeddings.EncoderEmbeddings so the knowledge base can record which embedder built it")
+    return embeddings
+
+
+def _is_hidden(path: Path, base: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def _expand_paths(paths: Iterable[Path | str]) -> tuple[list[Path], list[IngestResult]]:
+    """Files to ingest (folders recursed, hidden and unsupported files skipped), plus missing paths."""
+    # kbqa.ingest is imported only by writers: it pulls in the parsers, which a reader never needs.
+    from kbqa.ingest import SUPPORTED_SUFFIXES
+
+    files: dict[str, Path] = {}
+    missing: list[IngestResult] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if (child.is_file() and child.suffix.lower() in SUPPORTED_SUFFIXES
+                        and not _is_hidden(child, path)):
+                    files.setdefault(str(child.resolve()), child)
+        elif path.is_file():
+            files.setdefault(str(path.resolve()), path)
+        else:
+            missing.append(IngestResult(path, "failed", error=f"{path}: no such file or folder"))
+    return list(files.values()), missing
+
+
+def _chunk_metadata(chunk: Document, source: str, filename: str, index: int) -> dict[str, Any]:
+    metadata = dict(chunk.metadata)
+    metadata.update(source=source, filename=filename)
+    metadata.setdefault("chunk_index", index)
+    return metadata
+
+
+class KnowledgeBase(VectorStore):
+    """A named knowledge base on disk: documents in, cosine-ranked chunks out.
+
+    Use the class methods `create`, `open`, `open_or_create`; the constructor assumes a valid folder.
+    Searches are safe from several threads; writes take a cross-process lock.
+    """
+
+    def __init__(self, folder: Path, embeddings: EncoderEmbeddings, *,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.folder = folder
+        self.name = folder.name
+        self._embeddings = embeddings
+        self.lock_timeout = lock_timeout
+        self.last_ingest_stats: IngestStats | None = None
+        self._lock = threading.RLock()
+        self._conn = _connect(folder / DB_FILENAME)
+        try:
+            meta = self._read_meta()
+            self._check_meta(meta)
+        except BaseException:
+            self._conn.close()
+            raise
+        self.chunk_size = int(meta["chunk_size"])
+        self.chunk_overlap = int(meta["chunk_overlap"])
+        self._index: faiss.Index = _empty_index(embeddings.dimension)
+        self._generation = -1
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
+               chunk_size: int = 300, chunk_overlap: int = 50,
+               lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+        """Create an empty knowledge base; built in a hidden folder and renamed, so never half-made."""
+        embeddings = _require_kbqa_embedder(embeddings)
+        if chunk_size <= 0 or not 0 <= chunk_overlap < chunk_size:
+            raise KnowledgeBaseError(
+                f"need chunk_size > 0 and 0 <= chunk_overlap < chunk_size, "
+                f"got {chunk_size} and {chunk_overlap}")
+        root = Path(root).expanduser()
+        folder = root / validate_name(name)
+        if folder.exists():
+            raise KnowledgeBaseError(f"knowledge base {name!r} already exists in {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=root))
+        try:
+            _initialise(staging, embeddings, chunk_size, chunk_overlap)
+            os.rename(staging, folder)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise KnowledgeBaseError(f"cannot create knowledge base {name!r} in {root}: {exc}") from exc
+        kb = cls(folder, embeddings, lock_timeout=lock_timeout)
+        kb._refresh()
+        return kb
+
+    @classmethod
+    def open(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
+             repair: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+        """Open an existing knowledge base.
+
+        Raises KnowledgeBaseError if it is missing, was built by another embedder, or its index
+        disagrees with its manifest; `repair=True` rebuilds the index from the stored chunk texts
+        (cheap: vectors come from the embedding cache) instead of raising on the last.
+        """
+        embeddings = _require_kbqa_embedder(embeddings)
+        root = Path(root).expanduser()
+        folder = root / validate_name(name)
+        if not (folder / DB_FILENAME).is_file():
+            available = ", ".join(cls.list_names(root)) or "none"
+            raise KnowledgeBaseError(
+                f"no knowledge base named {name!r} in {root} (available: {available})")
+        kb = cls(folder, embeddings, lock_timeout=lock_timeout)
+        try:
+            kb._refresh()
+        except KnowledgeBaseError:
+            if not repair:
+                kb.close()
+                raise
+            kb.rebuild_index()
+        return kb
+
+    @classmethod
+    def open_or_create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
+                       chunk_size: int = 300, chunk_overlap: int = 50,
+                       lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+        """Open `name` if it exists (its own chunk settings win), else create it."""
+        if (Path(root).expanduser() / validate_name(name) / DB_FILENAME).is_file():
+            return cls.open(root, name, embeddings, lock_timeout=lock_timeout)
+        return cls.create(root, name, embeddings, chunk_size=chunk_size,
+                          chunk_overlap=chunk_overlap, lock_timeout=lock_timeout)
+
+    @staticmethod
+    def list_names(root: Path | str) -> list[str]:
+        """Names of the knowledge bases under `root`, sorted."""
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            return []
+        return sorted(entry.name for entry in root.iterdir()
+                      if _NAME_RE.match(entry.name) and (entry / DB_FILENAME).is_file())
+
+    @staticmethod
+    def delete_kb(root: Path | str, name: str, *,
+                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        """Delete a knowledge base folder; waits for (or refuses during) a running write."""
+        root = Path(root).expanduser()
+        folder = root / validate_name(name)
+        if not (folder / DB_FILENAME).is_file():
+            raise KnowledgeBaseError(f"no knowledge base named {name!r} in {root}")
+        graveyard = root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
+        with _exclusive_lock(folder / LOCK_FILENAME, lock_timeout, name):
+            os.rename(folder, graveyard)
+        shutil.rmtree(graveyard, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the reader connection; the instance is unusable afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- manifest
+
+    def _read_meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
+            raise KnowledgeBaseError(
+                f"knowledge base {self.name!r} has schema version {meta.get('schema_version')}; "
+                f"this kbqa reads version {SCHEMA_VERSION}")
+        stored = (meta["embedder"], int(meta["dimension"]))
+        given = (self._embeddings.name, self._embeddings.dimension)
+        if stored != given:
+            raise KnowledgeBaseError(
+                f"knowledge base {self.name!r} was built with embedder {stored[0]} ({stored[1]}-d) "
+                f"but was opened with {given[0]} ({given[1]}-d); open it with the original embedder "
+                "or re-create it")
+
+    @property
+    def embeddings(self) -> EncoderEmbeddings:
+        return self._embeddings
+
+    @property
+    def generation(self) -> int:
+        """The committed write count; changes whenever any process writes (reloads if it did)."""
+        self._refresh()
+        return self._generation
+
+    @property
+    def chunk_count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def documents(self) -> list[DocumentRecord]:
+        """The source files in this knowledge base, sorted by path."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT d.source, d.filename, d.sha256, count(c.id), d.updated_at FROM documents d "
+                "LEFT JOIN chunks c ON c.document_id = d.id GROUP BY d.id ORDER BY d.source"
+            ).fetchall()
+        return [DocumentRecord(*row) for row in rows]
+
+    def chunk_texts(self) -> tuple[int, list[int], list[str]]:
+        """(generation, chunk ids, texts) read in one snapshot, for building lexical indexes."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                generation = _generation_of(self._conn)
+                rows = self._conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        return generation, [row[0] for row in rows], [row[1] for row in rows]
+
+    def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Document]:
+        """Chunks by rowid; ids that no longer exist are simply absent from the result."""
+        found: dict[int, Document] = {}
+        unique = list(dict.fromkeys(int(i) for i in chunk_ids))
+        with self._lock:
+            for start in range(0, len(unique), _SQL_BATCH):
+                batch = unique[start:start + _SQL_BATCH]
+                marks = ",".join("?" * len(batch))
+                rows = self._conn.execute(
+                    f"SELECT id, key, text, metadata FROM chunks WHERE id IN ({marks})", batch)
+                for chunk_id, key, text, metadata in rows:
+                    found[chunk_id] = _to_document(chunk_id, key, text, metadata)
+        return found
+
+    # ----------------------------------------------------------------- index loading
+
+    def _refresh(self) -> None:
+        """Reload the index if another writer committed a new generation since we last looked."""
+        with self._lock:
+            if _generation_of(self._conn) != self._generation:
+                self._load_index()
+
+    def _load_index(self) -> None:
+        """Load the committed generation's index; retry if a writer replaces it under our feet."""
+        for _ in range(5):
+            self._conn.execute("BEGIN")
+            try:
+                generation = _generation_of(self._conn)
+                count = int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            finally:
+                self._conn.execute("COMMIT")
+            path = self.folder / _index_filename(generation)
+            try:
+                index = _read_index(path)
+            except (FileNotFoundError, RuntimeError) as exc:
+                if _generation_of(self._conn) != generation:
+                    continue
+                raise KnowledgeBaseError(
+                    f"knowledge base {self.name!r}: index file {path.name} is missing or unreadable "
+                    f"({exc}); open it with repair=True to rebuild the index") from exc
+            self._verify_index(index, count, path)
+            self._index, self._generation = index, generation
+            return
+        raise KnowledgeBaseError(f"knowledge base {self.name!r} kept changing while loading; retry")
+
+    def _verify_index(self, index: faiss.Index, count: int, path: Path) -> None:
+        if index.d != self._embeddings.dimension or index.ntotal != count:
+            raise KnowledgeBaseError(
+                f"knowledge base {self.name!r} is inconsistent: {path.name} holds {index.ntotal} "
+                f"{index.d}-d vectors but the manifest lists {count} chunks "
+                f"({self._embeddings.dimension}-d); open it with repair=True to rebuild the index")
+
+    # ----------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[sqlite3.Connection]:
+        """Exclusive writer: the cross-process lock plus a connection of its own.
+
+        A separate connection keeps this instance's readers on committed data while a long
+        ingest runs in another thread.
+        """
+        with _exclusive_lock(self.folder / LOCK_FILENAME, self.lock_timeout, self.name):
+            conn = _connect(self.folder / DB_FILENAME)
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+    def _transact(self, conn: sqlite3.Connection,
+                  change: Callable[[sqlite3.Connection], _VectorDelta]) -> None:
+        """Apply `change` (SQL) and its index delta atomically: index file first, SQLite commit last."""
+        base = self._index
+        generation = self._generation + 1
+        index_path = self.folder / _index_filename(generation)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            delta = change(conn)
+            index = _apply_delta(base, delta, self._embeddings.dimension)
+            _write_index(index, index_path)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
+            _commit(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            with contextlib.suppress(FileNotFoundError):
+                index_path.unlink()
+            raise
+        with self._lock:
+            self._index, self._generation = index, generation
+        _remove_stale_files(self.folder, generation)
+
+    def ingest(self, paths: Iterable[Path | str], *, progress: bool = False) -> list[IngestResult]:
+        """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
+
+        Folders are recursed (hidden entries and unsupported extensions skipped). A file that
+        fails is reported as "failed" and the rest of the batch goes on; what was stored before
+        is kept. All successful files are committed together in one transaction.
+        """
+        files, missing = _expand_paths(paths)
+        with self._writer() as conn:
+            self._refresh()
+            results, prepared, stats = self._prepare(conn, files, progress)
+            self._write_files(conn, prepared, [], progress, stats)
+        return results + missing
+
+    def sync(self, folder: Path | str, *, progress: bool = False) -> list[IngestResult]:
+        """Make the knowledge base mirror `folder`: ingest it and purge its files that are gone."""
+        folder = Path(folder).expanduser().resolve()
+        files, missing = _expand_paths([folder]) if folder.is_dir() else ([], [])
+        with self._writer() as conn:
+            self._refresh()
+            results, prepared, stats = self._prepare(conn, files, progress)
+            gone = [(doc_id, source) for doc_id, source in
+                    conn.execute("SELECT id, source FROM documents").fetchall()
+                    if Path(source).is_relative_to(folder) and not Path(source).exists()]
+            counts = _chunk_counts(conn, [doc_id for doc_id, _ in gone])
+            self._write_files(conn, prepared, [doc_id for doc_id, _ in gone], progress, stats)
+        removed = [IngestResult(Path(source), "removed", chunks=counts.get(doc_id, 0))
+                   for doc_id, source in gone]
+        return results + missing + removed
+
+    def remove_document(self, source: Path | str) -> int:
+        """Remove one source file's chunks; returns how many. Raises if it is not in the base."""
+        candidates = [str(Path(source).expanduser().resolve()), str(source)]
+        with self._writer() as conn:
+            self._refresh()
+            row = None
+            for candidate in candidates:
+                row = conn.execute("SELECT id FROM documents WHERE source = ?",
+                                   (candidate,)).fetchone()
+                if row:
+                    break
+            if row is None:
+                raise KnowledgeBaseError(f"{source} is not in knowledge base {self.name!r}")
+            count = _chunk_counts(conn, [row[0]]).get(row[0], 0)
+            self._write_files(conn, [], [row[0]], False, IngestStats())
+        return count
+
+    def rebuild_index(self, *, progress: bool = False) -> None:
+        """Re-create the FAISS index from the manifest's chunk texts (embedding cache first)."""
+        with self._writer() as conn:
+            rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+            vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress)
+            with self._lock:
+                self._generation = _generation_of(conn)
+
+            def change(_: sqlite3.Connection) -> _VectorDelta:
+                return _VectorDelta(added_ids=[row[0] for row in rows],
+                                    added_vectors=[vectors], rebuild=True)
+
+            self._transact(conn, change)
+
+    def _prepare(self, conn: sqlite3.Connection, files: list[Path],
+                 progress: bool) -> tuple[list[IngestResult], list[_PreparedFile], IngestStats]:
+        """Hash, parse and split each file; nothing is written yet. Starts `last_ingest_stats`."""
+        from kbqa.ingest import ChineseTextSplitter
+
+        stats = IngestStats(files=len(files))
+        self.last_ingest_stats = stats
+        splitter = ChineseTextSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        known = {source: (doc_id, sha) for doc_id, source, sha in
+                 conn.execute("SELECT id, source, sha256 FROM documents").fetchall()}
+        results: list[IngestResult] = []
+        prepared: list[_PreparedFile] = []
+        for path in tqdm(files, desc="reading", unit="file", disable=not progress):
+            source = str(path.resolve())
+            previous = known.get(source)
+            try:
+                digest = _file_sha256(path)
+                if previous and previous[1] == digest:
+                    count = _chunk_counts(conn, [previous[0]]).get(previous[0], 0)
+                    results.append(IngestResult(path, "skipped", chunks=count))
+                    continue
+                chunks = self._parse_and_split(path, splitter, stats)
+            # Loaders wrap third-party parsers that raise anything; one bad file must not end the batch.
+            except Exception as exc:  # noqa: BLE001
+                results.append(IngestResult(path, "failed", error=_describe(path, exc)))
+                continue
+            status: IngestStatus = "updated" if previous else "added"
+            prepared.append(_PreparedFile(path, source, digest, chunks,
+                                          previous[0] if previous else None))
+            results.append(IngestResult(path, status, chunks=len(chunks)))
+        return results, prepared, stats
+
+    def _parse_and_split(self, path: Path, splitter: Any, stats: IngestStats) -> list[Document]:
+        from kbqa.ingest import load_file, split_elements
+
+        started = time.perf_counter()
+        elements = load_file(path)
+        parsed = time.perf_counter()
+        chunks = split_elements(elements, splitter)
+        stats.parse_s += parsed - started
+        stats.split_s += time.perf_counter() - parsed
+        if not any(chunk.page_content.strip() for chunk in chunks):
+            raise LoaderError(f"{path.name}: no text to index")
+        return [chunk for chunk in chunks if chunk.page_content.strip()]
+
+    def _write_files(self, conn: sqlite3.Connection, prepared: list[_PreparedFile],
+                     removals: list[int], progress: bool, stats: IngestStats) -> None:
+        """Embed the prepared files' chunks, then write them and the removals in one transaction."""
+        if not prepared and not removals:
+            return
+        texts = [chunk.page_content for item in prepared for chunk in item.chunks]
+        started = time.perf_counter()
+        vectors, cached = self._embed_documents(conn, texts, progress)
+        stats.embed_s += time.perf_counter() - started
+        stats.chunks += len(texts)
+        stats.cached += cached
+        stats.embedded += len(texts) - cached
+        offset = 0
+        for item in prepared:
+            item.vectors = vectors[offset:offset + len(item.chunks)]
+            offset += len(item.chunks)
+
+        def change(tx: sqlite3.Connection) -> _VectorDelta:
+            delta = _VectorDelta()
+            stale = removals + [item.previous_id for item in prepared if item.previous_id]
+            delta.removed = _delete_documents(tx, stale, keep_rows=[
+                item.previous_id for item in prepared if item.previous_id])
+            for item in prepared:
+                ids = _upsert_document(tx, item)
+                delta.added_ids.extend(ids)
+                delta.added_vectors.append(item.vectors)
+            return delta
+
+        started = time.perf_counter()
+        self._transact(conn, change)
+        stats.index_s += time.perf_counter() - started
+
+    def _embed_documents(self, conn: sqlite3.Connection, texts: list[str],
+                         progress: bool) -> tuple[np.ndarray, int]:
+        """Vectors for `texts`, from the cache where possible; returns (vectors, cache hits).
+
+        New vectors are cached in their own small commits as they are computed, so an interrupted
+        ingest of a large folder resumes without re-embedding what it already did.
+        """
+        dimension = self._embeddings.dimension
+        result = np.zeros((len(texts), dimension), dtype=np.float32)
+        hashes = [_text_sha256(text) for text in texts]
+        cached = _cache_lookup(conn, self._embeddings.name, set(hashes), dimension)
+        todo: dict[str, str] = {}
+        for position, (digest, text) in enumerate(zip(hashes, texts)):
+            if digest in cached:
+                result[position] = cached[digest]
+            else:
+                todo.setdefault(digest, text)
+        hits = len(texts) - sum(1 for digest in hashes if digest not in cached)
+        fresh = self._embed_missing(conn, todo, progress)
+        for position, digest in enumerate(hashes):
+            if digest in fresh:
+                result[position] = fresh[digest]
+        return result, hits
+
+    def _embed_missing(self, conn: sqlite3.Connection, todo: dict[str, str],
+                       progress: bool) -> dict[str, np.ndarray]:
+        fresh: dict[str, np.ndarray] = {}
+        items = list(todo.items())
+        batch = max(1, self._embeddings.batch_size)
+        with tqdm(total=len(items), desc="embedding", unit="chunk", disable=not progress) as bar:
+            for start in range(0, len(items), batch):
+                part = items[start:start + batch]
+                vectors = self._embeddings.embed_array([text for _, text in part])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO embedding_cache (text_sha256, embedder, vector) "
+                    "VALUES (?, ?, ?)",
+                    [(digest, self._embeddings.name, vector.astype(np.float32).tobytes())
+                     for (digest, _), vector in zip(part, vectors)])
+                fresh.update((digest, vector) for (digest, _), vector in zip(part, vectors))
+                bar.update(len(part))
+        return fresh
+
+    # ----------------------------------------------------------------- searching
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding (1-d, L2-normalised float32)."""
+        return self._embeddings.embed_array([query], is_query=True)[0]
+
+    def search_vector(self, vector: np.ndarray | Sequence[float], n: int) -> list[tuple[int, float]]:
+        """Top-`n` (chunk id, cosine similarity) for a query vector, most similar first."""
+        self._refresh()
+        index = self._index
+        if n <= 0 or index.ntotal == 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        scores, ids = index.search(query, min(n, index.ntotal))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def cosine_scores(self, vector: np.ndarray | Sequence[float],
+                      chunk_ids: Iterable[int]) -> dict[int, float]:
+        """Cosine similarity of the query vector to given chunks (ids missing from the index skipped)."""
+        self._refresh()
+        index = self._index
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        scores: dict[int, float] = {}
+        for chunk_id in chunk_ids:
+            try:
+                scores[int(chunk_id)] = float(index.reconstruct(int(chunk_id)) @ query)
+            except RuntimeError:
+                continue
+        return scores
+
+    def similarity_search_with_score_by_vector(
+            self, embedding: Sequence[float], k: int = 4) -> list[tuple[Document, float]]:
+        """(chunk, cosine similarity) pairs, most similar first; higher = more similar."""
+        hits = self.search_vector(embedding, k)
+        chunks = self.get_chunks([chunk_id for chunk_id, _ in hits])
+        return [(chunks[chunk_id], score) for chunk_id, score in hits if chunk_id in chunks]
+
+    def similarity_search_with_score(self, query: str, k: int = 4,
+                                     **kwargs: Any) -> list[tuple[Document, float]]:
+        """(chunk, cosine similarity) pairs, most similar first; higher = more similar."""
+        return self.similarity_search_with_score_by_vector(self.query_vector(query), k)
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k)]
+
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4,
+                                    **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k)]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """Scores already are cosine similarities (higher = more similar); clip into LangChain's [0, 1]."""
+        return lambda score: min(1.0, max(0.0, score))
+
+    # ----------------------------------------------------------------- LangChain writes
+
+    def add_texts(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
+                  ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Add loose texts (not tied to a file). Given ids replace existing chunks with those ids."""
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+        keys = [str(key) if key else uuid.uuid4().hex for key in (ids or [None] * len(texts))]
+        if not texts:
+            return []
+        with self._writer() as conn:
+            self._refresh()
+            vectors, _ = self._embed_documents(conn, texts, progress=False)
+
+            def change(tx: sqlite3.Connection) -> _VectorDelta:
+                delta = _VectorDelta(removed=_delete_chunks_by_key(tx, keys))
+                for position, (key, text) in enumerate(zip(keys, texts)):
+                    metadata = dict(metadatas[position]) if metadatas else {}
+                    delta.added_ids.append(_insert_chunk(tx, key, None, text, metadata))
+                delta.added_vectors.append(vectors)
+                return delta
+
+            self._transact(conn, change)
+        return keys
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete chunks by id (the Document.id values); `ids=None` empties the knowledge base."""
+        with self._writer() as conn:
+            self._refresh()
+
+            def change(tx: sqlite3.Connection) -> _VectorDelta:
+                if ids is None:
+                    removed = [row[0] for row in tx.execute("SELECT id FROM chunks")]
+                    tx.execute("DELETE FROM chunks")
+                    tx.execute("DELETE FROM documents")
+                    return _VectorDelta(removed=removed)
+                return _VectorDelta(removed=_delete_chunks_by_key(tx, [str(i) for i in ids]))
+
+            self._transact(conn, change)
+        return True
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Chunks whose Document.id is in `ids` (unknown ids are skipped)."""
+        found: list[Document] = []
+        with self._lock:
+            for key in dict.fromkeys(str(i) for i in ids):
+                row = self._conn.execute(
+                    "SELECT id, key, text, metadata FROM chunks WHERE key = ?", (key,)).fetchone()
+                if row:
+                    found.append(_to_document(*row))
+        return found
+
+    @classmethod
+    def from_texts(cls, texts: list[str], embedding: Embeddings,
+                   metadatas: list[dict[str, Any]] | None = None, *,
+                   ids: list[str] | None = None, root: Path | str | None = None,
+                   name: str = "default", **kwargs: Any) -> KnowledgeBase:
+        """LangChain constructor: open or create `<root>/<name>` and add the texts.
+
+        `root` is required because a knowledge base always lives on disk.
+        """
+        if root is None:
+            raise KnowledgeBaseError("KnowledgeBase.from_texts needs root=<folder for knowledge bases>")
+        kb = cls.open_or_create(root, name, embedding, **kwargs)
+        kb.add_texts(texts, metadatas, ids=ids)
+        return kb
+
+
+# --------------------------------------------------------------------- SQL helpers
+
+
+def _initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
+                chunk_overlap: int) -> None:
+    _write_index(_empty_index(embeddings.dimension), folder / _index_filename(0))
+    conn = _connect(folder / DB_FILENAME)
+    try:
+        conn.executescript(_SCHEMA)
+        meta = {"schema_version": SCHEMA_VERSION, "embedder": embeddings.name,
+                "dimension": embeddings.dimension, "chunk_size": chunk_size,
+                "chunk_overlap": chunk_overlap, "generation": 0, "created_at": _now()}
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                         [(key, str(value)) for key, value in meta.items()])
+    finally:
+        conn.close()
+    (folder / LOCK_FILENAME).touch()
+
+
+def _generation_of(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+
+def _to_document(chunk_id: int, key: str, text: str, metadata: str) -> Document:
+    data = json.loads(metadata)
+    data["chunk_id"] = chunk_id
+    return Document(id=key, page_content=text, metadata=data)
+
+
+def _describe(path: Path, exc: Exception) -> str:
+    message = str(exc) or type(exc).__name__
+    return message if path.name in message else f"{path.name}: {message}"
+
+
+def _chunk_counts(conn: sqlite3.Connection, document_ids: list[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for start in range(0, len(document_ids), _SQL_BATCH):
+        batch = document_ids[start:start + _SQL_BATCH]
+        marks = ",".join("?" * len(batch))
+        counts.update(conn.execute(
+            f"SELECT document_id, count(*) FROM chunks WHERE document_id IN ({marks}) "
+            "GROUP BY document_id", batch).fetchall())
+    return counts
+
+
+def _cache_lookup(conn: sqlite3.Connection, embedder: str, hashes: set[str],
+                  dimension: int) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    wanted = list(hashes)
+    for start in range(0, len(wanted), _SQL_BATCH):
+        batch = wanted[start:start + _SQL_BATCH]
+        marks = ",".join("?" * len(batch))
+        rows = conn.execute(
+            f"SELECT text_sha256, vector FROM embedding_cache WHERE embedder = ? "
+            f"AND text_sha256 IN ({marks})", [embedder, *batch])
+        for digest, blob in rows:
+            vector = np.frombuffer(blob, dtype=np.float32)
+            if vector.shape == (dimension,):
+                found[digest] = vector
+    return found
+
+
+def _delete_documents(conn: sqlite3.Connection, document_ids: list[int],
+                      keep_rows: list[int]) -> list[int]:
+    """Delete the documents' chunks (and their rows, except `keep_rows`); returns chunk ids."""
+    removed: list[int] = []
+    keep = set(keep_rows)
+    for doc_id in document_ids:
+        removed.extend(row[0] for row in conn.execute(
+            "SELECT id FROM chunks WHERE document_id = ?", (doc_id,)))
+        conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
+        if doc_id not in keep:
+            conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+    return removed
+
+
+def _delete_chunks_by_key(conn: sqlite3.Connection, keys: list[str]) -> list[int]:
+    removed: list[int] = []
+    for key in keys:
+        row = conn.execute("SELECT id FROM chunks WHERE key = ?", (key,)).fetchone()
+        if row:
+            removed.append(row[0])
+            conn.execute("DELETE FROM chunks WHERE id = ?", (row[0],))
+    return removed
+
+
+def _upsert_document(conn: sqlite3.Connection, item: _PreparedFile) -> list[int]:
+    """Write the document row and its chunks; returns the new chunk ids in order."""
+    filename = item.path.name
+    if item.previous_id is None:
+        doc_id = conn.execute(
+            "INSERT INTO documents (source, filename, sha256, updated_at) VALUES (?, ?, ?, ?)",
+            (item.source, filename, item.sha256, _now())).lastrowid
+    else:
+        doc_id = item.previous_id
+        conn.execute("UPDATE documents SET filename = ?, sha256 = ?, updated_at = ? WHERE id = ?",
+                     (filename, item.sha256, _now(), doc_id))
+    return [_insert_chunk(conn, f"{item.source}#{position}", doc_id, chunk.page_content,
+                          _chunk_metadata(chunk, item.source, filename, position))
+            for position, chunk in enumerate(item.chunks)]
+
+
+def _insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, text: str,
+                  metadata: dict[str, Any]) -> int:
+    metadata = {name: value for name, value in metadata.items() if name != "chunk_id"}
+    return conn.execute(
+        "INSERT INTO chunks (key, document_id, text, metadata) VALUES (?, ?, ?, ?)",
+        (key, document_id, text, json.dumps(metadata, ensure_ascii=False, default=str))).lastrowid
+
+
+def _apply_delta(base: faiss.Index, delta: _VectorDelta, dimension: int) -> faiss.Index:
+    """A new index = `base` with the delta applied; `base` itself is left untouched for readers."""
+    index = _empty_index(dimension) if delta.rebuild else faiss.clone_index(base)
+    if delta.removed and not delta.rebuild:
+        index.remove_ids(np.asarray(delta.removed, dtype=np.int64))
+    if delta.added_ids:
+        vectors = np.ascontiguousarray(np.concatenate(delta.added_vectors), dtype=np.float32)
+        index.add_with_ids(vectors, np.asarray(delta.added_ids, dtype=np.int64))
+    return index

@@ -1,0 +1,122 @@
+"""Retrieval: tokenisation, RRF, BM25 on Chinese, the LangChain retriever and its threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langchain_core.runnables import RunnableLambda
+
+from kbqa.retrieval import (DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
+                            reciprocal_rank_fusion, search, tokenize)
+from kbqa.store import KnowledgeBase
+from tests.test_store import fake_embeddings, write
+
+PASSAGES = {
+    "wang.txt": "王处直，字允明，京兆万年人，晚唐、五代初期的义武节度使。他的家族世代隶属神策军。",
+    "lake.txt": "西湖位于浙江省杭州市西部，湖中有孤山、白堤、苏堤等名胜，2011年列入世界遗产名录。",
+    "tea.txt": "龙井茶是中国十大名茶之一，产于杭州西湖周围的群山之中，属于绿茶。",
+    "rocket.txt": "长征五号是中国新一代大型运载火箭，于2016年在海南文昌航天发射场首次发射。",
+}
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> KnowledgeBase:
+    folder = tmp_path / "docs"
+    for name, text in PASSAGES.items():
+        write(folder / name, text)
+    with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings()) as base:
+        base.ingest([folder])
+        yield base
+
+
+def filenames(docs) -> list[str]:
+    return [d.metadata["filename"] for d in docs]
+
+
+def test_tokenize_bigrams_and_ascii_words() -> None:
+    assert tokenize("王处直的字") == ["王处", "处直", "直的", "的字"]
+    assert tokenize("GPT-4 模型，ＡＢＣ１２３！") == ["gpt", "4", "模型", "abc123"]
+    assert tokenize("猫") == ["猫"]
+    assert tokenize("？！。") == []
+
+
+def test_rrf_on_hand_made_rankings() -> None:
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
+    assert [item for item, _ in fused] == [1, 3, 2, 4]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[1][1] == pytest.approx(1 / 63 + 1 / 61)
+    # Equal scores: the item that reached the better rank in any list comes first.
+    assert [item for item, _ in reciprocal_rank_fusion([[7, 8], [8, 7]])] == [7, 8]
+    assert reciprocal_rank_fusion([[], []]) == []
+
+
+def test_bm25_finds_exact_chinese_phrase(kb: KnowledgeBase) -> None:
+    docs = search(kb, "义武节度使", mode="bm25", k=2)
+    assert filenames(docs)[0] == "wang.txt"
+    assert docs[0].metadata["bm25_score"] > 0 and docs[0].metadata["dense_score"] is None
+    assert search(kb, "量子计算机", mode="bm25") == []  # no shared bigram: nothing, not noise
+
+
+def test_bm25_index_follows_generation(kb: KnowledgeBase, tmp_path: Path) -> None:
+    first = bm25_index(kb)
+    assert bm25_index(kb) is first
+    kb.ingest([write(tmp_path / "more" / "panda.txt", "大熊猫主要生活在四川的竹林中。")])
+    assert bm25_index(kb) is not first
+    assert filenames(search(kb, "大熊猫", mode="bm25", k=1)) == ["panda.txt"]
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_modes_return_ranked_documents_with_metadata(kb: KnowledgeBase, mode: str) -> None:
+    docs = KnowledgeBaseRetriever(kb=kb, mode=mode, k=3).invoke("长征五号运载火箭在哪里首次发射？")
+    assert filenames(docs)[0] == "rocket.txt"
+    assert [d.metadata["rank"] for d in docs] == list(range(1, len(docs) + 1))
+    scores = [d.metadata["score"] for d in docs]
+    assert scores == sorted(scores, reverse=True)
+    for doc in docs:
+        assert isinstance(doc.metadata["chunk_id"], int)
+        assert doc.metadata["source"].endswith(doc.metadata["filename"])
+        if mode != "bm25":
+            assert -1.0 <= doc.metadata["dense_score"] <= 1.0
+        if mode != "dense":
+            assert doc.metadata["bm25_score"] is not None
+
+
+def test_hybrid_score_is_rrf(kb: KnowledgeBase) -> None:
+    top = search(kb, "龙井茶属于什么茶？", mode="hybrid", k=1)[0]
+    assert top.metadata["filename"] == "tea.txt"
+    assert top.metadata["score"] == pytest.approx(2 / 61)  # first in both lists
+
+
+def test_threshold_direction(kb: KnowledgeBase) -> None:
+    query = "西湖里有哪些名胜？"
+    for mode in ("dense", "bm25", "hybrid"):
+        assert KnowledgeBaseRetriever(kb=kb, mode=mode, k=4, score_threshold=1.01).invoke(query) == []
+        everything = KnowledgeBaseRetriever(kb=kb, mode=mode, k=10, score_threshold=-1.0).invoke(query)
+        assert len(everything) == len(search(kb, query, mode=mode, k=10, score_threshold=None))
+    dense = search(kb, query, mode="dense", k=4)
+    cut = dense[1].metadata["dense_score"]
+    kept = search(kb, query, mode="dense", k=4, score_threshold=cut)
+    assert all(d.metadata["dense_score"] >= cut for d in kept) and len(kept) >= 2
+    # In bm25 mode the threshold is still a dense cosine: bm25 hits carry it once one is set.
+    assert all(d.metadata["dense_score"] is not None
+               for d in search(kb, query, mode="bm25", score_threshold=-1.0))
+
+
+def test_retriever_in_lcel_pipe(kb: KnowledgeBase) -> None:
+    retriever = KnowledgeBaseRetriever(kb=kb, k=2)
+    assert retriever.mode == DEFAULT_MODE
+    chain = retriever | RunnableLambda(lambda docs: "\n".join(d.page_content for d in docs))
+    assert "神策军" in chain.invoke("王处直的家族世代隶属什么军？")
+    assert len(retriever.batch(["西湖", "火箭"])) == 2
+
+
+def test_unknown_mode_refused(kb: KnowledgeBase) -> None:
+    with pytest.raises(ValueError, match="unknown retrieval mode"):
+        search(kb, "西湖", mode="sparse")  # type: ignore[arg-type]
+
+
+def test_empty_knowledge_base(tmp_path: Path) -> None:
+    with KnowledgeBase.create(tmp_path, "empty", fake_embeddings()) as base:
+        for mode in ("dense", "bm25", "hybrid"):
+            assert search(base, "任何问题", mode=mode) == []
