@@ -43,6 +43,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="retrieval method (default bm25, the best on CMRC dev)")
     group.add_argument("--threshold", dest="score_threshold", type=float,
                        help="drop passages with dense cosine similarity below this")
+    group.add_argument("--min-coverage", type=float,
+                       help="drop passages with less than this share of the question's terms "
+                            "(0..1, default 0.2; 0 keeps all)")
     group.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
 
 
@@ -89,7 +92,7 @@ def _service(args: argparse.Namespace) -> Any:
     from kbqa.service import KbqaService
 
     keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
-            "max_new_tokens")
+            "min_coverage", "max_new_tokens")
     overrides = {key: getattr(args, key, None) for key in keys}
     return KbqaService(load_settings(overrides, config_file=args.config))
 

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     score_threshold: float | None = Field(
         None, ge=-1.0, le=1.0,
         description="drop passages whose dense cosine similarity is below this (higher = closer)")
+    min_coverage: float | None = Field(
+        0.2, ge=0.0, le=1.0,
+        description="drop passages holding less than this IDF-weighted share of the question's "
+                    "terms; when none is left the answer is a refusal (see retrieval.py)")
     chunk_size: int = Field(300, ge=50, le=4000)
     chunk_overlap: int = Field(50, ge=0, le=2000)
     max_new_tokens: int = Field(256, ge=1, le=8192)
@@ -86,7 +90,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if name == "adapters":
             values[name] = [part for part in raw.split(",") if part]
-        elif name == "score_threshold" and raw.strip().lower() in {"", "none"}:
+        elif name in {"score_threshold", "min_coverage"} and raw.strip().lower() in {"", "none"}:
             values[name] = None
         else:
             values[name] = raw

@@ -90,7 +90,8 @@ class KbqaService:
 
         s = self.settings
         return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval_mode,
-                                      k=top_k or s.top_k, score_threshold=s.score_threshold)
+                                      k=top_k or s.top_k, score_threshold=s.score_threshold,
+                                      min_coverage=s.min_coverage)
 
     def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Any:
         return build_qa_chain(self.retriever(kb_name, top_k), self.llm,

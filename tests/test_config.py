@@ -18,7 +18,7 @@ def test_layers_override_in_order(tmp_path: Path):
     assert settings.temperature == 0.5          # file beats default
     assert settings.top_k == 9                  # env beats file
     assert settings.kb == "clikb"               # CLI beats file
-    assert settings.retrieval_mode == "hybrid"  # None means "flag not given"
+    assert settings.retrieval_mode == "bm25"    # None means "flag not given"
     assert settings.adapters == [Path("/a"), Path("/b")]
 
 

@@ -13,7 +13,7 @@ def test_default_prompt_numbers_passages_and_states_the_refusal():
     text = build_prompt().format(context=format_context(docs), question="年假几天？")
     assert "[1]（手册.md · 年假）年假十天。" in text
     assert "[2]（价格.pdf 第2页）价格表" in text
-    assert text.rstrip().endswith("问题：年假几天？")
+    assert text.rstrip().endswith("问题：年假几天？\n答案：")
     assert REFUSAL in text
 
 

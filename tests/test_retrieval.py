@@ -120,3 +120,25 @@ def test_empty_knowledge_base(tmp_path: Path) -> None:
     with KnowledgeBase.create(tmp_path, "empty", fake_embeddings()) as base:
         for mode in ("dense", "bm25", "hybrid"):
             assert search(base, "任何问题", mode=mode) == []
+
+
+def test_coverage_weighs_rare_terms_by_idf(kb: KnowledgeBase) -> None:
+    index = bm25_index(kb)
+    text = PASSAGES["lake.txt"]
+    assert index.coverage("西湖", text) == pytest.approx(1.0)
+    assert index.coverage("火箭", text) == 0.0
+    # 杭州 occurs in two passages, 孤山 in one: the rarer term carries more of the weight
+    assert index.coverage("孤山在哪", text) > index.coverage("杭州在哪", PASSAGES["tea.txt"]) > 0
+    assert index.coverage("", text) == 0.0
+
+
+def test_min_coverage_turns_away_passages_missing_the_question_terms(kb: KnowledgeBase) -> None:
+    question = "西湖的股票代码是多少？"  # shares only 西湖 with the knowledge base
+    loose = search(kb, question, mode="bm25", k=2, min_coverage=None)
+    assert set(filenames(loose)) == {"lake.txt", "tea.txt"}
+    assert all(0 < d.metadata["coverage"] < 0.5 for d in loose)
+    assert search(kb, question, mode="bm25", k=2, min_coverage=0.5) == []
+    kept = KnowledgeBaseRetriever(kb=kb, k=2, min_coverage=0.5).invoke("西湖里有哪些名胜？")
+    assert kept and all(d.metadata["coverage"] >= 0.5 for d in kept)
+    # dense mode computes coverage too, so the gate means the same in every mode
+    assert search(kb, question, mode="dense", k=2, min_coverage=0.5) == []
