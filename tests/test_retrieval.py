@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from kbqa.retrieval import (DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
+from kbqa.retrieval import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
                             reciprocal_rank_fusion, search, tokenize)
 from kbqa.store import KnowledgeBase
 from tests.test_store import fake_embeddings, write
@@ -136,9 +136,11 @@ def test_min_coverage_turns_away_passages_missing_the_question_terms(kb: Knowled
     question = "西湖的股票代码是多少？"  # shares only 西湖 with the knowledge base
     loose = search(kb, question, mode="bm25", k=2, min_coverage=None)
     assert set(filenames(loose)) == {"lake.txt", "tea.txt"}
-    assert all(0 < d.metadata["coverage"] < 0.5 for d in loose)
-    assert search(kb, question, mode="bm25", k=2, min_coverage=0.5) == []
-    kept = KnowledgeBaseRetriever(kb=kb, k=2, min_coverage=0.5).invoke("西湖的孤山和苏堤")
-    assert kept and all(d.metadata["coverage"] >= 0.5 for d in kept)
+    assert all(0 < d.metadata["coverage"] < DEFAULT_MIN_COVERAGE for d in loose)
+    assert search(kb, question, mode="bm25", k=2, min_coverage=DEFAULT_MIN_COVERAGE) == []
+    retriever = KnowledgeBaseRetriever(kb=kb, k=2, min_coverage=DEFAULT_MIN_COVERAGE)
+    kept = retriever.invoke("西湖的孤山和苏堤")
+    assert filenames(kept) == ["lake.txt"]
+    assert kept[0].metadata["coverage"] >= DEFAULT_MIN_COVERAGE
     # dense mode computes coverage too, so the gate means the same in every mode
-    assert search(kb, question, mode="dense", k=2, min_coverage=0.5) == []
+    assert search(kb, question, mode="dense", k=2, min_coverage=DEFAULT_MIN_COVERAGE) == []
