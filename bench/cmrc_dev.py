@@ -19,8 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from langchain_core.runnables import RunnableLambda
+
+from kbqa.chain import build_qa_chain, is_refusal
 from kbqa.config import load_settings
 from kbqa.metrics import exact_match, f1_score
+from kbqa.prompts import build_prompt
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"
@@ -85,6 +89,26 @@ def evaluate(service: KbqaService, questions: list[dict], generate: bool) -> lis
     return rows
 
 
+def refusals_without_gold(service: KbqaService, questions: list[dict]) -> dict:
+    """Ask each question with its gold passage hidden: the right answer is then a refusal."""
+    wide = service.retriever(top_k=service.settings.top_k + 10)
+    refused = gated = 0
+    for number, q in enumerate(questions, start=1):
+        def without_gold(question: str, gold: str = q["doc_id"]) -> list:
+            docs = [d for d in wide.invoke(question) if _doc_id(d) != gold]
+            return docs[: service.settings.top_k]
+
+        chain = build_qa_chain(RunnableLambda(without_gold), service.llm,
+                               build_prompt(service.settings.prompt_template))
+        result = chain.invoke({"question": q["question"]})
+        gated += not result["docs"]
+        refused += is_refusal(result["answer"])
+        print(f"[unanswerable {number}/{len(questions)}] {q['question']} → {result['answer'][:40]!r}",
+              file=sys.stderr, flush=True)
+    return {"n": len(questions), "refusal_rate": refused / len(questions),
+            "refused_by_retrieval_gate": gated / len(questions)}
+
+
 def summarise(rows: list[dict], generate: bool) -> dict:
     mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
     summary = {"n": len(rows), "hit@1": mean("hit@1"), "hit@5": mean("hit@5"), "mrr": mean("rr"),
@@ -109,6 +133,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=None, help="passages in the prompt")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--retrieval-only", action="store_true")
+    parser.add_argument("--unanswerable", action="store_true",
+                        help="also ask every question with its gold passage hidden (refusal rate)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -119,6 +145,8 @@ def main() -> None:
     questions = _jsonl(args.eval_dir / "dev" / "questions.jsonl")[: args.limit]
     rows = evaluate(service, questions, generate=not args.retrieval_only)
     summary = summarise(rows, generate=not args.retrieval_only)
+    if args.unanswerable:
+        summary["unanswerable"] = refusals_without_gold(service, questions)
     report = {"settings": {"llm": args.llm, "mode": settings.retrieval_mode,
                            "top_k": settings.top_k, "chunk_size": settings.chunk_size},
               "ingest": ingest, "summary": summary}
@@ -128,7 +156,10 @@ def main() -> None:
                                                       indent=1), encoding="utf-8")
     print(json.dumps(report, indent=1))
     print("\n| metric | value |\n|---|---|")
-    for key, value in {**{f"ingest {k}": v for k, v in ingest.items()}, **summary}.items():
+    unanswerable = {f"unanswerable {k}": v for k, v in summary.get("unanswerable", {}).items()}
+    flat = {**{f"ingest {k}": v for k, v in ingest.items()},
+            **{k: v for k, v in summary.items() if k != "unanswerable"}, **unanswerable}
+    for key, value in flat.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
 
 
