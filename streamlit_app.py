@@ -1,36 +1,33 @@
-"""kbqa web front end (minimal until the UI issue): ask a knowledge base, see the sources.
+"""kbqa web front end: `pip install -e ".[app]"` then `streamlit run streamlit_app.py`.
 
-Run with `pip install -e ".[app]"` then `streamlit run streamlit_app.py`.
-All logic lives in kbqa's service layer; this page only renders it.
+Thin on purpose: it picks a page; the pages (kbqa/ui/) render what kbqa's service layer returns.
+A page can be opened directly with ?page=chat|knowledge|compare|evaluation|settings.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from kbqa.config import load_settings
 from kbqa.errors import KbqaError
-from kbqa.service import KbqaService
+from kbqa.ui import chat, compare, evaluation, knowledge, settings
 
+PAGES = {
+    "chat": ("问答 / Chat", chat.render),
+    "knowledge": ("知识库 / Knowledge bases", knowledge.render),
+    "compare": ("对比 / Compare", compare.render),
+    "evaluation": ("评测 / Evaluation", evaluation.render),
+    "settings": ("设置 / Settings", settings.render),
+}
 
-@st.cache_resource
-def service() -> KbqaService:
-    """One service (and so one loaded model) per server process."""
-    return KbqaService(load_settings())
-
-
-st.set_page_config(page_title="kbqa", page_icon="📚")
-st.title("kbqa · 知识库问答")
-question = st.chat_input("输入问题，例如：入职满一年的员工每年享有几天带薪年假？")
-if question:
-    st.chat_message("user").write(question)
-    with st.chat_message("assistant"):
-        try:
-            events = service().stream(question)
-            kind, sources = next(events)
-            st.write_stream(value for kind, value in events if kind == "token")
-            for number, source in enumerate(sources, start=1):
-                with st.expander(f"[{number}] {source.location()}"):
-                    st.write(source.snippet)
-        except KbqaError as exc:
-            st.error(str(exc))
+st.set_page_config(page_title="kbqa", page_icon="📚", layout="wide")
+if "page" not in st.session_state:
+    wanted = st.query_params.get("page", "chat")
+    st.session_state["page"] = wanted if wanted in PAGES else "chat"
+with st.sidebar:
+    st.title("kbqa · 知识库问答")
+    page = st.radio("页面 / page", list(PAGES), format_func=lambda key: PAGES[key][0], key="page")
+st.query_params["page"] = page
+try:
+    PAGES[page][1]()
+except KbqaError as exc:  # e.g. a broken config.toml: say so instead of a traceback
+    st.error(str(exc))

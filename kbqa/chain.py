@@ -42,7 +42,7 @@ class Source:
         text = " ".join(document.page_content.split())
         return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
                    source=str(meta.get("source", "")),
-                   score=meta.get("dense_score", meta.get("score")),
+                   score=meta["dense_score"] if meta.get("dense_score") is not None else meta.get("score"),
                    snippet=text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
                    page=meta.get("page"), heading=meta.get("heading"),
                    chunk_id=meta.get("chunk_id"))

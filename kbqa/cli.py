@@ -22,6 +22,7 @@ examples:
   kbqa ask "年假有几天？"                   answer with sources
   kbqa chat --kb handbook                interactive, multi-turn
   kbqa kb list                           knowledge bases and their sizes
+  kbqa eval --questions Q.jsonl --docs D --variant plain --variant A=adapters/x --out OUT
 """
 
 
@@ -84,17 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
                            "omit to delete the whole knowledge base")
     kb_remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_common(kb_remove)
+
+    from kbqa.evaluation.cli import add_eval_parser
+
+    add_eval_parser(commands, _add_common, _add_model_options)
+    from kbqa.fusion.cli import add_adapters_parser
+
+    add_adapters_parser(commands)
     return parser
 
 
-def _service(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Any:
     from kbqa.config import load_settings
-    from kbqa.service import KbqaService
 
     keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
             "min_coverage", "max_new_tokens")
     overrides = {key: getattr(args, key, None) for key in keys}
-    return KbqaService(load_settings(overrides, config_file=args.config))
+    return load_settings(overrides, config_file=args.config)
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from kbqa.service import KbqaService
+
+    return KbqaService(_settings(args))
 
 
 def _print_sources(answer: Any) -> None:
@@ -194,7 +207,20 @@ def _cmd_kb(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": _cmd_ingest, "ask": _cmd_ask, "chat": _cmd_chat, "kb": _cmd_kb}
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from kbqa.evaluation.cli import run_eval_command
+
+    return run_eval_command(args, _settings(args))
+
+
+def _cmd_adapters(args: argparse.Namespace) -> int:
+    from kbqa.fusion.cli import run_adapters_command
+
+    return run_adapters_command(args)
+
+
+COMMANDS = {"ingest": _cmd_ingest, "ask": _cmd_ask, "chat": _cmd_chat, "kb": _cmd_kb,
+            "eval": _cmd_eval, "adapters": _cmd_adapters}
 
 
 def _quiet_libraries() -> None:

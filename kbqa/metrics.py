@@ -76,3 +76,27 @@ def exact_match(prediction: str, answers: Iterable[str]) -> float:
     """1.0 if the prediction equals a gold answer once punctuation is removed."""
     cleaned = remove_punctuation(prediction)
     return float(any(cleaned == remove_punctuation(answer) for answer in answers))
+
+
+def _longest_common_subsequence(a: str, b: str) -> int:
+    previous = [0] * (len(b) + 1)
+    for char_a in a:
+        current = [0]
+        for j, char_b in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if char_a == char_b
+                           else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(prediction: str, answers: Iterable[str]) -> float:
+    """Character-level ROUGE-L F1 (longest common subsequence), punctuation removed, max over golds."""
+    predicted = remove_punctuation(prediction).replace(" ", "")
+    best = 0.0
+    for answer in answers:
+        gold = remove_punctuation(answer).replace(" ", "")
+        common = _longest_common_subsequence(predicted, gold)
+        if common:
+            precision, recall = common / len(predicted), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best

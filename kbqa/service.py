@@ -130,3 +130,223 @@ class KbqaService:
             if kind == "done":
                 return value
         raise AssertionError("stream ended without an answer")  # pragma: no cover
+
+    # ------------------------------------------------------------------ for the web UI
+    # Added for the Streamlit front end: nothing here renders; kbqa/ui/ pages only call these.
+
+    @cached_property
+    def base_llm(self) -> Any:
+        """The LLM without adapters (variants add them on top, see kbqa.variants); loaded once."""
+        injected = self.__dict__.get("llm")
+        if injected is not None and not self.settings.adapters:
+            return injected
+        from kbqa.llm import LocalLLM
+        from kbqa.models import resolve_llm
+
+        s = self.settings
+        folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)
+        return LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
+                                    temperature=s.temperature, top_p=s.top_p,
+                                    repetition_penalty=s.repetition_penalty)
+
+    @cached_property
+    def variant_model(self) -> Any:
+        from kbqa.variants import VariantModel
+
+        return VariantModel(self.base_llm)
+
+    def list_knowledge_bases(self) -> list[str]:
+        """Knowledge bases under the data directory, sorted."""
+        from kbqa.store import KnowledgeBase
+
+        return KnowledgeBase.list_names(self.settings.kb_root)
+
+    def create_knowledge_base(self, name: str) -> Any:
+        """Create an empty knowledge base (KnowledgeBaseError if the name is unsafe or taken)."""
+        from kbqa.store import validate_name
+
+        name = validate_name(name.strip())
+        if name in self.list_knowledge_bases():
+            raise KnowledgeBaseError(f"knowledge base '{name}' already exists")
+        return self.knowledge_base(name, create=True)
+
+    def delete_knowledge_base(self, name: str) -> None:
+        """Delete a knowledge base with its uploaded files (waits for a running write)."""
+        from kbqa.store import KnowledgeBase
+
+        kb = self._kbs.pop(name, None)
+        if kb is not None:
+            kb.close()
+        KnowledgeBase.delete_kb(self.settings.kb_root, name)
+
+    def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
+                       on_progress: Any = None) -> list[Any]:
+        """Store uploaded (name, bytes) files inside the KB and ingest them; one outcome each."""
+        from kbqa.uploads import ingest_uploads
+
+        return ingest_uploads(self.knowledge_base(kb_name), uploads,
+                              max_file_mb=self.settings.max_file_mb, on_progress=on_progress)
+
+    def remove_document(self, kb_name: str, source: str) -> int:
+        from kbqa.uploads import remove_document
+
+        return remove_document(self.knowledge_base(kb_name), source)
+
+    def adapter_choices(self, roots: Iterable[Path] = ()) -> list[Path]:
+        """Configured adapters, then adapter folders under HOME/adapters and the given roots."""
+        from kbqa.variants import discover_adapters
+
+        return discover_adapters(self.settings.adapters, [self.settings.home / "adapters", *roots])
+
+    def default_variant(self) -> Any:
+        from kbqa.variants import Variant
+
+        return Variant.of(self.settings.adapters)
+
+    def stream_variant(self, question: str, variant: Any = None,
+                       kb_name: str | None = None, history: list[tuple[str, str]] | None = None,
+                       top_k: int | None = None) -> Iterator[tuple[str, Any]]:
+        """Like `stream`, with the shared base model in `variant`'s state (None: the configured one).
+
+        The model stays locked to this variant until the generator finishes or is closed.
+        """
+        if not question.strip():
+            raise KnowledgeBaseError("the question is empty")
+        variant = self.default_variant() if variant is None else variant
+        retriever = self.retriever(kb_name, top_k)
+        with self.variant_model.activate(variant) as llm:
+            chain = build_qa_chain(retriever, llm, build_prompt(self.settings.prompt_template),
+                                   history_turns=self.settings.history_turns)
+            yield from _events(chain, question, history)
+
+    def retrieve(self, question: str, kb_name: str | None = None,
+                 top_k: int | None = None) -> list[Any]:
+        """The passages that would go into the prompt (after the coverage gate); may be empty."""
+        if not question.strip():
+            raise KnowledgeBaseError("the question is empty")
+        return self.retriever(kb_name, top_k).invoke(question)
+
+    def answer_with_context(self, question: str, docs: list[Any],
+                            variant: Any) -> VariantAnswer:
+        """Answer from a fixed context with one variant; refusal without a model call when empty."""
+        from langchain_core.runnables import RunnableLambda
+
+        from kbqa.errors import KbqaError
+
+        applied = None
+        try:
+            if not variant.is_plain:
+                applied = self.variant_model.check_applied(variant)
+            with self.variant_model.activate(variant) as llm:
+                chain = build_qa_chain(RunnableLambda(lambda _: docs), llm,
+                                       build_prompt(self.settings.prompt_template), history_turns=0)
+                answer = None
+                for kind, value in _events(chain, question, None):
+                    if kind == "done":
+                        answer = value
+        except KbqaError as exc:
+            return VariantAnswer(variant=variant, text="", refused=False, applied=applied,
+                                 error=str(exc))
+        assert answer is not None
+        timings = {k: v for k, v in answer.timings.items() if k != "retrieve"}
+        return VariantAnswer(variant=variant, text=answer.text, refused=answer.refused,
+                             timings=timings, applied=applied)
+
+    def compare(self, question: str, variants: list[Any], kb_name: str | None = None,
+                top_k: int | None = None) -> Iterator[tuple[str, Any]]:
+        """Retrieve once, then every variant answers from the SAME passages.
+
+        Events: ('sources', [Source]) then ('answer', VariantAnswer) per variant, in order.
+        """
+        docs = self.retrieve(question, kb_name, top_k)
+        yield "sources", [Source.from_document(d) for d in docs]
+        for variant in variants:
+            yield "answer", self.answer_with_context(question, docs, variant)
+
+    def update_settings(self, changes: dict[str, Any]) -> Settings:
+        """Validate `changes` on top of the current settings, save them to config.toml, apply them.
+
+        Raises ConfigError with the reason (and writes nothing) when any value is invalid.
+        Generation parameters apply at once; a new model, dtype or embedder is loaded on next use.
+        """
+        from kbqa.config import _validated, save_settings
+        from kbqa.errors import ConfigError
+
+        current = self.settings
+        new = _validated({**current.model_dump(), **changes, "home": current.home})
+        problem = _settings_problem(new)
+        if problem:
+            raise ConfigError(f"invalid settings: {problem}")
+        save_settings(new)
+        self.settings = new
+        if (new.llm, new.llm_dtype) != (current.llm, current.llm_dtype):
+            for name in ("llm", "base_llm", "variant_model"):
+                self.__dict__.pop(name, None)
+        if new.embedder != current.embedder:
+            self.__dict__.pop("embeddings", None)
+            for kb in self._kbs.values():
+                kb.close()
+            self._kbs.clear()
+        for llm in {id(x): x for x in (self.__dict__.get("llm"), self.__dict__.get("base_llm"))
+                    if x is not None}.values():
+            llm.max_new_tokens = new.max_new_tokens
+            llm.temperature = new.temperature
+            llm.top_p = new.top_p
+            llm.repetition_penalty = new.repetition_penalty
+        return new
+
+
+# Helpers for the web UI methods above.
+
+
+@dataclass
+class VariantAnswer:
+    """One variant's answer to a shared context (the Compare page's column)."""
+
+    variant: Any  # kbqa.variants.Variant
+    text: str
+    refused: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    applied: Any = None  # kbqa.variants.AppliedCheck for adapter variants
+    error: str | None = None
+
+
+def _settings_problem(settings: Settings) -> str | None:
+    """Checks pydantic cannot do: the prompt template, and that named folders exist."""
+    from kbqa.errors import ConfigError
+    from kbqa.variants import is_adapter_folder
+
+    try:
+        build_prompt(settings.prompt_template)
+    except ConfigError as exc:
+        return str(exc)
+    for folder in settings.adapters:
+        if not is_adapter_folder(Path(folder).expanduser()):
+            return f"adapters: {folder} is not a peft adapter folder (no adapter_config.json)"
+    if not settings.llm.startswith("embedded") and not Path(settings.llm).expanduser().is_dir():
+        return f"llm: model folder {settings.llm} does not exist"
+    if settings.embedder != "embedded" and not Path(settings.embedder).expanduser().is_dir():
+        return f"embedder: folder {settings.embedder} does not exist"
+    return None
+
+
+def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
+            ) -> Iterator[tuple[str, Any]]:
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    sources: list[Source] = []
+    parts: list[str] = []
+    for chunk in chain.stream({"question": question, "history": history or []}):
+        if "docs" in chunk:
+            timings["retrieve"] = time.perf_counter() - start
+            sources = [Source.from_document(d) for d in chunk["docs"]]
+            yield "sources", sources
+        if chunk.get("answer"):
+            if not parts:
+                timings["first_token"] = time.perf_counter() - start
+            parts.append(chunk["answer"])
+            yield "token", chunk["answer"]
+    timings["total"] = time.perf_counter() - start
+    text = "".join(parts).strip()
+    yield "done", Answer(question=question, text=text, sources=sources,
+                         refused=is_refusal(text), timings=timings)

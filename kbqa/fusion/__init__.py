@@ -1,4 +1,5 @@
-"""LoRA adapter work: strict loading now; profiles, cross-model transplant and merging build on it."""
+"""LoRA adapter work: strict loading, architecture profiles, cross-model transplant, verification,
+training, fusing and merging. Heavy submodules are imported on use."""
 
 from kbqa.fusion.loading import AdapterReport, load_adapters
 

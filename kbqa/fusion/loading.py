@@ -9,6 +9,7 @@ and an adapter whose lora_B matrices are all zero (it changes nothing) is refuse
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
             raise AdapterError(f"adapter folder {folder} does not exist")
         config = read_adapter_config(folder)
         weights = read_adapter_weights(folder)
-        name = f"adapter{index}_{folder.name}"
+        name = f"adapter{index}_" + re.sub(r"[^0-9A-Za-z_-]", "_", folder.name)  # peft: no "."
         config.inference_mode = True
         try:
             if isinstance(peft_model, PeftModel):

@@ -1,0 +1,102 @@
+"""Evaluation inputs: questions JSONL, document sets, variant specs. Bad lines are reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kbqa.errors import KbqaError
+
+
+@dataclass(frozen=True)
+class Question:
+    qid: str
+    question: str
+    answers: tuple[str, ...]
+    doc_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant: the base model alone ('plain') or with one or more adapters stacked."""
+
+    name: str
+    adapters: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def is_plain(self) -> bool:
+        return not self.adapters
+
+
+def parse_variant(spec: str) -> Variant:
+    """'plain' or 'NAME=ADAPTER_DIR[+ADAPTER_DIR...]'."""
+    if spec == "plain":
+        return Variant("plain")
+    name, sep, dirs = spec.partition("=")
+    if not sep or not name or not dirs or name in {"plain", "comparisons", "input_problems"}:
+        raise KbqaError(f"bad --variant {spec!r}: use 'plain' or NAME=ADAPTER_DIR[+ADAPTER_DIR]")
+    adapters = tuple(Path(part).expanduser() for part in dirs.split("+") if part)
+    missing = [str(a) for a in adapters if not a.is_dir()]
+    if missing:
+        raise KbqaError(f"--variant {name}: adapter folder(s) not found: {', '.join(missing)}")
+    return Variant(name, adapters)
+
+
+def read_questions(path: Path) -> tuple[list[Question], list[str]]:
+    """Valid questions and one message per malformed line (with its line number)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KbqaError(f"cannot read questions file {path}: {exc}") from exc
+    questions: list[Question] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            answers = row["answers"]
+            if not isinstance(row["question"], str) or not row["question"].strip():
+                raise ValueError("empty 'question'")
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise ValueError("'answers' must be a list of strings")
+            qid = str(row.get("qid") or f"line{number}")
+            if qid in seen:
+                raise ValueError(f"duplicate qid {qid!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            problems.append(f"{path.name}:{number}: skipped: {exc}")
+            continue
+        seen.add(qid)
+        questions.append(Question(qid, row["question"].strip(), tuple(answers),
+                                  str(row["doc_id"]) if row.get("doc_id") else None))
+    if not questions:
+        raise KbqaError(f"{path} holds no valid questions" + (f" ({problems[0]})" if problems else ""))
+    return questions, problems
+
+
+def materialise_docs(docs: Path, folder: Path) -> tuple[Path, list[str]]:
+    """A folder of files to ingest: `docs` itself, or docs.jsonl written out as <doc_id>.txt."""
+    if docs.is_dir():
+        return docs, []
+    if docs.suffix != ".jsonl" or not docs.is_file():
+        raise KbqaError(f"--docs {docs}: give a folder of documents or a docs.jsonl file")
+    folder.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    for number, line in enumerate(docs.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id, text = str(row["doc_id"]), str(row["text"])
+            if not doc_id or "/" in doc_id or doc_id.startswith("."):
+                raise ValueError(f"unsafe doc_id {doc_id!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{docs.name}:{number}: skipped: {exc}")
+            continue
+        target = folder / f"{doc_id}.txt"
+        content = f"{row.get('title', '')}\n\n{text}".strip()
+        if not target.is_file() or target.read_text(encoding="utf-8") != content:
+            target.write_text(content, encoding="utf-8")
+    return folder, problems

@@ -1,0 +1,215 @@
+"""`kbqa adapters …`: inspect, transplant, verify and train LoRA adapters from the command line.
+
+Models are given as 'embedded', 'embedded:NAME' or a local folder (as for --llm); embedded
+models are converted once into $KBQA_HOME/cache. Errors are AdapterError/KbqaError, which
+kbqa.cli.main prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+LoRA adapters: look inside them, move them between architectures, prove they apply.
+
+examples:
+  kbqa adapters inspect adapters/x --model embedded
+  kbqa adapters transplant adapters/llama-lora --donor /models/llama-7b \\
+      --target /models/chatglm-6b --out adapters/llama-lora-on-chatglm
+  kbqa adapters verify --model embedded adapters/x
+  kbqa adapters train --model embedded --cmrc CMRC/train --out adapters/y --steps 120
+"""
+
+TRANSPLANT_HELP = """\
+Map a LoRA trained on one base model (the donor) onto another (the target): module names
+(q/k/v → fused query_key_value, gate/up → gate_up_proj …), depth (--layer-map) and width
+(through both base models' singular subspaces; needs both models' safetensors weights).
+Writes a peft folder that loads strictly on the target, plus transplant_report.json listing
+every target module's sources, ‖ΔW‖, subspace similarity and re-factoring error, and all
+that was skipped and why."""
+
+
+def _model_folder(spec: str) -> Path:
+    from kbqa.config import load_settings
+    from kbqa.models import resolve_llm
+
+    settings = load_settings()
+    return resolve_llm(spec, settings.cache_dir, settings.llm_dtype)
+
+
+def _portable_name(spec: str) -> str | None:
+    """'embedded:NAME' for an embedded model (the same on every machine), else None."""
+    from kbqa.models import DEFAULT_LLM
+
+    return f"embedded:{DEFAULT_LLM}" if spec == "embedded" else (
+        spec if spec.startswith("embedded:") else None)
+
+
+def add_adapters_parser(subparsers: Any) -> None:
+    """Register `adapters inspect|transplant|verify|train` on the top-level subparsers."""
+    adapters = subparsers.add_parser(
+        "adapters", help="inspect, transplant, verify and train LoRA adapters",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = adapters.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+
+    inspect = actions.add_parser("inspect", help="config, tensors and per-module ΔW norms",
+                                 description="Print an adapter's LoRA config, its tensor count "
+                                 "and ‖scale·B·A‖ per module; with --model also the "
+                                 "architecture profile of that model (from config.json only).")
+    inspect.add_argument("adapter", nargs="?", type=Path, help="peft adapter folder")
+    inspect.add_argument("--model", help="model folder, 'embedded' or 'embedded:NAME'")
+
+    transplant = actions.add_parser("transplant", help="map an adapter onto another architecture",
+                                    description=TRANSPLANT_HELP)
+    transplant.add_argument("adapter", type=Path, help="donor peft adapter folder")
+    transplant.add_argument("--target", required=True, help="target model folder or 'embedded…'")
+    transplant.add_argument("--donor", help="donor base model (default: the adapter's "
+                            "base_model_name_or_path, if it is a local folder)")
+    transplant.add_argument("--out", required=True, type=Path, help="output adapter folder")
+    transplant.add_argument("--layer-map", choices=["proportional", "interpolate"],
+                            default="proportional",
+                            help="depth mapping: nearest relative depth, or a linear blend of "
+                                 "the two nearest donor layers (default proportional)")
+    transplant.add_argument("--rank", type=int, help="LoRA rank of the result (default: the "
+                            "smallest exact one, at most --max-rank)")
+    transplant.add_argument("--max-rank", type=int, default=64)
+    transplant.add_argument("--subspace-rank", type=int, default=128,
+                            help="singular directions used for width alignment (default 128)")
+    transplant.add_argument("--min-similarity", type=float, default=0.5,
+                            help="skip width-aligned modules whose base subspaces are less "
+                                 "similar than this (0..1, default 0.5)")
+    transplant.add_argument("--align-all", action="store_true",
+                            help="use the subspace map even where donor and target shapes agree")
+
+    verify = actions.add_parser("verify", help="prove adapters load strictly and change logits",
+                                description="Load the adapters strictly into the model, check "
+                                "ΔW ≠ 0 in every module and that the probe's logits move by "
+                                "more than --tolerance. Exit status 1 when not applied.")
+    verify.add_argument("adapters", nargs="+", type=Path, help="peft adapter folder(s)")
+    verify.add_argument("--model", required=True, help="model folder, 'embedded' or 'embedded:NAME'")
+    verify.add_argument("--probe", help="prompt whose logits are compared")
+    verify.add_argument("--tolerance", type=float, default=1e-3)
+
+    train = actions.add_parser("train", help="LoRA fine-tuning on Alpaca JSON or CMRC RAG data",
+                               description="Supervised LoRA training (answer tokens only), "
+                               "batch 1, CPU-capable on small models; resumable with --resume; "
+                               "writes OUT (peft folder), OUT/loss.png and OUT/checkpoint.")
+    train.add_argument("--model", required=True, help="base model folder, 'embedded' or 'embedded:NAME'")
+    data = train.add_mutually_exclusive_group(required=True)
+    data.add_argument("--alpaca", type=Path, help="Alpaca-format JSON (instruction/input/output)")
+    data.add_argument("--cmrc", type=Path, help="folder with questions.jsonl and docs.jsonl")
+    train.add_argument("--out", required=True, type=Path, help="output adapter folder")
+    train.add_argument("--steps", type=int, default=100)
+    train.add_argument("--rank", type=int, default=8)
+    train.add_argument("--alpha", type=int, default=16)
+    train.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names")
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--max-length", type=int, default=384, help="tokens per example")
+    train.add_argument("--save-every", type=int, default=50)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+
+    for parser in (inspect, transplant, verify, train):
+        parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
+
+
+def run_adapters_command(args: argparse.Namespace) -> int:
+    handlers = {"inspect": _inspect, "transplant": _transplant, "verify": _verify,
+                "train": _train}
+    return handlers[args.adapters_command](args)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from kbqa.errors import AdapterError
+
+    if args.adapter is None and args.model is None:
+        raise AdapterError("give an adapter folder, --model, or both")
+    if args.adapter is not None:
+        _print_adapter(args.adapter)
+    if args.model is not None:
+        from kbqa.fusion.profiles import profile_for_folder
+
+        print(json.dumps(profile_for_folder(_model_folder(args.model)).summary(), indent=2))
+    return 0
+
+
+def _print_adapter(folder: Path) -> None:
+    from kbqa.fusion.loading import read_adapter_config, read_adapter_weights
+
+    config = read_adapter_config(folder)
+    weights = read_adapter_weights(folder)
+    targets = config.target_modules
+    if not isinstance(targets, str):  # full module names after a transplant: show the leaves
+        leaves = sorted({t.rsplit(".", 1)[-1] for t in targets})
+        targets = f"{len(config.target_modules)} modules named {leaves}"
+    print(f"adapter {folder}\n  base: {config.base_model_name_or_path}\n  r={config.r} "
+          f"alpha={config.lora_alpha} rslora={config.use_rslora} dora={config.use_dora}\n"
+          f"  target_modules: {targets}\n  tensors: {len(weights)}")
+    scale = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
+    total = 0.0
+    for key in sorted(k for k in weights if ".lora_A." in k):
+        lora_b = weights.get(key.replace(".lora_A.", ".lora_B."))
+        if lora_b is None:
+            print(f"  {key}: no matching lora_B")
+            continue
+        norm = scale * float((lora_b.float() @ weights[key].float()).norm())
+        total += norm
+        print(f"  {key.split('.lora_A.')[0].removeprefix('base_model.model.')}: ‖ΔW‖ {norm:.4g}")
+    print(f"  total ‖ΔW‖ {total:.4g}")
+
+
+def _transplant(args: argparse.Namespace) -> int:
+    from kbqa.fusion.transplant import TransplantOptions, transplant
+
+    options = TransplantOptions(layer_map=args.layer_map, rank=args.rank, max_rank=args.max_rank,
+                                subspace_rank=args.subspace_rank,
+                                min_similarity=args.min_similarity, align_all=args.align_all)
+    donor = _model_folder(args.donor) if args.donor else None
+    report = transplant(args.adapter, _model_folder(args.target), args.out, donor=donor,
+                        options=options)
+    totals = report.totals()
+    print(f"{report.donor_family} → {report.target_family}: {totals['target_modules']} modules "
+          f"at rank {report.rank}, max re-factor error {totals['max_refactor_error']:.2e}, "
+          f"{totals['skipped']} skipped, {totals['unparsed_keys']} unparsed keys, "
+          f"unused donor layers {report.unused_donor_layers}")
+    for skipped in report.skipped[:10]:
+        print(f"  skipped: {skipped}")
+    print(f"written {args.out} (report: {args.out / 'transplant_report.json'})")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from kbqa.fusion.verify import DEFAULT_PROBE, verify_adapter
+
+    report = verify_adapter(_model_folder(args.model), None, args.adapters,
+                            probe=args.probe or DEFAULT_PROBE, tolerance=args.tolerance)
+    for adapter in report.adapters:
+        print(f"{adapter.folder}: {adapter.tensors} tensors, {adapter.modules} modules, "
+              f"‖ΔW‖ {adapter.delta_norm:.4g}")
+    print(f"max |Δlogit| {report.max_logit_diff:.4g} over {report.modules} modules: "
+          f"{'applied' if report.applied else 'NOT applied'}")
+    for reason in report.reasons:
+        print(f"  {reason}")
+    return 0 if report.applied else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kbqa.fusion.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
+
+    examples = (alpaca_examples(args.alpaca) if args.alpaca
+                else cmrc_examples(args.cmrc, seed=args.seed))
+    options = TrainOptions(rank=args.rank, alpha=args.alpha,
+                           targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+                           steps=args.steps, learning_rate=args.lr, max_length=args.max_length,
+                           save_every=args.save_every, seed=args.seed)
+    result = train_lora(_model_folder(args.model), examples, args.out, options,
+                        resume=args.resume,
+                        base_name=_portable_name(args.model))
+    tail = result.losses[-10:]
+    print(f"{result.steps} steps in {result.seconds:.0f}s; mean loss of the last {len(tail)} "
+          f"steps {sum(tail) / max(1, len(tail)):.3f}; adapter {args.out}; "
+          + (f"loss curve {result.plot}" if result.plot else "no plot (matplotlib missing)"))
+    return 0

@@ -1,0 +1,225 @@
+"""LoRA supervised fine-tuning on CPU-sized models: Alpaca JSON or RAG-formatted CMRC data.
+
+Examples are rendered exactly as kbqa prompts the model at answer time (DEFAULT_TEMPLATE
+inside the model's chat template), and the loss covers the answer tokens only. A plain torch
+loop keeps it small and resumable: every `save_every` steps the adapter, the AdamW state
+(safetensors, no pickle) and the loss history are written to OUT/checkpoint, and a rerun with
+resume=True continues from there on the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kbqa.errors import AdapterError
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str  # the user message (before the chat template)
+    answer: str
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    steps: int = 100
+    learning_rate: float = 2e-4
+    max_length: int = 384
+    save_every: int = 50
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    plot: Path | None = None
+
+
+def alpaca_examples(path: Path) -> list[Example]:
+    """instruction (+ input) → output records from an Alpaca-format JSON list."""
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [Example(prompt=r["instruction"] + (f"\n{r['input']}" if r.get("input") else ""),
+                        answer=r["output"]) for r in records]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AdapterError(f"{path} is not Alpaca-format JSON (instruction/input/output): "
+                           f"{exc}") from exc
+
+
+def cmrc_examples(folder: Path, window: int = 120, limit: int | None = None,
+                  seed: int = 0) -> list[Example]:
+    """RAG-style examples from questions.jsonl + docs.jsonl: a passage around the answer."""
+    from langchain_core.documents import Document
+
+    from kbqa.prompts import build_prompt, format_context
+
+    folder = Path(folder)
+    docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}
+    prompt = build_prompt()
+    examples = []
+    for question in _jsonl(folder / "questions.jsonl"):
+        doc = docs.get(question["doc_id"])
+        answer = (question.get("answers") or [""])[0]
+        at = doc["text"].find(answer) if doc and answer else -1
+        if at < 0:
+            continue
+        passage = doc["text"][max(0, at - window):at + len(answer) + window]
+        context = format_context([Document(page_content=passage,
+                                           metadata={"filename": doc.get("title", "")})])
+        examples.append(Example(prompt.format(context=context, question=question["question"]),
+                                answer))
+    random.Random(seed).shuffle(examples)
+    return examples[:limit] if limit else examples
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"cannot read {path}: {exc}") from exc
+
+
+def encode(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with labels = -100 on the prompt: loss on answer tokens only."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    else:
+        text = example.prompt
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    answer_ids = answer_ids[:max_length // 2]
+    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def _save_checkpoint(folder: Path, peft_model: Any, optimizer: torch.optim.Optimizer,
+                     step: int, losses: list[float]) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(folder))
+    state = {}
+    for index, values in optimizer.state_dict()["state"].items():
+        for name, value in values.items():
+            state[f"{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
+    save_file(state, str(folder / "optimizer.safetensors"))
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "losses": losses}))
+
+
+def _restore_checkpoint(folder: Path, peft_model: Any,
+                        optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from kbqa.fusion.loading import read_adapter_weights
+
+    set_peft_model_state_dict(peft_model, read_adapter_weights(folder))
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    state_dict = optimizer.state_dict()
+    for key, value in flat.items():
+        index, name = key.split(".", 1)
+        state_dict["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(state_dict)
+    saved = json.loads((folder / "trainer_state.json").read_text())
+    return saved["step"], saved["losses"]
+
+
+def _plot(losses: list[float], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(range(1, len(losses) + 1), losses, linewidth=0.8, label="loss")
+    if len(losses) >= 10:
+        smooth = [sum(losses[max(0, i - 9):i + 1]) / len(losses[max(0, i - 9):i + 1])
+                  for i in range(len(losses))]
+        axis.plot(range(1, len(losses) + 1), smooth, label="mean of 10")
+    axis.set_xlabel("step")
+    axis.set_ylabel("answer-token loss")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def train_lora(model_folder: Path, examples: list[Example], out: Path,
+               options: TrainOptions = TrainOptions(), resume: bool = False,
+               progress: bool = True,
+               on_step: Callable[[int, float], None] | None = None,
+               base_name: str | None = None) -> TrainResult:
+    """Train a LoRA for options.steps steps (batch 1, cycling through examples); save to out.
+
+    `base_name` is recorded as the adapter's base model (e.g. 'embedded:NAME', portable across
+    machines); by default the model folder's absolute path.
+    """
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not examples:
+        raise AdapterError("no training examples")
+    torch.manual_seed(options.seed)
+    out, model_folder = Path(out), Path(model_folder).expanduser()
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
+    config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                        target_modules=list(options.targets), task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
+                                  lr=options.learning_rate)
+    checkpoint = out / "checkpoint"
+    step, losses = (_restore_checkpoint(checkpoint, peft_model, optimizer)
+                    if resume and (checkpoint / "trainer_state.json").is_file() else (0, []))
+    peft_model.train()
+    started = time.perf_counter()
+    bar = tqdm(total=options.steps, initial=step, disable=not progress, desc="LoRA")
+    while step < options.steps:
+        ids, labels = encode(tokenizer, examples[step % len(examples)], options.max_length)
+        loss = peft_model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step:
+            on_step(step, losses[-1])
+        if step % options.save_every == 0 or step == options.steps:
+            _save_checkpoint(checkpoint, peft_model, optimizer, step, losses)
+    bar.close()
+    peft_model.save_pretrained(str(out))
+    _patch_base_path(out, base_name or str(model_folder.resolve()))
+    (out / "losses.json").write_text(json.dumps(losses))
+    return TrainResult(steps=step, seconds=time.perf_counter() - started, losses=losses,
+                       plot=_plot(losses, out / "loss.png"))
+
+
+def _patch_base_path(out: Path, base_name: str) -> None:
+    """Record the base model ('embedded:NAME' or its folder) so transplant finds the donor itself."""
+    path = out / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_name
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -1,0 +1,181 @@
+"""Files uploaded through the web UI: safe names, stored inside the knowledge base, then ingested.
+
+An uploaded file's name comes from the browser and is not trusted. `sanitize_filename` keeps only
+the base name, strips control and reserved characters, and refuses names that would be hidden,
+empty, of an unsupported type or only dots. `store_upload` writes the bytes into
+``<kb folder>/files/`` atomically (temp file + rename) and checks the final path is still inside that
+folder. `ingest_uploads` does this for a batch: each file is stored and ingested on its own through
+the KnowledgeBase API (which takes the cross-process writer lock), and a failing file is reported
+without aborting the others. A re-upload of a file that fails to parse leaves the previous version
+(on disk and in the index) in place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kbqa.errors import KbqaError, KnowledgeBaseError
+
+FILES_DIRNAME = "files"
+MAX_NAME_BYTES = 200
+# Characters Windows rejects in names, plus separators; control characters are removed separately.
+_RESERVED_CHARS = re.compile(r'[<>:"/\\|?*]')
+_WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul",
+                              *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))})
+
+
+class UploadError(KbqaError):
+    """An uploaded file was refused (unsafe or unsupported name, too large); the batch goes on."""
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What happened to one uploaded file: the store's status, or 'failed' with the reason."""
+
+    name: str            # the name as uploaded
+    stored_name: str | None  # the sanitised name it was stored under (None when refused)
+    status: str          # added | updated | skipped | failed
+    chunks: int = 0
+    error: str | None = None
+
+
+def supported_suffixes() -> frozenset[str]:
+    from kbqa.ingest import SUPPORTED_SUFFIXES
+
+    return SUPPORTED_SUFFIXES
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe base name for an uploaded file, or UploadError saying why there is none.
+
+    'a/b/../报告.PDF' → '报告.PDF'; '../../etc/passwd' → refused (no supported suffix);
+    '.env.txt' → refused (hidden); 'C:\\docs\\x.md' → 'x.md'.
+    """
+    if not isinstance(name, str):
+        raise UploadError("the file name is not text")
+    text = unicodedata.normalize("NFC", name)
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")  # controls, NUL, …
+    base = re.split(r"[/\\]", text)[-1].strip()  # only the base name, whatever the client's OS
+    base = _RESERVED_CHARS.sub("_", base).strip().rstrip(".")
+    if not base or set(base) <= {"."}:
+        raise UploadError(f"{name!r}: the file name is empty after removing its path")
+    if base.startswith("."):
+        raise UploadError(f"{name!r}: hidden files (names starting with '.') are not accepted")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or not stem.strip():
+        raise UploadError(f"{name!r}: the file name has no extension; supported: "
+                          f"{' '.join(sorted(supported_suffixes()))}")
+    if f".{suffix.lower()}" not in supported_suffixes():
+        raise UploadError(f"{name!r}: .{suffix} files are not supported; supported: "
+                          f"{' '.join(sorted(supported_suffixes()))}")
+    stem = stem.strip()
+    if stem.split(".")[0].lower() in _WINDOWS_DEVICES:
+        stem = "_" + stem
+    limit = MAX_NAME_BYTES - len(suffix.encode()) - 1
+    while len(stem.encode("utf-8")) > limit:  # keep whole characters
+        stem = stem[:-1]
+    return f"{stem}.{suffix}"
+
+
+def files_folder(kb: Any) -> Path:
+    """Where a knowledge base keeps its uploaded files: ``<kb folder>/files``."""
+    return Path(kb.folder) / FILES_DIRNAME
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def store_upload(folder: Path, name: str, data: bytes, *, max_bytes: int | None = None) -> Path:
+    """Write `data` as `folder/<sanitised name>` atomically; returns the path. Raises UploadError."""
+    safe = sanitize_filename(name)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise UploadError(f"{name!r}: {len(data) / 1e6:.1f} MB is over the "
+                          f"{max_bytes / 1e6:.0f} MB limit (setting max_file_mb)")
+    if not data:
+        raise UploadError(f"{name!r}: the file is empty")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / safe
+    if not _inside(target, folder) or target.is_symlink():
+        raise UploadError(f"{name!r}: refusing to write outside {folder}")
+    with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".upload-", suffix=".tmp",
+                                     delete=False) as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(out.name, target)
+    return target
+
+
+def ingest_uploads(kb: Any, uploads: Iterable[tuple[str, bytes]], *, max_file_mb: int,
+                   on_progress: Callable[[int, int, str], None] | None = None
+                   ) -> list[UploadOutcome]:
+    """Store and ingest each (name, bytes) upload; one outcome per upload, in order.
+
+    `on_progress(done, total, name)` is called before each file and once at the end.
+    """
+    uploads = list(uploads)
+    folder = files_folder(kb)
+    outcomes: list[UploadOutcome] = []
+    for done, (name, data) in enumerate(uploads):
+        if on_progress:
+            on_progress(done, len(uploads), name)
+        outcomes.append(_ingest_one(kb, folder, name, data, max_file_mb * 1024 * 1024))
+    if on_progress:
+        on_progress(len(uploads), len(uploads), "")
+    return outcomes
+
+
+def _ingest_one(kb: Any, folder: Path, name: str, data: bytes, max_bytes: int) -> UploadOutcome:
+    try:
+        safe = sanitize_filename(name)
+    except UploadError as exc:
+        return UploadOutcome(name, None, "failed", error=str(exc))
+    target = folder / safe
+    backup: bytes | None = None
+    try:
+        if target.is_file() and not target.is_symlink():
+            backup = target.read_bytes()
+        path = store_upload(folder, name, data, max_bytes=max_bytes)
+        results = kb.ingest([path])
+    except (KbqaError, OSError) as exc:
+        _restore(target, backup)
+        return UploadOutcome(name, safe, "failed", error=str(exc))
+    result = results[0] if results else None
+    if result is None:
+        _restore(target, backup)
+        return UploadOutcome(name, safe, "failed", error="the knowledge base did not take the file")
+    if result.status == "failed":
+        _restore(target, backup)  # keep the previous, indexed version of the file
+    return UploadOutcome(name, safe, result.status, chunks=result.chunks, error=result.error)
+
+
+def _restore(target: Path, backup: bytes | None) -> None:
+    try:
+        if backup is None:
+            target.unlink(missing_ok=True)
+        else:
+            store_upload(target.parent, target.name, backup)
+    except (OSError, UploadError):  # pragma: no cover - best effort; the index is unaffected
+        pass
+
+
+def remove_document(kb: Any, source: str) -> int:
+    """Remove a document from the knowledge base (and its uploaded copy, if it is one of ours)."""
+    chunks = kb.remove_document(source)
+    path = Path(source)
+    folder = files_folder(kb)
+    try:
+        if path.is_file() and _inside(path, folder):
+            path.unlink()
+    except OSError as exc:
+        raise KnowledgeBaseError(f"{source} left the knowledge base but its file could not be "
+                                 f"deleted: {exc}") from exc
+    return chunks

@@ -1,0 +1,195 @@
+"""Model variants on one loaded base model: plain, or with any set of LoRA adapters.
+
+The base model is loaded once. Each adapter folder is wrapped into it once with the strict
+`load_adapters` (one peft adapter name per folder); a variant then only switches which adapters are
+active, and the plain variant runs inside ``peft_model.disable_adapter()``. No variant switch reloads
+the base weights. One lock serialises use of the shared model (a web server has many sessions):
+hold `VariantModel.activate(...)` for the whole generation.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbqa.errors import AdapterError
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """'plain' or a set of adapter folders, in the order they are stacked."""
+
+    adapters: tuple[Path, ...] = ()
+
+    @property
+    def is_plain(self) -> bool:
+        return not self.adapters
+
+    @property
+    def label(self) -> str:
+        return "plain" if self.is_plain else " + ".join(p.name for p in self.adapters)
+
+    @classmethod
+    def of(cls, adapters: Iterable[Path | str] = ()) -> "Variant":
+        return cls(tuple(Path(a).expanduser().resolve() for a in adapters))
+
+
+@dataclass
+class AppliedCheck:
+    """Whether a variant's adapters really change the model (the UI's "applied" indicator)."""
+
+    applied: bool
+    max_logit_diff: float
+    modules: int = 0
+    zero_modules: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+def is_adapter_folder(path: Path) -> bool:
+    return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
+
+
+def discover_adapters(configured: Iterable[Path | str], roots: Iterable[Path | str]) -> list[Path]:
+    """Configured adapter folders first, then every adapter folder directly under each root."""
+    found: dict[Path, None] = {}
+    for item in configured:
+        path = Path(item).expanduser()
+        if is_adapter_folder(path):
+            found.setdefault(path.resolve(), None)
+    for root in roots:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if not child.name.startswith(".") and is_adapter_folder(child):
+                found.setdefault(child.resolve(), None)
+    return list(found)
+
+
+def _peft_name(folder: Path) -> str:
+    # what kbqa.fusion.load_adapters names a folder's adapter when it is loaded on its own
+    return "adapter0_" + re.sub(r"[^0-9A-Za-z_-]", "_", folder.name)
+
+
+def _strip_lora(model: Any) -> None:
+    """Undo a half-done first wrap: put every LoRA-wrapped layer's base layer back in place."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and name:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    if hasattr(model, "peft_config"):
+        try:
+            delattr(model, "peft_config")
+        except AttributeError:  # pragma: no cover
+            pass
+
+
+class VariantModel:
+    """A LocalLLM whose base model is shared by every variant (see the module doc)."""
+
+    def __init__(self, llm: Any) -> None:
+        self.base_llm = llm
+        self.base_model = llm.model
+        self.peft_model: Any = None
+        self.names: dict[Path, str] = {}   # adapter folder → peft adapter name
+        self.reports: dict[Path, Any] = {}
+        self._checks: dict[Variant, AppliedCheck] = {}
+        self.lock = threading.Lock()  # a plain Lock: a generator may be closed on another thread
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.base_llm.tokenizer
+
+    def _load(self, folder: Path) -> str:
+        from kbqa.fusion import load_adapters
+
+        if folder in self.names:
+            return self.names[folder]
+        name = _peft_name(folder)
+        if name in self.names.values():
+            raise AdapterError(f"an adapter named {folder.name!r} from another folder is already "
+                               "loaded; rename one of the folders")
+        target = self.peft_model if self.peft_model is not None else self.base_model
+        try:
+            peft_model, reports = load_adapters(target, [folder])
+        except BaseException:
+            if self.peft_model is None:
+                _strip_lora(self.base_model)
+            elif name in getattr(self.peft_model, "peft_config", {}):
+                self.peft_model.delete_adapter(name)
+            raise
+        self.peft_model = peft_model
+        self.names[folder] = name
+        self.reports[folder] = reports[0]
+        return name
+
+    def prepare(self, variant: Variant) -> None:
+        """Load the variant's adapters (once each); raises AdapterError if one does not fit."""
+        with self.lock:
+            for folder in variant.adapters:
+                self._load(folder)
+
+    @contextmanager
+    def _active(self, variant: Variant) -> Iterator[Any]:
+        names = [self._load(folder) for folder in variant.adapters]
+        if variant.is_plain:
+            if self.peft_model is None:
+                yield self.base_llm
+            else:
+                with self.peft_model.disable_adapter():
+                    yield self.base_llm.model_copy(update={"model": self.peft_model,
+                                                           "adapters": []})
+            return
+        self.peft_model.base_model.set_adapter(names)
+        self.peft_model.eval()
+        yield self.base_llm.model_copy(update={"model": self.peft_model,
+                                               "adapters": [str(f) for f in variant.adapters]})
+
+    @contextmanager
+    def activate(self, variant: Variant) -> Iterator[Any]:
+        """Hold the shared model in `variant`'s state; yields a LocalLLM view to generate with."""
+        with self.lock, self._active(variant) as llm:
+            yield llm
+
+    def check_applied(self, variant: Variant, probe: str | None = None,
+                      tolerance: float = 1e-3) -> AppliedCheck:
+        """Adapters active vs disabled on a probe prompt: do the logits move? (cached per variant)"""
+        if variant.is_plain:
+            return AppliedCheck(applied=False, max_logit_diff=0.0, reasons=["plain model"])
+        if variant in self._checks and probe is None:
+            return self._checks[variant]
+        import torch
+
+        from kbqa.fusion.verify import DEFAULT_PROBE, module_delta_norms
+
+        with self.lock, self._active(variant):
+            ids = self.tokenizer(probe or DEFAULT_PROBE, return_tensors="pt")["input_ids"]
+            with torch.inference_mode():
+                adapted = self.peft_model(input_ids=ids).logits.float()
+                with self.peft_model.disable_adapter():
+                    plain = self.peft_model(input_ids=ids).logits.float()
+            names = {self.names[f] for f in variant.adapters}
+            norms = {k: v for k, v in module_delta_norms(self.peft_model).items()
+                     if k.rsplit("[", 1)[-1].rstrip("]") in names}
+        diff = float((adapted - plain).abs().max())
+        zero = sorted(k for k, v in norms.items() if v == 0.0)
+        reasons = []
+        if zero:
+            reasons.append(f"{len(zero)} of {len(norms)} modules have ΔW = 0, e.g. {zero[:3]}")
+        if not diff > tolerance:
+            reasons.append(f"max |Δlogit| on the probe is {diff:.2e}, not above {tolerance:g}")
+        check = AppliedCheck(applied=not reasons, max_logit_diff=diff, modules=len(norms),
+                             zero_modules=zero, reasons=reasons)
+        if probe is None:
+            self._checks[variant] = check
+        return check

@@ -1,0 +1,67 @@
+"""Evaluation page (AppTest): open a report folder, or say clearly what it lacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kbqa.eval_report import read_eval_report
+
+from tests.ui_support import app_test, texts
+
+METRICS = {
+    "plain": {"retrieval": {"hit@1": 0.8, "hit@5": 0.9, "mrr": 0.85},
+              "answer": {"em": 0.3, "f1": 0.5, "rouge_l": 0.45, "refusal_rate": 0.2}, "n": 2},
+    "fused": {"retrieval": {"hit@1": 0.8, "hit@5": 0.9, "mrr": 0.85},
+              "answer": {"em": 0.4, "f1": 0.6, "rouge_l": 0.55, "refusal_rate": 0.1}, "n": 2},
+    "comparisons": {},
+}
+ANSWERS = [{"variant": v, "kind": "answerable", "qid": q, "answer": f"{v}-{q}"}
+           for v in ("plain", "fused") for q in ("q1", "q2")]
+
+
+def _report(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(METRICS), encoding="utf-8")
+    (folder / "answers.jsonl").write_text(
+        "\n".join(json.dumps(row) for row in ANSWERS) + "\n{broken", encoding="utf-8")
+    (folder / "report.html").write_text("<html><body><h1>kbqa report</h1></body></html>",
+                                        encoding="utf-8")
+    return folder
+
+
+def _open(folder: Path):
+    at = app_test()
+    at.query_params["page"] = "evaluation"
+    at.run()
+    at.text_input(key="eval_folder").input(str(folder)).run()
+    assert not at.exception
+    return at
+
+
+def test_report_folder_is_shown(tmp_path: Path) -> None:
+    at = _open(_report(tmp_path / "run"))
+    metrics = at.table[0].value
+    assert list(metrics["variant"]) == ["plain", "fused"]
+    assert list(metrics["f1"]) == [0.5, 0.6]
+    side = at.table[1].value
+    assert list(side["plain"]) == ["plain-q1", "plain-q2"] and list(side["fused"]) == ["fused-q1",
+                                                                                      "fused-q2"]
+    assert "1 unreadable line(s) skipped" in texts(at)
+    assert not at.error
+
+
+def test_empty_folder_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    at = _open(tmp_path / "empty")
+    shown = texts(at)
+    assert "has no metrics.json" in shown and "has no answers.jsonl" in shown
+    assert "has no report.html" in shown
+    assert "this folder holds no evaluation report" in shown
+
+
+def test_reader_pivots_answers(tmp_path: Path) -> None:
+    report = read_eval_report(_report(tmp_path / "run"))
+    assert report.variants == ["plain", "fused"]
+    assert report.html and "kbqa report" in report.html
+    assert report.side_by_side()[0] == {"qid": "q1", "plain": "plain-q1", "fused": "fused-q1"}

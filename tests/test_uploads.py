@@ -1,0 +1,106 @@
+"""Uploaded files: safe names, stored inside the knowledge base, a failing file never stops a batch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kbqa.config import load_settings
+from kbqa.service import KbqaService
+from kbqa.uploads import UploadError, files_folder, sanitize_filename, store_upload
+
+from tests.ui_support import DOC_TEXT
+
+
+@pytest.mark.parametrize("raw, safe", [
+    ("报告.txt", "报告.txt"),
+    ("a/b/../报告.PDF", "报告.PDF"),
+    ("C:\\Users\\me\\手册.md", "手册.md"),
+    ("/etc/x.csv", "x.csv"),
+    ("../../x.txt", "x.txt"),
+    ("we<ird>:na|me?.txt", "we_ird__na_me_.txt"),
+    ("con.txt", "_con.txt"),
+    ("tab\tand\x00nul.txt", "tabandnul.txt"),
+    ("  spaced name .md  ", "spaced name.md"),
+])
+def test_sanitize_keeps_a_safe_base_name(raw: str, safe: str) -> None:
+    assert sanitize_filename(raw) == safe
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("../../etc/passwd", "no extension"),
+    (".env.txt", "hidden"),
+    ("dir/.hidden.md", "hidden"),
+    ("..", "empty"),
+    ("a/", "empty"),
+    ("evil.exe", "not supported"),
+    ("noext", "no extension"),
+    (".txt", "hidden"),
+])
+def test_sanitize_refuses_unsafe_or_unsupported(raw: str, reason: str) -> None:
+    with pytest.raises(UploadError, match=reason):
+        sanitize_filename(raw)
+
+
+def test_long_names_are_shortened_on_character_boundaries() -> None:
+    name = sanitize_filename("长" * 300 + ".txt")
+    assert name.endswith(".txt") and len(name.encode()) <= 200
+    name.encode("utf-8").decode("utf-8")
+
+
+def test_store_writes_inside_the_folder_only(tmp_path: Path) -> None:
+    folder = tmp_path / "files"
+    path = store_upload(folder, "../../outside.txt", b"abc")
+    assert path == folder / "outside.txt" and path.read_bytes() == b"abc"
+    assert not (tmp_path / "outside.txt").exists()
+    with pytest.raises(UploadError, match="limit"):
+        store_upload(folder, "big.txt", b"x" * 11, max_bytes=10)
+    with pytest.raises(UploadError, match="empty"):
+        store_upload(folder, "empty.txt", b"")
+    assert sorted(os.listdir(folder)) == ["outside.txt"]  # no temp files left behind
+
+
+def test_symlink_target_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(UploadError, match="outside"):
+        store_upload(folder, "link.txt", b"abc")
+    assert not (tmp_path / "elsewhere.txt").exists()
+
+
+def test_batch_goes_on_after_failures_and_files_live_in_the_kb(tmp_path: Path) -> None:
+    service = KbqaService(load_settings())
+    kb = service.create_knowledge_base("uploads")
+    calls: list[tuple[int, int, str]] = []
+    outcomes = service.ingest_uploads("uploads", [
+        ("../secret/手册.md", DOC_TEXT.encode("utf-8")),
+        (".hidden.txt", b"x"),
+        ("binary.txt", bytes(range(256)) * 20),
+        ("tool.exe", b"MZ"),
+        ("价格.txt", "标准版每年九百九十元。".encode("utf-8")),
+    ], on_progress=lambda *a: calls.append(a))
+    assert [o.status for o in outcomes] == ["added", "failed", "failed", "failed", "added"]
+    assert all(o.error for o in outcomes if o.status == "failed")
+    assert calls[0] == (0, 5, "../secret/手册.md") and calls[-1] == (5, 5, "")
+    folder = files_folder(kb)
+    assert sorted(p.name for p in folder.iterdir()) == ["价格.txt", "手册.md"]
+    assert {d.filename for d in kb.documents()} == {"价格.txt", "手册.md"}
+    assert all(Path(d.source).parent == folder.resolve() for d in kb.documents())
+
+    # same bytes again: skipped; changed bytes: updated
+    again = service.ingest_uploads("uploads", [("手册.md", DOC_TEXT.encode("utf-8")),
+                                               ("价格.txt", "标准版每年一千元。".encode("utf-8"))])
+    assert [o.status for o in again] == ["skipped", "updated"]
+
+    # a broken re-upload keeps the previous, indexed version of the file
+    broken = service.ingest_uploads("uploads", [("价格.txt", bytes(range(256)) * 20)])
+    assert broken[0].status == "failed"
+    assert (folder / "价格.txt").read_text(encoding="utf-8") == "标准版每年一千元。"
+
+    source = next(d.source for d in kb.documents() if d.filename == "价格.txt")
+    assert service.remove_document("uploads", source) >= 1
+    assert not (folder / "价格.txt").exists()
+    assert [d.filename for d in kb.documents()] == ["手册.md"]
