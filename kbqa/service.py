@@ -307,7 +307,7 @@ class VariantAnswer:
     text: str
     refused: bool
     timings: dict[str, float] = field(default_factory=dict)
-    applied: Any = None  # kbqa.variants.AppliedCheck for adapter variants
+    applied: Any = None  # kbqa.fusion.verify.VerifyReport for adapter variants
     error: str | None = None
 
 

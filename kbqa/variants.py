@@ -13,11 +13,14 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbqa.errors import AdapterError
+
+if TYPE_CHECKING:  # torch is imported only when a check runs
+    from kbqa.fusion.verify import VerifyReport
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -39,17 +42,6 @@ class Variant:
     @classmethod
     def of(cls, adapters: Iterable[Path | str] = ()) -> "Variant":
         return cls(tuple(Path(a).expanduser().resolve() for a in adapters))
-
-
-@dataclass
-class AppliedCheck:
-    """Whether a variant's adapters really change the model (the UI's "applied" indicator)."""
-
-    applied: bool
-    max_logit_diff: float
-    modules: int = 0
-    zero_modules: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
 
 
 def is_adapter_folder(path: Path) -> bool:
@@ -103,7 +95,7 @@ class VariantModel:
         self.peft_model: Any = None
         self.names: dict[Path, str] = {}   # adapter folder → peft adapter name
         self.reports: dict[Path, Any] = {}
-        self._checks: dict[Variant, AppliedCheck] = {}
+        self._checks: dict[Variant, VerifyReport] = {}
         self.lock = threading.Lock()  # a plain Lock: a generator may be closed on another thread
 
     @property
@@ -162,34 +154,20 @@ class VariantModel:
             yield llm
 
     def check_applied(self, variant: Variant, probe: str | None = None,
-                      tolerance: float = 1e-3) -> AppliedCheck:
+                      tolerance: float = 1e-3) -> VerifyReport:
         """Adapters active vs disabled on a probe prompt: do the logits move? (cached per variant)"""
+        from kbqa.fusion.verify import DEFAULT_PROBE, VerifyReport, check_loaded
+
         if variant.is_plain:
-            return AppliedCheck(applied=False, max_logit_diff=0.0, reasons=["plain model"])
+            return VerifyReport(applied=False, max_logit_diff=0.0, modules=0,
+                                reasons=["plain model"])
         if variant in self._checks and probe is None:
             return self._checks[variant]
-        import torch
-
-        from kbqa.fusion.verify import DEFAULT_PROBE, module_delta_norms
-
         with self.lock, self._active(variant):
-            ids = self.tokenizer(probe or DEFAULT_PROBE, return_tensors="pt")["input_ids"]
-            with torch.inference_mode():
-                adapted = self.peft_model(input_ids=ids).logits.float()
-                with self.peft_model.disable_adapter():
-                    plain = self.peft_model(input_ids=ids).logits.float()
-            names = {self.names[f] for f in variant.adapters}
-            norms = {k: v for k, v in module_delta_norms(self.peft_model).items()
-                     if k.rsplit("[", 1)[-1].rstrip("]") in names}
-        diff = float((adapted - plain).abs().max())
-        zero = sorted(k for k, v in norms.items() if v == 0.0)
-        reasons = []
-        if zero:
-            reasons.append(f"{len(zero)} of {len(norms)} modules have ΔW = 0, e.g. {zero[:3]}")
-        if not diff > tolerance:
-            reasons.append(f"max |Δlogit| on the probe is {diff:.2e}, not above {tolerance:g}")
-        check = AppliedCheck(applied=not reasons, max_logit_diff=diff, modules=len(norms),
-                             zero_modules=zero, reasons=reasons)
+            check = check_loaded(self.peft_model, self.tokenizer,
+                                 {self.names[f] for f in variant.adapters},
+                                 probe or DEFAULT_PROBE, tolerance,
+                                 [self.reports[f] for f in variant.adapters])
         if probe is None:
             self._checks[variant] = check
         return check

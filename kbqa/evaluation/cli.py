@@ -25,8 +25,9 @@ def add_eval_parser(commands: Any, add_common: Any, add_model_options: Any) -> N
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=Path, required=True,
                         help='JSONL: {"qid", "question", "answers": [...], "doc_id"?}')
-    parser.add_argument("--docs", type=Path, required=True,
-                        help='a folder of documents, or docs.jsonl: {"doc_id", "title", "text"}')
+    parser.add_argument("--docs", type=Path, action="append", required=True,
+                        help='a folder of documents, or docs.jsonl: {"doc_id", "title", "text"}; '
+                             "repeat to combine several")
     parser.add_argument("--variant", dest="variants", action="append", default=[],
                         metavar="SPEC", help="'plain' or NAME=ADAPTER_DIR[+ADAPTER_DIR]; repeat")
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
@@ -42,7 +43,7 @@ def run_eval_command(args: argparse.Namespace, settings: Any) -> int:
     from kbqa.evaluation.report import comparison_table, metrics_table
 
     variants = tuple(parse_variant(spec) for spec in (args.variants or ["plain"]))
-    config = EvalConfig(questions=args.questions, docs=args.docs, variants=variants, out=args.out,
+    config = EvalConfig(questions=args.questions, docs=tuple(args.docs), variants=variants, out=args.out,
                         limit=args.limit, retrieval_only=args.retrieval_only)
     metrics = run_eval(settings, config)
     for table in (metrics_table(metrics, variants), comparison_table(metrics)):

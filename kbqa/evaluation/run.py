@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,18 @@ from kbqa.evaluation.scoring import summarise
 from kbqa.metrics import exact_match, f1_score, rouge_l
 from kbqa.prompts import build_prompt
 from kbqa.service import KbqaService
+from kbqa.variants import Variant as ModelVariant
+from kbqa.variants import VariantModel
 
 __all__ = ["EvalConfig", "Variant", "parse_variant", "read_questions", "run_eval"]
 
-PROBE = "根据已知信息回答：公司成立于哪一年？"
-MIN_LOGIT_CHANGE = 1e-3
 RETRIEVE_K = 5
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     questions: Path
-    docs: Path
+    docs: tuple[Path, ...]
     variants: tuple[Variant, ...]
     out: Path
     limit: int | None = None
@@ -109,34 +109,22 @@ class AnswerCache:
             handle.flush()
 
 
-def max_logit_change(model: Any, tokenizer: Any, probe: str = PROBE) -> float:
-    """Largest |logit| difference between the adapted and the plain model on a probe prompt."""
-    import torch
+def check_variants(models: VariantModel, variants: tuple[Variant, ...]) -> dict[str, dict]:
+    """Load every adapter variant strictly and prove it changes the model, before any answering.
 
-    inputs = tokenizer(probe, return_tensors="pt")
-    with torch.inference_mode():
-        adapted = model(**inputs).logits.float()
-        with model.disable_adapter():
-            plain = model(**inputs).logits.float()
-    return float((adapted - plain).abs().max())
-
-
-def _variant_llm(base: Any, variant: Variant) -> tuple[Any, Callable[[], None]]:
-    """The LLM for a variant, and how to restore the base model afterwards (no reload)."""
-    if variant.is_plain:
-        return base, lambda: None
-    from kbqa.fusion import load_adapters
-
-    peft_model, reports = load_adapters(base.model, list(variant.adapters))
-    change = max_logit_change(peft_model, base.tokenizer)
-    if change <= MIN_LOGIT_CHANGE:
-        peft_model.unload()
-        raise AdapterError(f"variant '{variant.name}' is identical to the plain model "
-                           f"(max logit change {change:.2e} on a probe prompt): its adapter "
-                           "applies nothing, so comparing it would be meaningless")
-    llm = base.model_copy(update={"model": peft_model,
-                                  "adapters": [report.folder for report in reports]})
-    return llm, lambda: peft_model.unload()
+    A variant identical to the plain model aborts the run: comparing it would measure nothing.
+    """
+    checks = {}
+    for variant in variants:
+        if variant.is_plain:
+            continue
+        check = models.check_applied(ModelVariant.of(variant.adapters))
+        if not check.applied:
+            raise AdapterError(f"variant '{variant.name}' is identical to the plain model "
+                               f"({'; '.join(check.reasons)}): its adapters apply nothing, so "
+                               "comparing it would be meaningless")
+        checks[variant.name] = {"max_logit_diff": check.max_logit_diff, "modules": check.modules}
+    return checks
 
 
 def _answer(llm: Any, settings: Settings, question: Question, context: list[Document]) -> dict:
@@ -153,8 +141,8 @@ def _answer(llm: Any, settings: Settings, question: Question, context: list[Docu
 def _fingerprint(settings: Settings, config: EvalConfig) -> dict:
     return {"llm": settings.llm, "top_k": settings.top_k, "mode": settings.retrieval_mode,
             "min_coverage": settings.min_coverage, "prompt": settings.prompt_template,
-            "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
-            "questions": str(config.questions), "docs": str(config.docs)}
+            "max_new_tokens": settings.max_new_tokens,
+            "questions": str(config.questions), "docs": [str(d) for d in config.docs]}
 
 
 def _check_resumable(out: Path, fingerprint: dict) -> None:
@@ -180,12 +168,21 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
     questions, problems = read_questions(config.questions)
     questions = questions[: config.limit]
     _check_resumable(config.out, _fingerprint(settings, config))
-    service = service or KbqaService(settings.model_copy(update={"home": config.out / "home",
-                                                                  "kb": "eval"}))
-    folder, doc_problems = materialise_docs(config.docs, config.out / "docs")
+    if service is None:
+        # the KB lives in the output folder; the converted model stays in the user's cache
+        from kbqa.models import resolve_llm
+
+        llm = str(resolve_llm(settings.llm, settings.cache_dir, settings.llm_dtype))
+        service = KbqaService(settings.model_copy(update={"home": config.out / "home",
+                                                          "kb": "eval", "llm": llm}))
+    folders, doc_problems = [], []
+    for number, docs in enumerate(config.docs):
+        folder, found = materialise_docs(docs, config.out / "docs" / str(number))
+        folders.append(folder)
+        doc_problems += found
     for problem in problems + doc_problems:
         log(problem)
-    results = service.ingest([folder], progress=progress)
+    results = service.ingest(folders, progress=progress)
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
         log(f"document skipped: {result.path}: {result.error}")
@@ -194,15 +191,21 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
                  for q in tqdm(questions, desc="retrieving", disable=not progress)}
     retrieval = {q.qid: retrieval_row(q, retrieved[q.qid]) for q in questions}
     cache = AnswerCache(config.out / "answers.jsonl")
+    checks: dict[str, dict] = {}
     if not config.retrieval_only:
+        models = service.variant_model
+        checks = check_variants(models, config.variants)
+        for name, check in checks.items():
+            log(f"variant '{name}': adapters applied (max |Δlogit| {check['max_logit_diff']:.3g} "
+                f"over {check['modules']} modules)")
         for variant in sorted(config.variants, key=lambda v: not v.is_plain):
-            llm, restore = _variant_llm(service.llm, variant)
-            try:
-                _answer_all(llm, service.settings, variant, questions, retrieved, cache, progress)
-            finally:
-                restore()
+            with models.activate(ModelVariant.of(variant.adapters)) as llm:
+                greedy = llm.model_copy(update={"temperature": 0.0})  # deterministic, comparable
+                _answer_all(greedy, service.settings, variant, questions, retrieved, cache, progress)
     metrics = summarise(config.variants, questions, retrieval, cache,
                         answers=not config.retrieval_only)
+    for name, check in checks.items():
+        metrics[name]["verify"] = check
     metrics["input_problems"] = problems + doc_problems + [f"{r.path}: {r.error}" for r in failed]
     (config.out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=1),
                                              encoding="utf-8")
@@ -230,7 +233,3 @@ def _answer_all(llm: Any, settings: Settings, variant: Variant, questions: list[
                        f1=f1_score(row["answer"], question.answers),
                        rouge_l=rouge_l(row["answer"], question.answers))
         cache.add(row)
-
-
-def variant_summary(variant: Variant) -> dict:
-    return {k: [str(p) for p in v] if k == "adapters" else v for k, v in asdict(variant).items()}

@@ -137,8 +137,8 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
                                f"e.g. {result.unexpected_keys[:3]}")
         norm, modules = _delta_norm(weights)
         if norm == 0.0:
-            raise AdapterError(f"adapter {folder} changes nothing: every lora_B is zero "
-                               "(an untrained or wrongly converted adapter)")
+            raise AdapterError(f"adapter {folder} changes nothing: ΔW = B·A is zero in every "
+                               "module (an untrained or wrongly converted adapter)")
         reports.append(AdapterReport(name=name, folder=str(folder), tensors=len(weights),
                                      modules=modules, delta_norm=norm))
         names.append(name)

@@ -61,18 +61,17 @@ def _load(model_or_folder: Any, tokenizer: Any) -> tuple[Any, Any]:
     return model, tokenizer or AutoTokenizer.from_pretrained(folder)
 
 
-def verify_adapter(model_folder_or_model: Any, tokenizer: Any, adapter_folders: list[Path],
-                   probe: str = DEFAULT_PROBE, tolerance: float = 1e-3) -> VerifyReport:
-    """Load the adapters strictly into the model and check they change it (see module doc).
+def check_loaded(peft_model: Any, tokenizer: Any, adapter_names: set[str] | None = None,
+                 probe: str = DEFAULT_PROBE, tolerance: float = 1e-3,
+                 reports: list[AdapterReport] | None = None) -> VerifyReport:
+    """Check adapters already loaded in `peft_model` (the active ones vs `disable_adapter()`).
 
-    A model object is wrapped in place: after the call use the returned state only through
-    a fresh load. `tokenizer` may be None when a folder is given.
+    `adapter_names` limits the ΔW check to those peft adapters (None: all loaded ones).
     """
-    model, tokenizer = _load(model_folder_or_model, tokenizer)
-    peft_model, reports = load_adapters(model, [Path(f) for f in adapter_folders])
-    norms = module_delta_norms(peft_model)
+    norms = {key: norm for key, norm in module_delta_norms(peft_model).items()
+             if adapter_names is None or key.rsplit("[", 1)[-1].rstrip("]") in adapter_names}
     ids = tokenizer(probe, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
+    with torch.inference_mode():
         adapted = peft_model(input_ids=ids).logits.float()
         with peft_model.disable_adapter():
             plain = peft_model(input_ids=ids).logits.float()
@@ -84,4 +83,16 @@ def verify_adapter(model_folder_or_model: Any, tokenizer: Any, adapter_folders: 
     if not diff > tolerance:
         reasons.append(f"max |Δlogit| on the probe is {diff:.2e}, not above {tolerance:g}")
     return VerifyReport(applied=not reasons, max_logit_diff=diff, modules=len(norms),
-                        zero_modules=zero, reasons=reasons, adapters=reports)
+                        zero_modules=zero, reasons=reasons, adapters=list(reports or []))
+
+
+def verify_adapter(model_folder_or_model: Any, tokenizer: Any, adapter_folders: list[Path],
+                   probe: str = DEFAULT_PROBE, tolerance: float = 1e-3) -> VerifyReport:
+    """Load the adapters strictly into the model and check they change it (see module doc).
+
+    A model object is wrapped in place: after the call use the returned state only through
+    a fresh load. `tokenizer` may be None when a folder is given.
+    """
+    model, tokenizer = _load(model_folder_or_model, tokenizer)
+    peft_model, reports = load_adapters(model, [Path(f) for f in adapter_folders])
+    return check_loaded(peft_model, tokenizer, probe=probe, tolerance=tolerance, reports=reports)
