@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kbqa.eval_report import read_eval_report
+from kbqa.evaluation.reader import read_eval_report
 
 from tests.ui_support import app_test, texts
 

@@ -225,7 +225,7 @@ def _answer_all(llm: Any, settings: Settings, variant: Variant, questions: list[
         if cache.get(variant.name, kind, question.qid):
             continue
         row = _answer(llm, settings, question, context)
-        row.update(variant=variant.name, kind=kind, qid=question.qid,
+        row.update(variant=variant.name, kind=kind, qid=question.qid, question=question.question,
                    chunk_ids=[d.metadata.get("chunk_id") for d in context],
                    scores=[d.metadata.get("score") for d in context])
         if kind == "answerable":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import streamlit.components.v1 as components
 
-from kbqa.eval_report import read_eval_report
+from kbqa.evaluation.reader import read_eval_report
 
 
 def render() -> None:

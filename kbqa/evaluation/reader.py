@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kbqa.evaluation.scoring import RESERVED_KEYS
+
 METRICS = "metrics.json"
 ANSWERS = "answers.jsonl"
 REPORT_HTML = "report.html"
-_NOT_VARIANTS = {"comparisons", "input_problems"}
 
 
 @dataclass
@@ -29,7 +30,7 @@ class EvalReport:
     @property
     def variants(self) -> list[str]:
         names = [k for k, v in (self.metrics or {}).items()
-                 if k not in _NOT_VARIANTS and isinstance(v, dict)]
+                 if k not in RESERVED_KEYS and isinstance(v, dict)]
         for row in self.answers:
             if row.get("variant") and row["variant"] not in names:
                 names.append(row["variant"])
