@@ -98,3 +98,26 @@ def test_cli_inspect_transplant_verify(llama, tmp_path, capsys):
     assert main(["adapters", "verify", "--model", str(llama["model"]),
                  str(tmp_path / "nowhere")]) == 1
     assert "kbqa: error: adapter folder" in capsys.readouterr().err
+
+
+def test_cli_fuse_writes_one_adapter_that_is_the_weighted_sum(llama, tmp_path, capsys):
+    out = tmp_path / "fused"
+    assert main(["adapters", "fuse", str(llama["a"]), str(llama["b"]), "--weights", "0.7,0.3",
+                 "--model", str(llama["model"]), "--out", str(out)]) == 0
+    assert "applied" in capsys.readouterr().out
+    assert (out / "adapter_config.json").is_file() and not (out / "fused").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4 + 2  # cat: ranks add
+    for module in ("model.layers.0.self_attn.q_proj", "model.layers.2.mlp.up_proj"):
+        expected = 0.7 * adapter_delta(llama["a"], module) + 0.3 * adapter_delta(llama["b"], module)
+        torch.testing.assert_close(adapter_delta(out, module), expected, atol=1e-5, rtol=0)
+    assert main(["adapters", "fuse", str(llama["a"]), "--weights", "x", "--model",
+                 str(llama["model"]), "--out", str(tmp_path / "bad")]) == 1
+    assert "--weights must be numbers" in capsys.readouterr().err
+
+
+def test_cli_merge_writes_a_model_folder(llama, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert main(["adapters", "merge", str(llama["a"]), "--model", str(llama["model"]),
+                 "--dtype", "float32", "--out", str(out)]) == 0
+    assert f"kbqa ask --llm {out}" in capsys.readouterr().out
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()

@@ -21,6 +21,8 @@ examples:
       --target /models/chatglm-6b --out adapters/llama-lora-on-chatglm
   kbqa adapters verify --model embedded adapters/x
   kbqa adapters train --model embedded --cmrc CMRC/train --out adapters/y --steps 120
+  kbqa adapters fuse adapters/x adapters/y --weights 0.7,0.3 --model embedded --out adapters/xy
+  kbqa adapters merge adapters/x --model embedded --out models/qwen-x
 """
 
 TRANSPLANT_HELP = """\
@@ -49,9 +51,9 @@ def _portable_name(spec: str) -> str | None:
 
 
 def add_adapters_parser(subparsers: Any) -> None:
-    """Register `adapters inspect|transplant|verify|train` on the top-level subparsers."""
+    """Register `adapters inspect|transplant|verify|train|fuse|merge` on the top-level parsers."""
     adapters = subparsers.add_parser(
-        "adapters", help="inspect, transplant, verify and train LoRA adapters",
+        "adapters", help="inspect, transplant, verify, train, fuse and merge LoRA adapters",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = adapters.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
 
@@ -112,12 +114,37 @@ def add_adapters_parser(subparsers: Any) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
-    for parser in (inspect, transplant, verify, train):
+    fuse = actions.add_parser("fuse", help="combine several adapters into one",
+                              description="Load the adapters strictly into the model and save "
+                              "their weighted combination (peft add_weighted_adapter) as one "
+                              "adapter folder. 'cat' (default) and 'svd' give the exact weighted "
+                              "sum of the ΔWs; 'linear' mixes A and B separately (cross terms). "
+                              "Exit status 1 if the result does not change the model.")
+    fuse.add_argument("adapters", nargs="+", type=Path, help="peft adapter folders")
+    fuse.add_argument("--model", required=True, help="model folder, 'embedded' or 'embedded:NAME'")
+    fuse.add_argument("--weights", help="comma-separated, one per adapter (default: all 1)")
+    fuse.add_argument("--method", default="cat", help="linear, cat, svd, ties, dare_linear, "
+                      "dare_ties or magnitude_prune (default cat)")
+    fuse.add_argument("--density", type=float, help="share kept by ties/dare/magnitude_prune")
+    fuse.add_argument("--svd-rank", type=int, help="rank of the result for --method svd")
+    fuse.add_argument("--out", required=True, type=Path, help="output adapter folder")
+
+    merge = actions.add_parser("merge", help="bake adapters into a standalone model folder",
+                               description="Load the adapters strictly, merge_and_unload, and "
+                               "save a model folder (safetensors + tokenizer) that runs "
+                               "without peft: `kbqa ask --llm OUT`.")
+    merge.add_argument("adapters", nargs="+", type=Path, help="peft adapter folder(s)")
+    merge.add_argument("--model", required=True, help="model folder, 'embedded' or 'embedded:NAME'")
+    merge.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
+    merge.add_argument("--out", required=True, type=Path, help="output model folder")
+
+    for parser in (inspect, transplant, verify, train, fuse, merge):
         parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
 
 def run_adapters_command(args: argparse.Namespace) -> int:
     handlers = {"inspect": _inspect, "transplant": _transplant, "verify": _verify,
+                "fuse": _fuse, "merge": _merge,
                 "train": _train}
     return handlers[args.adapters_command](args)
 
@@ -194,6 +221,52 @@ def _verify(args: argparse.Namespace) -> int:
     for reason in report.reasons:
         print(f"  {reason}")
     return 0 if report.applied else 1
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kbqa.errors import AdapterError
+    from kbqa.fusion.fuse import fuse_adapters
+    from kbqa.fusion.verify import check_loaded
+
+    try:
+        weights = ([float(w) for w in args.weights.split(",")] if args.weights
+                   else [1.0] * len(args.adapters))
+    except ValueError as exc:
+        raise AdapterError(f"--weights must be numbers separated by commas: {exc}") from exc
+    folder = _model_folder(args.model)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    peft_model = fuse_adapters(model, list(args.adapters), weights, method=args.method,
+                               name="fused", density=args.density, svd_rank=args.svd_rank)
+    check = check_loaded(peft_model, AutoTokenizer.from_pretrained(folder), {"fused"})
+    args.out.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(args.out), selected_adapters=["fused"])
+    _flatten_selected(args.out, "fused")
+    print(f"fused {len(args.adapters)} adapters ({args.method}, weights {weights}) → {args.out}; "
+          f"max |Δlogit| {check.max_logit_diff:.4g}: {'applied' if check.applied else 'NOT applied'}")
+    for reason in check.reasons:
+        print(f"  {reason}")
+    return 0 if check.applied else 1
+
+
+def _flatten_selected(out: Path, name: str) -> None:
+    """peft saves a non-default adapter under OUT/NAME/; move it up so OUT is the adapter folder."""
+    nested = out / name
+    if nested.is_dir():
+        for item in nested.iterdir():
+            item.replace(out / item.name)
+        nested.rmdir()
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from kbqa.fusion.merge import merge_to_folder
+
+    out = merge_to_folder(_model_folder(args.model), list(args.adapters), args.out, args.dtype)
+    print(f"merged {len(args.adapters)} adapter(s) into {out} ({args.dtype}); "
+          f"use it with: kbqa ask --llm {out}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
