@@ -104,25 +104,7 @@ class KbqaService:
         """Events: ('sources', [Source]) once, then ('token', str) as generated, then ('done', Answer)."""
         if not question.strip():
             raise KnowledgeBaseError("the question is empty")
-        chain = self.chain(kb_name, top_k)
-        start = time.perf_counter()
-        timings: dict[str, float] = {}
-        sources: list[Source] = []
-        parts: list[str] = []
-        for chunk in chain.stream({"question": question, "history": history or []}):
-            if "docs" in chunk:
-                timings["retrieve"] = time.perf_counter() - start
-                sources = [Source.from_document(d) for d in chunk["docs"]]
-                yield "sources", sources
-            if chunk.get("answer"):
-                if not parts:
-                    timings["first_token"] = time.perf_counter() - start
-                parts.append(chunk["answer"])
-                yield "token", chunk["answer"]
-        timings["total"] = time.perf_counter() - start
-        text = "".join(parts).strip()
-        yield "done", Answer(question=question, text=text, sources=sources,
-                             refused=is_refusal(text), timings=timings)
+        yield from _events(self.chain(kb_name, top_k), question, history)
 
     def ask(self, question: str, kb_name: str | None = None,
             history: list[tuple[str, str]] | None = None, top_k: int | None = None) -> Answer:
@@ -332,6 +314,7 @@ def _settings_problem(settings: Settings) -> str | None:
 
 def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
             ) -> Iterator[tuple[str, Any]]:
+    """Run the chain streaming: ('sources', [Source]), ('token', str)..., ('done', Answer)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     sources: list[Source] = []
