@@ -15,8 +15,9 @@ from kbqa.evaluation.stats import mcnemar_exact, paired_bootstrap, win_tie_loss
 from kbqa.metrics import exact_match, f1_score, rouge_l
 from kbqa.service import KbqaService
 
+from tests.cmrc_sample import cmrc_sample
+
 ROOT = Path(__file__).resolve().parents[1]
-CMRC_DEV = ROOT.parent / "shared" / "eval" / "cmrc2018" / "dev"
 DIRECT_ADAPTER = ROOT / "adapters" / "qwen0.5b-cmrc-direct"
 
 
@@ -114,22 +115,6 @@ def test_variant_specs(tmp_path: Path):
 # ---------------------------------------------------------------- the identical-variant abort
 
 
-def _questions_and_docs(tmp_path: Path, count: int) -> tuple[Path, Path]:
-    """The first `count` CMRC dev questions and the documents they come from."""
-    rows = [json.loads(line) for line in
-            (CMRC_DEV / "questions.jsonl").read_text(encoding="utf-8").splitlines()][:count]
-    wanted = {row["doc_id"] for row in rows}
-    docs = [line for line in (CMRC_DEV / "docs.jsonl").read_text(encoding="utf-8").splitlines()
-            if json.loads(line)["doc_id"] in wanted]
-    other = [line for line in (CMRC_DEV / "docs.jsonl").read_text(encoding="utf-8").splitlines()
-             if json.loads(line)["doc_id"] not in wanted][:6]
-    questions, doc_file = tmp_path / "q.jsonl", tmp_path / "docs.jsonl"
-    questions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
-                         encoding="utf-8")
-    doc_file.write_text("\n".join(docs + other) + "\n", encoding="utf-8")
-    return questions, doc_file
-
-
 def _no_op_adapter(model_folder: Path, out: Path) -> Path:
     """A LoRA that loads strictly (ΔW ≠ 0) but is far too small to change any logit."""
     import torch
@@ -148,7 +133,7 @@ def _no_op_adapter(model_folder: Path, out: Path) -> Path:
 
 def test_a_variant_identical_to_plain_aborts_before_answering(tiny_llm_folder: Path,
                                                               tmp_path: Path):
-    questions, docs = _questions_and_docs(tmp_path, 2)
+    questions, docs = cmrc_sample(tmp_path, 2)
     adapter = _no_op_adapter(tiny_llm_folder, tmp_path / "no-op")
     settings = load_settings({"home": tmp_path / "home", "llm": str(tiny_llm_folder),
                               "llm_dtype": "float32", "max_new_tokens": 8}, environ={})
@@ -165,7 +150,7 @@ def test_a_variant_identical_to_plain_aborts_before_answering(tiny_llm_folder: P
 @pytest.mark.slow
 def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
                                                        tmp_path: Path):
-    questions, docs = _questions_and_docs(tmp_path, 4)
+    questions, docs = cmrc_sample(tmp_path, 4)
     with questions.open("a", encoding="utf-8") as handle:
         handle.write('{"qid": "broken", "question": \n')
     settings = load_settings({"home": tmp_path / "home", "llm": str(default_llm_folder),
@@ -178,7 +163,7 @@ def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
     logged: list[str] = []
     metrics = run_eval(settings, config, service=service, progress=False, log=logged.append)
 
-    assert any("q.jsonl:5: skipped" in line for line in logged)
+    assert any("questions.jsonl:5: skipped" in line for line in logged)
     assert metrics["direct"]["verify"]["max_logit_diff"] > 1e-3
     rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 4 * 2  # variants × questions × (answerable, gold hidden)

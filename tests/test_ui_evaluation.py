@@ -7,7 +7,8 @@ from pathlib import Path
 
 from kbqa.evaluation.reader import read_eval_report
 
-from tests.ui_support import app_test, texts
+from tests.cmrc_sample import cmrc_sample
+from tests.ui_support import DONOR_ADAPTER, app_test, home, texts, write_config
 
 METRICS = {
     "plain": {"retrieval": {"hit@1": 0.8, "hit@5": 0.9, "mrr": 0.85},
@@ -65,3 +66,38 @@ def test_reader_pivots_answers(tmp_path: Path) -> None:
     assert report.variants == ["plain", "fused"]
     assert report.html and "kbqa report" in report.html
     assert report.side_by_side()[0] == {"qid": "q1", "plain": "plain-q1", "fused": "fused-q1"}
+
+
+def test_a_small_run_from_the_page_opens_its_report(tiny_llm_folder: Path, tmp_path: Path) -> None:
+    write_config(tiny_llm_folder)
+    questions, docs = cmrc_sample(tmp_path / "data", 2)
+    at = app_test()
+    at.query_params["page"] = "evaluation"
+    at.run()
+    at.text_input(key="eval_questions").input(str(questions))
+    at.text_input(key="eval_docs").input(str(docs))
+    donor = next(label for label in at.multiselect(key="eval_variants").options
+                 if DONOR_ADAPTER.name in label)
+    at.multiselect(key="eval_variants").select(donor)
+    at.number_input(key="eval_limit").set_value(2)
+    at.text_input(key="eval_out").input(str(tmp_path / "run"))
+    at.button(key="eval_run").click().run(timeout=600)
+    assert not at.exception and not at.error, texts(at)
+    assert at.text_input(key="eval_folder").value == str(tmp_path / "run")
+    metrics = at.table[0].value
+    assert list(metrics["variant"]) == ["plain", DONOR_ADAPTER.name]
+    # 2 variants × 2 questions × (answerable + gold hidden)
+    assert len((tmp_path / "run" / "answers.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_run_with_a_bad_questions_file_says_why(tmp_path: Path) -> None:
+    bad = tmp_path / "q.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    at = app_test()
+    at.query_params["page"] = "evaluation"
+    at.run()
+    at.text_input(key="eval_questions").input(str(bad))
+    at.text_input(key="eval_docs").input(str(tmp_path))
+    at.button(key="eval_run").click().run()
+    assert "holds no valid questions" in texts(at)
+    assert not (home() / "eval" / "ui-run").exists()  # nothing was started

@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import streamlit as st
 import streamlit.components.v1 as components
 
+from kbqa.errors import KbqaError
+from kbqa.evaluation.launch import start_eval
 from kbqa.evaluation.reader import read_eval_report
+from kbqa.ui.common import service, variant_options
+
+
+def _launcher() -> None:
+    """A small `kbqa eval` run from the page, with a progress bar; its report opens below."""
+    svc = service()
+    with st.expander("运行一个小评测 / run a small evaluation"):
+        questions = st.text_input("问题文件 / questions.jsonl", key="eval_questions")
+        docs = st.text_input("文档 / documents (folder or docs.jsonl)", key="eval_docs")
+        options = {label: v for label, v in variant_options(svc).items() if not v.is_plain}
+        chosen = st.multiselect("与 plain 对比的变体 / variants compared with plain",
+                                list(options), key="eval_variants")
+        limit = st.number_input("问题数 / questions (--limit)", 1, 1000, 10, key="eval_limit")
+        out = st.text_input("输出目录 / output folder",
+                            value=str(svc.settings.home / "eval" / "ui-run"), key="eval_out")
+        if not st.button("运行 / run", key="eval_run"):
+            return
+        if not questions.strip() or not docs.strip():
+            st.error("请给出问题文件和文档 / give a questions file and documents")
+            return
+        try:
+            run = start_eval(Path(questions.strip()).expanduser(), Path(docs.strip()).expanduser(),
+                             {label.removeprefix("adapter: "): list(options[label].adapters)
+                              for label in chosen},
+                             Path(out.strip()).expanduser(), int(limit))
+        except KbqaError as exc:
+            st.error(str(exc))
+            return
+        bar = st.progress(0.0, text="starting…")
+        while not run.finished():
+            done = run.done()
+            bar.progress(min(done / run.total, 1.0), text=f"{done} / {run.total} answers")
+            time.sleep(0.5)
+        if run.process.returncode != 0:
+            st.error(f"kbqa eval failed (exit {run.process.returncode}):")
+            st.code(run.log_tail())
+            return
+        bar.progress(1.0, text=f"{run.total} / {run.total} answers")
+        st.session_state["eval_folder"] = str(run.out)
 
 
 def render() -> None:
     st.header("评测 / Evaluation")
     st.caption("打开 `kbqa eval --out DIR` 生成的报告目录。 Open a report folder written by "
                "`kbqa eval ... --out DIR` (metrics.json, answers.jsonl, report.html).")
+    _launcher()
     folder = st.text_input("报告目录 / report folder", key="eval_folder")
     if not folder.strip():
         return
