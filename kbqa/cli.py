@@ -23,6 +23,8 @@ examples:
   kbqa chat --kb handbook                interactive, multi-turn
   kbqa kb list                           knowledge bases and their sizes
   kbqa eval --questions Q.jsonl --docs D --variant plain --variant A=adapters/x --out OUT
+  kbqa keys add alice --allow handbook   create an API key (printed once, stored hashed)
+  kbqa serve --port 8000                 OpenAI-compatible HTTP API (see README: Serving)
 """
 
 
@@ -86,6 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     kb_remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_common(kb_remove)
 
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible HTTP API",
+                                description="POST /v1/chat/completions (extra field 'kb' picks the "
+                                "knowledge base), GET /v1/models, /v1/kbs/... and GET /health. "
+                                "Every request but /health needs an API key: see `kbqa keys`.")
+    serve.add_argument("--host", dest="serve_host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", dest="serve_port", type=int, help="port (default 8000)")
+    _add_common(serve)
+    _add_model_options(serve)
+
+    keys = commands.add_parser("keys", help="API keys of `kbqa serve`: add, list, remove")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    key_add = key_commands.add_parser("add", help="create a key; it is printed once, stored hashed")
+    key_add.add_argument("name", help="who or what uses the key")
+    key_add.add_argument("--allow", action="append", required=True, metavar="KB",
+                         help="knowledge base the key may use; repeat; '*' for all")
+    _add_common(key_add)
+    key_list = key_commands.add_parser("list", help="key names and their knowledge bases")
+    _add_common(key_list)
+    key_remove = key_commands.add_parser("remove", help="revoke a key")
+    key_remove.add_argument("name")
+    _add_common(key_remove)
+
     from kbqa.evaluation.cli import add_eval_parser
 
     add_eval_parser(commands, _add_common, _add_model_options)
@@ -99,7 +123,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from kbqa.config import load_settings
 
     keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
-            "min_coverage", "max_new_tokens")
+            "min_coverage", "max_new_tokens", "serve_host", "serve_port")
     overrides = {key: getattr(args, key, None) for key in keys}
     return load_settings(overrides, config_file=args.config)
 
@@ -219,8 +243,31 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
     return run_adapters_command(args)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from kbqa.server.app import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from kbqa.server import auth
+
+    path = _settings(args).keys_path
+    if args.keys_command == "add":
+        key = auth.add_key(path, args.name, args.allow)
+        print(f"API key for {args.name} (shown only now; {path} keeps its SHA-256):\n{key}")
+    elif args.keys_command == "remove":
+        auth.remove_key(path, args.name)
+        print(f"removed API key {args.name}")
+    else:
+        for stored in auth.list_keys(path):
+            print(f"{stored.name}\t{','.join(stored.kbs)}\t{stored.created}")
+    return 0
+
+
 COMMANDS = {"ingest": _cmd_ingest, "ask": _cmd_ask, "chat": _cmd_chat, "kb": _cmd_kb,
-            "eval": _cmd_eval, "adapters": _cmd_adapters}
+            "eval": _cmd_eval, "adapters": _cmd_adapters, "serve": _cmd_serve, "keys": _cmd_keys}
 
 
 def _quiet_libraries() -> None:

@@ -7,6 +7,7 @@ ignored, because a typo in a setting should never quietly change answers.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import tomllib
@@ -29,7 +30,9 @@ class Settings(BaseModel):
 
     home: Path = Field(default_factory=default_home,
                        description="data directory: knowledge bases, model cache, config")
-    llm: str = Field("embedded", description="'embedded', 'embedded:NAME' or a local model folder")
+    llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
+                     "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.remote_llm)")
+    llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
     llm_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
     adapters: list[Path] = Field(default_factory=list, description="LoRA adapter folders (peft)")
     embedder: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
@@ -43,6 +46,16 @@ class Settings(BaseModel):
         0.2, ge=0.0, le=1.0,
         description="drop passages holding less than this IDF-weighted share of the question's "
                     "terms; when none is left the answer is a refusal (see retrieval.py)")
+    index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto", description="vector index: auto = exact flat below 100k chunks, IVF above "
+                            "(see vector_index.py); applied at the knowledge base's next write")
+    mmr: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="maximal marginal relevance balance for the top-k passages (1 = relevance "
+                    "only, lower = more diverse); unset = plain ranking")
+    rerank: str | None = Field(
+        None, description="a local cross-encoder folder (sentence-transformers CrossEncoder, e.g. "
+                          "bge-reranker-base) to reorder retrieved passages; none ships with kbqa")
     chunk_size: int = Field(300, ge=50, le=4000)
     chunk_overlap: int = Field(50, ge=0, le=2000)
     max_new_tokens: int = Field(256, ge=1, le=8192)
@@ -52,6 +65,17 @@ class Settings(BaseModel):
     history_turns: int = Field(3, ge=0, le=20, description="chat turns kept in the prompt")
     prompt_template: str | None = Field(None, description="custom template with {context} {question}")
     max_file_mb: int = Field(200, ge=1, le=10_000)
+    variants: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description="`kbqa serve` model names → LoRA adapter folders ('plain' is always served)")
+    serve_host: str = Field("127.0.0.1", description="address `kbqa serve` listens on")
+    serve_port: int = Field(8000, ge=1, le=65535)
+    serve_concurrency: int = Field(
+        1, ge=1, le=256, description="generations run at once (1 for a local model: it is shared)")
+    serve_queue: int = Field(
+        8, ge=0, le=10_000, description="generation requests that may wait; beyond: 503 + Retry-After")
+    api_keys_file: Path | None = Field(
+        None, description="hashed API keys for `kbqa serve` (default HOME/api_keys.json)")
 
     @field_validator("chunk_overlap")
     @classmethod
@@ -64,6 +88,10 @@ class Settings(BaseModel):
     @property
     def config_path(self) -> Path:
         return self.home / "config.toml"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.api_keys_file or self.home / "api_keys.json"
 
     @property
     def kb_root(self) -> Path:
@@ -90,7 +118,13 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if name == "adapters":
             values[name] = [part for part in raw.split(",") if part]
-        elif name in {"score_threshold", "min_coverage"} and raw.strip().lower() in {"", "none"}:
+        elif name == "variants":  # JSON: {"name": ["adapter/dir", ...]}
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{ENV_PREFIX}VARIANTS is not JSON: {exc}") from exc
+        elif (name in {"score_threshold", "min_coverage", "mmr", "rerank"}
+              and raw.strip().lower() in {"", "none"}):
             values[name] = None
         else:
             values[name] = raw

@@ -145,11 +145,13 @@ class LocalLLM(LLM):
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[GenerationChunk]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=True, timeout=600)
         generation = self._generation_kwargs(prompt, stop, **kwargs)
+        cancel = threading.Event()
+        generation["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
         errors: list[BaseException] = []
 
         def produce() -> None:
@@ -165,21 +167,24 @@ class LocalLLM(LLM):
         stops = [*(self.stop or []), *(stop or [])]
         hold = max((len(s) for s in stops), default=1) - 1
         text, sent = "", 0
-        for piece in streamer:
-            text += piece
-            visible, stopped = _cut_at_stop(text, stops)
-            if not stopped:  # hold back a tail that may be the start of a stop string
-                visible = visible[: len(visible) - hold] if hold else visible
-            if len(visible) > sent:
-                delta = visible[sent:] if sent else visible.lstrip()
-                sent = len(visible)
-                if delta:
-                    if run_manager:
-                        run_manager.on_llm_new_token(delta)
-                    yield GenerationChunk(text=delta)
-            if stopped:
-                break
-        worker.join()
+        try:
+            for piece in streamer:
+                text += piece
+                visible, stopped = _cut_at_stop(text, stops)
+                if not stopped:  # hold back a tail that may be the start of a stop string
+                    visible = visible[: len(visible) - hold] if hold else visible
+                if len(visible) > sent:
+                    delta = visible[sent:] if sent else visible.lstrip()
+                    sent = len(visible)
+                    if delta:
+                        if run_manager:
+                            run_manager.on_llm_new_token(delta)
+                        yield GenerationChunk(text=delta)
+                if stopped:
+                    break
+        finally:  # also when the consumer closes the stream early: stop generating, then return
+            cancel.set()
+            worker.join()
         if errors:
             raise errors[0]
         rest = _cut_at_stop(text, stops)[0][sent:].rstrip()
@@ -187,3 +192,16 @@ class LocalLLM(LLM):
             if run_manager:
                 run_manager.on_llm_new_token(rest)
             yield GenerationChunk(text=rest if sent else rest.lstrip())
+
+
+class _Cancelled:
+    """A generate() stopping criterion that fires once the stream's consumer has gone away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+                          device=input_ids.device)

@@ -11,7 +11,7 @@ from typing import Any
 
 from kbqa.chain import Source, build_qa_chain, is_refusal
 from kbqa.config import Settings
-from kbqa.errors import KnowledgeBaseError
+from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.prompts import build_prompt
 
 
@@ -50,8 +50,14 @@ class KbqaService:
         from kbqa.fusion import load_adapters
         from kbqa.llm import LocalLLM
         from kbqa.models import resolve_llm
+        from kbqa.remote_llm import RemoteLLM, is_remote
 
         s = self.settings
+        if is_remote(s.llm):
+            if s.adapters:
+                raise ConfigError("adapters cannot be applied to a remote LLM: configure them "
+                                  "on the serving side and name that variant in llm")
+            return RemoteLLM.from_settings(s)
         folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)
         llm = LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
                                    temperature=s.temperature, top_p=s.top_p,
@@ -122,6 +128,8 @@ class KbqaService:
         injected = self.__dict__.get("llm")
         if injected is not None and not self.settings.adapters:
             return injected
+        if self.settings.llm.startswith("openai:"):
+            return self.llm  # a remote model: adapters are chosen on the serving side
         from kbqa.llm import LocalLLM
         from kbqa.models import resolve_llm
 
@@ -252,7 +260,6 @@ class KbqaService:
         Generation parameters apply at once; a new model, dtype or embedder is loaded on next use.
         """
         from kbqa.config import _validated, save_settings
-        from kbqa.errors import ConfigError
 
         current = self.settings
         new = _validated({**current.model_dump(), **changes, "home": current.home})
@@ -295,7 +302,6 @@ class VariantAnswer:
 
 def _settings_problem(settings: Settings) -> str | None:
     """Checks pydantic cannot do: the prompt template, and that named folders exist."""
-    from kbqa.errors import ConfigError
     from kbqa.variants import is_adapter_folder
 
     try:
@@ -305,7 +311,8 @@ def _settings_problem(settings: Settings) -> str | None:
     for folder in settings.adapters:
         if not is_adapter_folder(Path(folder).expanduser()):
             return f"adapters: {folder} is not a peft adapter folder (no adapter_config.json)"
-    if not settings.llm.startswith("embedded") and not Path(settings.llm).expanduser().is_dir():
+    if not settings.llm.startswith(("embedded", "openai:")) and not Path(
+            settings.llm).expanduser().is_dir():
         return f"llm: model folder {settings.llm} does not exist"
     if settings.embedder != "embedded" and not Path(settings.embedder).expanduser().is_dir():
         return f"embedder: folder {settings.embedder} does not exist"

@@ -41,3 +41,14 @@ def test_chatglm_round_format_and_stop_helper():
     assert _chatglm_round_prompt("你好", "chatglm2") == "[Round 1]\n\n问：你好\n\n答："
     assert _cut_at_stop("abc\n问：x", ["\n问："]) == ("abc", True)
     assert _cut_at_stop("abc", ["zz"]) == ("abc", False)
+
+
+def test_closing_a_stream_early_stops_generation(tiny_llm):
+    import threading
+
+    before = threading.active_count()
+    stream = tiny_llm._stream("Write a very long story about a cat.", max_new_tokens=400)
+    assert next(stream).text
+    assert threading.active_count() == before + 1  # the generating thread
+    stream.close()
+    assert threading.active_count() == before  # stopped and joined, not left running

@@ -1,0 +1,124 @@
+"""The FastAPI application of `kbqa serve`, and the function that runs it under uvicorn.
+
+`create_app` loads everything heavy once (embedder, model, every configured adapter) before the
+first request, so a bad adapter fails at start and requests never race to load the shared model.
+Every error is answered in OpenAI's error shape, so the official clients raise typed exceptions.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from kbqa.config import Settings
+from kbqa.errors import KbqaError
+from kbqa.server import chat, kbs, schemas
+from kbqa.server.auth import KeyStore
+from kbqa.server.backends import make_backend
+from kbqa.server.jobs import Jobs
+from kbqa.server.queue import GenerationQueue
+from kbqa.server.state import ApiError, ServerState
+
+THREADS_BESIDES_QUEUE = 16  # request threads left free while every queued request waits in one
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(schemas.error(message, kind, code), status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind, exc.code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+                             for e in exc.errors())
+        return _error(422, f"invalid request: {problems}", "invalid_request_error", "invalid_body")
+
+    @app.exception_handler(KbqaError)
+    async def failed(_: Request, exc: KbqaError) -> JSONResponse:
+        return _error(500, str(exc), "server_error")
+
+
+def create_app(settings: Settings, service: Any = None) -> FastAPI:
+    """The app over `service` (a KbqaService; built from `settings` when not given)."""
+    from kbqa.service import KbqaService
+
+    service = service or KbqaService(settings)
+    backend = make_backend(service, settings)
+    service.embeddings  # noqa: B018 - load once now, not in the first request's thread
+    backend.prepare()
+    queue = GenerationQueue(settings.serve_concurrency, settings.serve_queue)
+    state = ServerState(settings=settings, service=service, backend=backend, queue=queue,
+                        keys=KeyStore(settings.keys_path),
+                        jobs=Jobs(service.ingest_uploads))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, queue.capacity + THREADS_BESIDES_QUEUE)
+        yield
+        state.jobs.shutdown()
+
+    app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan)
+    app.state.kbqa = state
+    _install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(kbs.router)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and load; no key needed, so it names no knowledge base."""
+        return {"status": "ok", "models": len(backend.names()), "queue": queue.stats()}
+
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the API under uvicorn until interrupted (refuses to start without any API key)."""
+    import uvicorn
+
+    if not len(KeyStore(settings.keys_path)):
+        raise KbqaError(f"no API keys in {settings.keys_path}: create one first with "
+                        "`kbqa keys add NAME --allow KB` (use '*' to allow every knowledge base)")
+    uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port,
+                log_level="info")
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve `app` on a free loopback port in a thread until the block ends; yields the base URL.
+
+    For tests, benchmarks and embedding: the same server `serve` runs, without a fixed port.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise KbqaError("the API server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -1,0 +1,77 @@
+"""Which LLM answers a request: the API's `model` names a variant of the one shared model.
+
+Local: one base model is loaded once; each variant is a set of LoRA adapters switched on it
+(`kbqa.variants.VariantModel`, whose lock serialises use of the model). 'plain' is always served,
+'default' too when `adapters` is set, plus every entry of the `variants` setting.
+Remote (`llm = "openai:URL#MODEL"`): the model is served elsewhere (vLLM serves LoRA adapters under
+their own names), so a variant name is forwarded as the remote model name and nothing is locked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kbqa.config import Settings
+from kbqa.remote_llm import RemoteLLM, is_remote, parse_remote
+from kbqa.variants import Variant
+
+
+class UnknownModel(LookupError):
+    """The requested model is not one this server serves."""
+
+
+class LocalBackend:
+    """Variants of the shared local model; generation holds the variant lock."""
+
+    def __init__(self, service: Any, settings: Settings) -> None:
+        self.service = service
+        self.variants: dict[str, Variant] = {"plain": Variant()}
+        if settings.adapters:
+            self.variants["default"] = Variant.of(settings.adapters)
+        self.variants.update({name: Variant.of(folders)
+                              for name, folders in settings.variants.items()})
+
+    def names(self) -> list[str]:
+        return list(self.variants)
+
+    def prepare(self) -> None:
+        """Load the model and every adapter before the first request (fail at start, not later)."""
+        for variant in self.variants.values():
+            self.service.variant_model.prepare(variant)
+
+    @contextmanager
+    def activate(self, name: str) -> Iterator[Any]:
+        if name not in self.variants:
+            raise UnknownModel(name)
+        with self.service.variant_model.activate(self.variants[name]) as llm:
+            yield llm
+
+
+class RemoteBackend:
+    """A remote OpenAI-compatible server; variant names are its model names."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.llm = RemoteLLM.from_settings(settings)
+        _, model = parse_remote(settings.llm)
+        self._names = list(dict.fromkeys([model, *settings.variants]))
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def prepare(self) -> None:
+        """Nothing to load here: the remote server owns the weights."""
+
+    @contextmanager
+    def activate(self, name: str) -> Iterator[Any]:
+        if name not in self._names:
+            raise UnknownModel(name)
+        yield self.llm.model_copy(update={"model_name": name})
+
+
+Backend = LocalBackend | RemoteBackend
+
+
+def make_backend(service: Any, settings: Settings) -> Backend:
+    return RemoteBackend(settings) if is_remote(settings.llm) else LocalBackend(service, settings)

@@ -1,0 +1,150 @@
+"""POST /v1/chat/completions and GET /v1/models: the OpenAI-compatible part of the API.
+
+With `kb`, the passages are retrieved first (outside the generation queue: retrieval is cheap and
+its errors should come before any streaming), then the QA chain answers from exactly those passages
+and the response carries them as `sources`. Without `kb`, the model answers the last user message
+as it is. Generation waits in the bounded queue and runs in a worker thread; a streamed answer holds
+its place until the stream ends or the client goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.runnables import RunnableLambda
+from starlette.concurrency import run_in_threadpool
+
+from kbqa.chain import Source, build_qa_chain
+from kbqa.errors import KbqaError
+from kbqa.prompts import build_prompt
+from kbqa.server import schemas
+from kbqa.server.auth import ApiKey
+from kbqa.server.kbs import source_view
+from kbqa.server.queue import QueueFull, Ticket
+from kbqa.server.state import ApiError, ServerState, require_key, state_of
+
+router = APIRouter()
+_END = object()  # end of a streamed answer
+
+
+@router.get("/v1/models")
+def list_models(request: Request, _: ApiKey = Depends(require_key)) -> dict[str, Any]:
+    names = state_of(request).backend.names()
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
+                                        "owned_by": "kbqa"} for name in names]}
+
+
+def _retrieve(state: ServerState, key: ApiKey, body: schemas.ChatRequest) -> list[Any] | None:
+    if body.kb is None:
+        return None
+    state.open_kb(key, body.kb)
+    return state.service.retriever(body.kb, body.top_k).invoke(body.question)
+
+
+def _overrides(llm: Any, body: schemas.ChatRequest) -> Any:
+    update: dict[str, Any] = {}
+    if body.temperature is not None:
+        update["temperature"] = body.temperature
+    if body.top_p is not None:
+        update["top_p"] = body.top_p
+    if body.new_tokens is not None:
+        update["max_new_tokens"] = body.new_tokens
+    if body.stop:
+        update["stop"] = [*llm.stop, *body.stop]
+    return llm.model_copy(update=update) if update else llm
+
+
+def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | None,
+            ticket: Ticket) -> Iterator[str]:
+    """The answer's text pieces; holds a generation slot and the variant while it runs."""
+    with ticket.running(), state.backend.activate(body.model) as llm:
+        llm = _overrides(llm, body)
+        if docs is None:
+            yield from llm.stream(body.question)
+            return
+        chain = build_qa_chain(RunnableLambda(lambda _: docs), llm,
+                               build_prompt(state.settings.prompt_template),
+                               history_turns=state.settings.history_turns)
+        for part in chain.stream({"question": body.question, "history": body.history}):
+            if part.get("answer"):
+                yield part["answer"]
+
+
+def _collect(tokens: Iterator[str], ticket: Ticket) -> str:
+    try:
+        return "".join(tokens).strip()
+    finally:
+        ticket.release()
+
+
+def _pump(tokens: Iterator[str], ticket: Ticket, out: queue.SimpleQueue,
+          cancelled: threading.Event) -> None:
+    """Run a streamed generation in its own thread, which alone touches the generator.
+
+    Once `cancelled` is set (the client went away) it stops at the next token; either way it
+    closes the generator (freeing the model), gives the queue place back and ends with _END.
+    """
+    try:
+        for piece in tokens:
+            if cancelled.is_set():
+                break
+            out.put(piece)
+    except Exception as exc:  # handed to the response, which reports it to the client
+        out.put(exc)
+    finally:
+        tokens.close()
+        ticket.release()
+        out.put(_END)
+
+
+async def _sse(body: schemas.ChatRequest, out: queue.SimpleQueue, cancelled: threading.Event,
+               sources: list[dict] | None) -> AsyncIterator[str]:
+    cid = schemas.new_id()
+    try:
+        first = schemas.chunk(cid, body.model, {"role": "assistant", "content": ""}, sources=sources)
+        yield f"data: {json.dumps(first, ensure_ascii=False)}\n\n"
+        while (item := await run_in_threadpool(out.get)) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            data = schemas.chunk(cid, body.model, {"content": item})
+            yield f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+        last = schemas.chunk(cid, body.model, {}, finish="stop")
+        yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
+    except Exception as exc:  # the status line is sent: report in the stream, OpenAI's way
+        message = str(exc) if isinstance(exc, KbqaError) else f"generation failed: {exc!r}"
+        yield f"data: {json.dumps(schemas.error(message, 'server_error'), ensure_ascii=False)}\n\n"
+    finally:  # done, failed or the client went away: stop generating
+        cancelled.set()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, body: schemas.ChatRequest,
+                           key: ApiKey = Depends(require_key)) -> Any:
+    state = state_of(request)
+    if body.model not in state.backend.names():
+        raise ApiError(404, f"model {body.model!r} is not served here; see GET /v1/models",
+                       "invalid_request_error", "model_not_found")
+    docs = await run_in_threadpool(_retrieve, state, key, body)
+    sources = None if docs is None else [source_view(Source.from_document(d)) for d in docs]
+    try:
+        ticket = state.queue.admit()
+    except QueueFull as exc:
+        raise ApiError(503, str(exc), "server_busy", "queue_full",
+                       headers={"Retry-After": str(exc.retry_after)}) from exc
+    tokens = _tokens(state, body, docs, ticket)
+    if body.stream:
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        cancelled = threading.Event()
+        threading.Thread(target=_pump, args=(tokens, ticket, out, cancelled), daemon=True,
+                         name="kbqa-generate").start()
+        return StreamingResponse(_sse(body, out, cancelled, sources),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    text = await run_in_threadpool(_collect, tokens, ticket)
+    return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources))

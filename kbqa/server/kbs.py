@@ -1,0 +1,153 @@
+"""Knowledge-base endpoints: create / list / delete KBs; upload / list / remove documents; jobs.
+
+Documents are named to clients by their bare file name (uploads are stored flat in the KB's
+folder; a file ingested with the CLI is named the same way): server paths never leave the server.
+Uploads are refused before any is stored when one is unusable: 413 over `max_file_mb` (checked on
+Content-Length before the body is read, and per file), 422 for a name or type kbqa cannot take.
+Accepted files are ingested by a background job (202 + job id; poll its status).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from kbqa.chain import Source
+from kbqa.errors import KnowledgeBaseError
+from kbqa.server.auth import ApiKey
+from kbqa.server.schemas import CreateKb
+from kbqa.server.state import ApiError, require_key, state_of
+from kbqa.uploads import UploadError, sanitize_filename
+
+router = APIRouter(prefix="/v1/kbs")
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
+MAX_FILES = 100
+
+
+def public_name(source: str) -> str:
+    """A document's name as clients see it (see the module doc)."""
+    return Path(source).name
+
+
+def source_view(source: Source) -> dict[str, Any]:
+    """A cited passage for the API: no server path (`source` is reduced to a bare name)."""
+    return {"document": public_name(source.source) if source.source else source.filename,
+            "filename": source.filename, "heading": source.heading, "page": source.page,
+            "score": source.score, "snippet": source.snippet}
+
+
+def _documents(kb: Any) -> list[tuple[str, Any]]:
+    return [(public_name(record.source), record) for record in kb.documents()]
+
+
+@router.get("")
+def list_kbs(request: Request, key: ApiKey = Depends(require_key)) -> dict[str, Any]:
+    state = state_of(request)
+    data = []
+    for name in state.kb_names():
+        if key.allows(name):
+            kb = state.open_kb(key, name)
+            data.append({"name": name, "documents": len(kb.documents()),
+                         "chunks": kb.chunk_count})
+    return {"object": "list", "data": data}
+
+
+@router.post("", status_code=201)
+def create_kb(request: Request, body: CreateKb, key: ApiKey = Depends(require_key)) -> dict:
+    state = state_of(request)
+    if not key.allows(body.name):
+        raise ApiError(403, f"this API key may not create knowledge base {body.name!r}",
+                       "permission_error", "kb_not_allowed")
+    with state.kb_lock:
+        if body.name in state.kb_names():
+            raise ApiError(409, f"knowledge base {body.name!r} already exists",
+                           "invalid_request_error", "kb_exists")
+        try:
+            state.service.create_knowledge_base(body.name)
+        except KnowledgeBaseError as exc:
+            raise ApiError(422, str(exc), "invalid_request_error", "bad_kb_name") from exc
+    return {"name": body.name, "documents": 0, "chunks": 0}
+
+
+@router.delete("/{kb}")
+def delete_kb(request: Request, kb: str, key: ApiKey = Depends(require_key)) -> dict:
+    state = state_of(request)
+    with state.kb_lock:
+        state.open_kb(key, kb)
+        state.service.delete_knowledge_base(kb)
+    return {"deleted": kb}
+
+
+@router.get("/{kb}/documents")
+def list_documents(request: Request, kb: str, key: ApiKey = Depends(require_key)) -> dict:
+    store = state_of(request).open_kb(key, kb)
+    return {"object": "list", "data": [{"name": name, "chunks": r.chunks,
+                                        "updated_at": r.updated_at}
+                                       for name, r in _documents(store)]}
+
+
+@router.delete("/{kb}/documents/{name:path}")
+def remove_document(request: Request, kb: str, name: str,
+                    key: ApiKey = Depends(require_key)) -> dict:
+    state = state_of(request)
+    store = state.open_kb(key, kb)
+    matches = [r for public, r in _documents(store) if public == name]
+    if not matches:
+        raise ApiError(404, f"no document {name!r} in knowledge base {kb!r}", "not_found_error",
+                       "document_not_found")
+    if len(matches) > 1:
+        raise ApiError(409, f"{name!r} names {len(matches)} documents; remove them with the CLI",
+                       "invalid_request_error", "ambiguous_document")
+    chunks = state.service.remove_document(kb, matches[0].source)
+    return {"removed": name, "chunks": chunks}
+
+
+@router.post("/{kb}/documents", status_code=202)
+async def upload_documents(request: Request, kb: str,
+                           key: ApiKey = Depends(require_key)) -> JSONResponse:
+    state = state_of(request)
+    await run_in_threadpool(state.open_kb, key, kb)
+    limit = state.settings.max_file_mb * 1024 * 1024
+    length = request.headers.get("content-length")
+    if length is None:
+        raise ApiError(411, "uploads need a Content-Length header", "invalid_request_error")
+    if int(length) > limit + MULTIPART_SLACK:
+        raise ApiError(413, f"the upload is over the {state.settings.max_file_mb} MB limit",
+                       "invalid_request_error", "too_large")
+    form = await request.form(max_files=MAX_FILES, max_fields=10)
+    parts = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+    if not parts:
+        raise ApiError(422, "send the files as multipart form fields named 'files'",
+                       "invalid_request_error", "no_files")
+    uploads: list[tuple[str, bytes]] = []
+    for part in parts:
+        try:
+            sanitize_filename(part.filename or "")
+        except UploadError as exc:
+            raise ApiError(422, str(exc), "invalid_request_error", "bad_file") from exc
+        data = await part.read()
+        if len(data) > limit:
+            raise ApiError(413, f"{part.filename!r} is over the {state.settings.max_file_mb} MB "
+                           "limit", "invalid_request_error", "too_large")
+        if not data:
+            raise ApiError(422, f"{part.filename!r} is empty", "invalid_request_error", "bad_file")
+        uploads.append((part.filename or "", data))
+    job = state.jobs.submit(kb, uploads)
+    return JSONResponse(job.view(), status_code=202)
+
+
+@router.get("/{kb}/jobs/{job_id}")
+def job_status(request: Request, kb: str, job_id: str,
+               key: ApiKey = Depends(require_key)) -> dict:
+    state = state_of(request)
+    state.open_kb(key, kb)
+    job = state.jobs.get(kb, job_id)
+    if job is None:
+        raise ApiError(404, f"no ingestion job {job_id!r} in knowledge base {kb!r}",
+                       "not_found_error", "job_not_found")
+    return job.view()

@@ -1,0 +1,60 @@
+"""A real `kbqa serve` on 127.0.0.1 for the API tests: uvicorn in a thread, on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kbqa.config import Settings
+from kbqa.server import auth
+from kbqa.server.app import create_app, running
+from kbqa.service import KbqaService
+
+from tests.ui_support import DONOR_ADAPTER, write_doc
+
+FINANCE_TEXT = "# 财务制度\n\n财务部的季度预算审批口令是青松七号，只有财务主管可以查看。\n"
+
+
+@dataclass
+class Server:
+    url: str          # http://127.0.0.1:PORT
+    home: Path
+    app: Any
+    hr_key: str       # allowed: hr
+    admin_key: str    # allowed: *
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.kbqa
+
+
+def server_settings(home: Path, llm_folder: Path, **extra: Any) -> Settings:
+    return Settings(home=home, llm=str(llm_folder), llm_dtype="float32", max_new_tokens=8,
+                    variants={"donor": [DONOR_ADAPTER]}, max_file_mb=1, serve_queue=1, **extra)
+
+
+def prepare_home(settings: Settings) -> tuple[str, str]:
+    """Two knowledge bases (hr, finance) and two keys; returns (hr key, admin key)."""
+    service = KbqaService(settings)
+    docs = settings.home / "docs"
+    service.ingest([write_doc(docs / "hr")], "hr")
+    finance = docs / "finance" / "财务制度.md"
+    finance.parent.mkdir(parents=True)
+    finance.write_text(FINANCE_TEXT, encoding="utf-8")
+    service.ingest([finance], "finance")
+    for kb in service._kbs.values():
+        kb.close()
+    return (auth.add_key(settings.keys_path, "hr-team", ["hr"]),
+            auth.add_key(settings.keys_path, "admin", ["*"]))
+
+
+@contextmanager
+def kbqa_server(home: Path, llm_folder: Path, **extra: Any) -> Iterator[Server]:
+    settings = server_settings(home, llm_folder, **extra)
+    hr_key, admin_key = prepare_home(settings)
+    app = create_app(settings)
+    with running(app) as url:
+        yield Server(url=url, home=home, app=app, hr_key=hr_key, admin_key=admin_key)

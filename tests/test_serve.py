@@ -1,0 +1,234 @@
+"""`kbqa serve` end to end: the official openai client against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.serve_support import Server, kbqa_server
+from tests.ui_support import QUESTION
+
+FINANCE_SECRET = "青松七号"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_llm_folder: Path) -> Iterator[Server]:
+    with kbqa_server(tmp_path_factory.mktemp("serve-home"), tiny_llm_folder) as running:
+        yield running
+
+
+def client(server: Server, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key or server.hr_key, max_retries=0)
+
+
+def ask(server: Server, key: str | None = None, **options):
+    options.setdefault("model", "plain")
+    options.setdefault("messages", [{"role": "user", "content": QUESTION}])
+    return client(server, key).chat.completions.create(**options)
+
+
+def api(server: Server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key or server.admin_key}"}
+    return httpx.request(method, server.url + path, headers=headers, timeout=120, **kwargs)
+
+
+# ------------------------------------------------------------------ OpenAI-compatible part
+
+
+def test_models_lists_plain_and_configured_variants(server: Server) -> None:
+    assert [m.id for m in client(server).models.list()] == ["plain", "donor"]
+
+
+def test_chat_answers_from_the_kb_with_sources(server: Server) -> None:
+    response = ask(server, extra_body={"kb": "hr"})
+    answer = response.choices[0].message.content
+    assert answer and response.choices[0].finish_reason == "stop"
+    sources = response.model_extra["sources"]
+    assert [s["document"] for s in sources] == ["员工手册.md"]
+    assert "带薪年假" in sources[0]["snippet"] and sources[0]["heading"] == "年假制度"
+    assert str(server.home) not in response.model_dump_json()  # no server path leaks
+
+
+def test_stream_carries_sources_first_and_the_same_answer(server: Server) -> None:
+    plain = ask(server, extra_body={"kb": "hr"}).choices[0].message.content
+    chunks = list(ask(server, extra_body={"kb": "hr"}, stream=True))
+    assert [s["document"] for s in chunks[0].model_extra["sources"]] == ["员工手册.md"]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    deltas = [c.choices[0].delta.content or "" for c in chunks]
+    assert sum(1 for d in deltas if d) >= 2  # streamed in pieces, not one blob
+    assert "".join(deltas).strip() == plain
+
+
+def test_max_tokens_and_stop_are_honoured(server: Server) -> None:
+    full = ask(server, extra_body={"kb": "hr"}).choices[0].message.content
+    one = ask(server, extra_body={"kb": "hr"}, max_tokens=1).choices[0].message.content
+    tokenizer = server.state.service.variant_model.tokenizer
+    assert len(tokenizer(one, add_special_tokens=False)["input_ids"]) <= 1 < len(
+        tokenizer(full, add_special_tokens=False)["input_ids"])
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    cut = ask(server, extra_body={"kb": "hr"}, stop=[stop]).choices[0].message.content
+    assert cut == full[:full.find(stop)].strip()
+
+
+def test_adapter_variant_and_direct_mode(server: Server) -> None:
+    donor = ask(server, model="donor", extra_body={"kb": "hr"})
+    assert donor.model == "donor" and donor.model_extra["sources"]
+    direct = ask(server, messages=[{"role": "user", "content": "Hello"}])
+    assert direct.choices[0].message.content and "sources" not in direct.model_extra
+
+
+def test_question_outside_the_kb_is_refused_without_sources(server: Server) -> None:
+    response = ask(server, messages=[{"role": "user", "content": "火星的卫星叫什么名字？"}],
+                   extra_body={"kb": "hr"})
+    assert response.model_extra["sources"] == []
+    assert response.choices[0].message.content == "根据已知信息无法回答该问题"
+
+
+# ------------------------------------------------------------------ access control and errors
+
+
+def test_wrong_or_missing_key_is_401(server: Server) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        ask(server, key="kbqa-not-a-real-key", extra_body={"kb": "hr"})
+    response = httpx.get(server.url + "/v1/models")
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_key_never_reaches_a_kb_it_is_not_allowed(server: Server) -> None:
+    for kb in ("finance", "no-such-kb"):  # existing or not: the same 403, so nothing is learnt
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            ask(server, messages=[{"role": "user", "content": "季度预算审批口令是什么？"}],
+                extra_body={"kb": kb})
+        assert FINANCE_SECRET not in str(caught.value.body)
+    names = [kb["name"] for kb in api(server, "GET", "/v1/kbs", server.hr_key).json()["data"]]
+    assert names == ["hr"]
+    assert api(server, "GET", "/v1/kbs/finance/documents", server.hr_key).status_code == 403
+    assert api(server, "DELETE", "/v1/kbs/finance", server.hr_key).status_code == 403
+    assert api(server, "POST", "/v1/kbs", server.hr_key, json={"name": "x"}).status_code == 403
+    # its own KB never cites the other one's passages
+    response = ask(server, messages=[{"role": "user", "content": "财务部的季度预算审批口令是什么？"}],
+                   extra_body={"kb": "hr"})
+    assert FINANCE_SECRET not in response.model_dump_json()
+
+
+def test_unknown_kb_or_model_is_404(server: Server) -> None:
+    with pytest.raises(openai.NotFoundError):
+        ask(server, key=server.admin_key, extra_body={"kb": "no-such-kb"})
+    with pytest.raises(openai.NotFoundError) as caught:
+        ask(server, model="gpt-4o", extra_body={"kb": "hr"})
+    assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("options", [
+    {"messages": []},
+    {"messages": [{"role": "assistant", "content": "hi"}]},
+    {"temperature": 5},
+    {"stop": ["a", "b", "c", "d", "e"]},
+])
+def test_malformed_chat_body_is_422(server: Server, options: dict) -> None:
+    with pytest.raises(openai.UnprocessableEntityError):
+        ask(server, extra_body={"kb": "hr"}, **options)
+
+
+def test_uploads_too_large_or_of_bad_type_are_refused(server: Server) -> None:
+    big = {"files": ("big.txt", b"x" * (1024 * 1024 + 100 * 1024), "text/plain")}
+    response = api(server, "POST", "/v1/kbs/hr/documents", files=big)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    for name in ("tool.exe", ".env.txt", "../"):
+        response = api(server, "POST", "/v1/kbs/hr/documents",
+                       files={"files": (name, b"data", "application/octet-stream")})
+        assert response.status_code == 422, name
+    assert api(server, "POST", "/v1/kbs/hr/documents", data={"x": "1"}).status_code == 422
+    documents = api(server, "GET", "/v1/kbs/hr/documents").json()["data"]
+    assert [d["name"] for d in documents] == ["员工手册.md"]  # nothing was stored
+
+
+def test_full_queue_answers_503_with_retry_after(server: Server) -> None:
+    queue = server.state.queue
+    tickets = [queue.admit() for _ in range(queue.capacity)]
+    try:
+        response = api(server, "POST", "/v1/chat/completions", server.hr_key,
+                       json={"model": "plain", "kb": "hr",
+                             "messages": [{"role": "user", "content": QUESTION}]})
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) >= 1
+    finally:
+        for ticket in tickets:
+            ticket.release()
+    assert ask(server, extra_body={"kb": "hr"}).choices[0].message.content
+
+
+def test_a_client_leaving_mid_stream_frees_its_queue_place(server: Server) -> None:
+    body = {"model": "plain", "kb": "hr", "stream": True, "max_tokens": 200,
+            "messages": [{"role": "user", "content": QUESTION}]}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {server.hr_key}"}) as response:
+        first = next(response.iter_lines())
+        assert '"sources"' in first and server.state.queue.stats()["in_queue"] == 1
+    deadline = time.monotonic() + 60
+    while server.state.queue.stats()["in_queue"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.state.queue.stats()["in_queue"] == 0
+    assert ask(server, extra_body={"kb": "hr"}).choices[0].message.content
+
+
+def test_health_needs_no_key_and_names_no_kb(server: Server) -> None:
+    response = httpx.get(server.url + "/health")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert "hr" not in json.dumps(response.json()) and "finance" not in response.text
+
+
+# ------------------------------------------------------------------ knowledge-base endpoints
+
+
+def _wait(server: Server, kb: str, job_id: str, key: str) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = api(server, "GET", f"/v1/kbs/{kb}/jobs/{job_id}", key).json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError("ingestion job did not finish")
+
+
+def test_upload_ingest_ask_and_remove_a_document(server: Server) -> None:
+    text = "# 差旅\n\n出差住宿标准为每晚五百元，超出部分由员工自行承担。\n".encode()
+    response = api(server, "POST", "/v1/kbs/hr/documents", server.hr_key,
+                   files={"files": ("../../差旅规定.md", text, "text/markdown")})
+    assert response.status_code == 202
+    job = _wait(server, "hr", response.json()["id"], server.hr_key)
+    assert job["status"] == "done" and job["outcomes"][0]["name"] == "差旅规定.md"
+    assert api(server, "GET", f"/v1/kbs/finance/jobs/{job['id']}").status_code == 404
+    names = {d["name"] for d in api(server, "GET", "/v1/kbs/hr/documents", server.hr_key)
+             .json()["data"]}
+    assert names == {"员工手册.md", "差旅规定.md"}
+
+    answer = ask(server, messages=[{"role": "user", "content": "出差住宿标准是每晚多少元？"}],
+                 extra_body={"kb": "hr"})
+    assert "差旅规定.md" in [s["document"] for s in answer.model_extra["sources"]]
+
+    removed = api(server, "DELETE", "/v1/kbs/hr/documents/差旅规定.md", server.hr_key)
+    assert removed.status_code == 200 and removed.json()["chunks"] >= 1
+    assert api(server, "DELETE", "/v1/kbs/hr/documents/差旅规定.md",
+               server.hr_key).status_code == 404
+    names = [d["name"] for d in api(server, "GET", "/v1/kbs/hr/documents").json()["data"]]
+    assert names == ["员工手册.md"]
+
+
+def test_create_and_delete_a_kb(server: Server) -> None:
+    created = api(server, "POST", "/v1/kbs", json={"name": "scratch"})
+    assert created.status_code == 201
+    assert api(server, "POST", "/v1/kbs", json={"name": "scratch"}).status_code == 409
+    assert api(server, "POST", "/v1/kbs", json={"name": "../etc"}).status_code == 422
+    assert api(server, "POST", "/v1/kbs", json={}).status_code == 422
+    assert "scratch" in [kb["name"] for kb in api(server, "GET", "/v1/kbs").json()["data"]]
+    assert api(server, "DELETE", "/v1/kbs/scratch").status_code == 200
+    assert "scratch" not in [kb["name"] for kb in api(server, "GET", "/v1/kbs").json()["data"]]
+    assert api(server, "DELETE", "/v1/kbs/scratch").status_code == 404
