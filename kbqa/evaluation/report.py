@@ -18,7 +18,7 @@ def _fmt(value: Any) -> str:
 
 def metrics_table(metrics: dict, variants: tuple[Variant, ...]) -> list[list[str]]:
     header = ["variant", "hit@1", "hit@5", "MRR", "EM", "F1", "ROUGE-L", "refusal (unanswerable)",
-              "refusal (answerable)", "latency s", "tokens/s"]
+              "refusal (answerable)", "latency s", "answer tokens/s (incl. prompt)"]
     rows = [header]
     for variant in variants:
         m = metrics[variant.name]
@@ -63,7 +63,8 @@ def _plots(metrics: dict, variants: tuple[Variant, ...], cache: Any,
             interval = paired_bootstrap([r[key] for r in rows])
             axes[0].bar(position + index * width, interval.mean, width,
                         yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
-                        capsize=3, label=variant.name if position == 0 else None)
+                        capsize=3, color=f"C{index}",
+                        label=variant.name if position == 0 else None)
     axes[0].set_xticks([p + width * (len(variants) - 1) / 2 for p in range(3)],
                        ["EM", "F1", "ROUGE-L"])
     axes[0].set_ylim(0, 1)
