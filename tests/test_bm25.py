@@ -1,0 +1,127 @@
+"""BM25 from persisted term counts: equals bm25s, survives reopening, follows writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pytest
+
+import kbqa.retrieval as retrieval
+from kbqa.lexical import decode_row, encode_row, term_id, tokenize
+from kbqa.retrieval import Bm25Index, bm25_index, search
+from kbqa.store import DB_FILENAME, KnowledgeBase
+from tests.test_retrieval import PASSAGES
+from tests.test_store import fake_embeddings, write
+
+MORE = {
+    "panda.txt": "大熊猫主要生活在四川、陕西和甘肃的山区竹林中，以竹子为食。",
+    "silk.txt": "丝绸之路是古代连接中国与地中海的商路，西安是它的起点。杭州也产丝绸。",
+}
+QUERIES = ["杭州西湖", "义武节度使是谁", "长征五号 2016年", "西湖西湖龙井", "GPT 量子"]
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> KnowledgeBase:
+    folder = tmp_path / "docs"
+    for name, text in PASSAGES.items():
+        write(folder / name, text)
+    with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings()) as base:
+        base.ingest([folder])
+        yield base
+
+
+def reference_scores(kb: KnowledgeBase, query: str) -> dict[int, float]:
+    """bm25s (the library the defaults were tuned with) over the live chunks, from their texts."""
+    _, ids, rows = kb.lexical_rows(-1)
+    texts = kb.get_chunks(ids.tolist())
+    model = bm25s.BM25()
+    model.index([tokenize(texts[int(i)].page_content) for i in ids], show_progress=False)
+    known = [token for token in tokenize(query) if token in model.vocab_dict]
+    scores = model.get_scores(known) if known else np.zeros(len(ids))
+    return {int(i): float(s) for i, s in zip(ids, scores)}
+
+
+def live_scores(index: Bm25Index, query: str) -> dict[int, float]:
+    scores = index.scores(query)
+    return {int(i): float(scores[p]) for p, i in enumerate(index.chunk_ids) if index.alive[p]}
+
+
+def assert_matches_reference(kb: KnowledgeBase, index: Bm25Index) -> None:
+    for query in QUERIES:
+        ours, theirs = live_scores(index, query), reference_scores(kb, query)
+        assert ours.keys() == theirs.keys()
+        assert np.allclose([ours[i] for i in theirs], list(theirs.values()), rtol=1e-4, atol=1e-5)
+
+
+def test_term_rows_round_trip_exactly() -> None:
+    length, terms, counts = encode_row("西湖西湖，GPT-4 与 ＧＰＴ")
+    decoded_terms, decoded_counts = decode_row(terms, counts)
+    assert length == 7  # 西湖 湖西 西湖 gpt 4 与 gpt
+    found = dict(zip(decoded_terms.tolist(), decoded_counts.tolist()))
+    assert found == {term_id("西湖"): 2, term_id("湖西"): 1, term_id("gpt"): 2, term_id("4"): 1,
+                     term_id("与"): 1}
+    assert term_id("西湖") != term_id("湖西") and term_id("a") != term_id("b")
+
+
+def test_scores_equal_bm25s(kb: KnowledgeBase) -> None:
+    assert_matches_reference(kb, bm25_index(kb))
+
+
+def test_reopened_base_scores_from_stored_counts_without_retokenising(
+        kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = live_scores(bm25_index(kb), "杭州西湖")
+    with KnowledgeBase.open(kb.folder.parent, kb.name, fake_embeddings()) as reopened:
+        monkeypatch.setattr(retrieval, "term_counts", lambda text: pytest.fail("re-tokenised"))
+        assert live_scores(bm25_index(reopened), "杭州西湖") == expected
+
+
+def test_incremental_update_reads_only_new_chunks_and_equals_a_fresh_index(
+        kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = bm25_index(kb)
+    last_seen = int(first.chunk_ids[-1])
+    for name, text in MORE.items():
+        write(tmp_path / "more" / name, text)
+    kb.ingest([tmp_path / "more"])
+    kb.remove_document(tmp_path / "docs" / "tea.txt")
+
+    reads: list[int] = []
+    original = KnowledgeBase.lexical_rows
+    monkeypatch.setattr(KnowledgeBase, "lexical_rows",
+                        lambda self, after: reads.append(after) or original(self, after))
+    updated = bm25_index(kb)
+    assert reads == [last_seen] and updated is not first
+    assert updated._segments[0] is first._segments[0]  # old postings shared, not rebuilt
+    assert int(updated.alive.sum()) == len(PASSAGES) - 1 + len(MORE)
+    assert_matches_reference(kb, updated)
+    fresh = Bm25Index().caught_up(kb)
+    for query in QUERIES:
+        assert live_scores(updated, query) == pytest.approx(live_scores(fresh, query))
+    assert "tea.txt" not in [d.metadata["filename"] for d in search(kb, "龙井茶", mode="bm25")]
+    assert search(kb, "大熊猫 竹子", mode="bm25", k=1)[0].metadata["filename"] == "panda.txt"
+    # The previous generation's object is untouched for searches still running on it.
+    assert int(first.alive.sum()) == len(PASSAGES)
+
+
+def test_worn_out_index_is_rebuilt(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    bm25_index(kb)
+    monkeypatch.setattr(retrieval, "BM25_MAX_DEAD_SHARE", 0.1)
+    kb.delete([doc.id for doc in kb.similarity_search("西湖", k=1)])
+    rebuilt = bm25_index(kb)
+    assert len(rebuilt.chunk_ids) == len(PASSAGES) - 1 and rebuilt.alive.all()
+
+
+def test_base_without_term_table_falls_back_then_backfills(kb: KnowledgeBase,
+                                                           tmp_path: Path) -> None:
+    db = sqlite3.connect(kb.folder / DB_FILENAME)
+    db.executescript("DROP TRIGGER bm25_terms_follow_chunks; DROP TABLE bm25_terms;")
+    db.close()
+    with KnowledgeBase.open(kb.folder.parent, kb.name, fake_embeddings()) as old:
+        assert search(old, "义武节度使", mode="bm25", k=1)[0].metadata["filename"] == "wang.txt"
+        old.ingest([write(tmp_path / "new" / "panda.txt", MORE["panda.txt"])])  # a write backfills
+        _, ids, rows = old.lexical_rows(-1)
+        assert len(rows) == len(ids) == len(PASSAGES) + 1
+        assert all(text is None for *_, text in rows)
+        assert_matches_reference(old, bm25_index(old))
