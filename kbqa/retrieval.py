@@ -26,8 +26,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from kbqa.lexical import decode_row, term_counts, term_id, term_ids
-from kbqa.lexical import tokenize  # noqa: F401  (re-exported: the tokenizer BM25 uses)
+from kbqa.lexical import decode_row, term_counts, term_id, term_ids, tokenize
 from kbqa.rerank import Reranker
 from kbqa.store import KnowledgeBase, LexicalRow
 
@@ -51,6 +50,7 @@ BM25_K1 = 1.5
 BM25_B = 0.75
 BM25_MAX_SEGMENTS = 16
 BM25_MAX_DEAD_SHARE = 0.25
+
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]],
                            k: int = RRF_K) -> list[tuple[int, float]]:
@@ -324,7 +324,6 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
     ranked = ranked[:k]
 
     chunks = kb.get_chunks([i for i, _ in ranked])
-
     results: list[Document] = []
     for chunk_id, score in ranked:
         doc = chunks.get(chunk_id)
