@@ -155,9 +155,20 @@ def _answer(service: Any, question: str, history: list[tuple[str, str]],
     print()
     _print_sources(answer)
     if verbose:
-        print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in answer.timings.items()),
-              file=sys.stderr)
+        _print_timings(answer)
     return answer
+
+
+def _print_timings(answer: Any) -> None:
+    """Where the time went, to stderr: stages, then token counts and decode speed if known."""
+    order = ("retrieve", "prompt", "prefill", "decode", "first_token", "total")
+    stages = [f"{name} {answer.timings[name]:.2f}s" for name in order if name in answer.timings]
+    print("timings: " + ", ".join(stages), file=sys.stderr)
+    usage, rate = answer.usage, answer.decode_rate()
+    if usage:
+        speed = f", decode {rate:.1f} tok/s" if rate else ""
+        print(f"tokens: prompt {usage.get('prompt_tokens')}, answer {usage.get('completion_tokens')}"
+              f" (finish: {answer.finish_reason}){speed}", file=sys.stderr)
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ never at import time. The prompt string LangChain hands over is wrapped as one
 user turn in the model's own chat format: the tokenizer's chat template
 (Qwen, Llama, GLM-4, ChatGLM3, ...) or ChatGLM-6B/ChatGLM2's "问：/答：" rounds.
 No conversation state lives in this object; history belongs in the prompt.
+
+Every generation carries `generation_info` = {"finish_reason": "stop" | "length",
+"usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}, as OpenAI-style LLMs
+report it: on the `Generation` of `generate()` and on the last chunk of `stream()`, so
+LangChain callbacks (`on_llm_end`) and the API server see real token counts.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
-from langchain_core.outputs import GenerationChunk
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
@@ -36,6 +41,15 @@ def _chatglm_round_prompt(prompt: str, model_type: str) -> str:
     if model_type == "chatglm" and "chatglm2" not in model_type:
         return f"[Round 0]\n问：{prompt}\n答："
     return f"[Round 1]\n\n问：{prompt}\n\n答："
+
+
+def _generation_info(prompt_tokens: int, completion_tokens: int, max_new_tokens: int,
+                     ended: bool) -> dict[str, Any]:
+    """OpenAI's finish_reason and usage: "length" only when the token budget ran out first."""
+    reason = "length" if completion_tokens >= max_new_tokens and not ended else "stop"
+    return {"finish_reason": reason,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
 
 
 class LocalLLM(LLM):
@@ -130,16 +144,42 @@ class LocalLLM(LLM):
             generation.update(stop_strings=stops, tokenizer=self.tokenizer)
         return generation
 
-    def _call(self, prompt: str, stop: list[str] | None = None,
-              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
+    def _ended(self, new_tokens: Any, text: str, stops: list[str]) -> bool:
+        """Whether generation ended by itself (end-of-sequence token or a stop string)."""
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        last = int(new_tokens[-1]) if len(new_tokens) else None
+        return last in eos_ids or _cut_at_stop(text, stops)[1]
+
+    def _complete(self, prompt: str, stop: list[str] | None, **kwargs: Any
+                  ) -> tuple[str, dict[str, Any]]:
+        """The answer text and its generation_info."""
         import torch
 
         generation = self._generation_kwargs(prompt, stop, **kwargs)
         with torch.inference_mode():
             output = self.model.generate(**generation)
-        new_tokens = output[0, generation["input_ids"].shape[1]:]
+        prompt_tokens = generation["input_ids"].shape[1]
+        new_tokens = output[0, prompt_tokens:]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        return _cut_at_stop(text, [*(self.stop or []), *(stop or [])])[0].strip()
+        stops = [*(self.stop or []), *(stop or [])]
+        info = _generation_info(prompt_tokens, len(new_tokens), generation["max_new_tokens"],
+                                self._ended(new_tokens, text, stops))
+        return _cut_at_stop(text, stops)[0].strip(), info
+
+    def _call(self, prompt: str, stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
+        return self._complete(prompt, stop, **kwargs)[0]
+
+    def _generate(self, prompts: list[str], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None,
+                  **kwargs: Any) -> LLMResult:
+        """As LLM._generate, but keeping each answer's finish_reason and token usage."""
+        generations = []
+        for prompt in prompts:
+            text, info = self._complete(prompt, stop, **kwargs)
+            generations.append([Generation(text=text, generation_info=info)])
+        return LLMResult(generations=generations)
 
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
@@ -153,11 +193,12 @@ class LocalLLM(LLM):
         cancel = threading.Event()
         generation["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
         errors: list[BaseException] = []
+        outputs: list[Any] = []
 
         def produce() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(**generation, streamer=streamer)
+                    outputs.append(self.model.generate(**generation, streamer=streamer))
             except BaseException as exc:  # surfaced in the consumer thread below
                 errors.append(exc)
                 streamer.end()
@@ -192,6 +233,12 @@ class LocalLLM(LLM):
             if run_manager:
                 run_manager.on_llm_new_token(rest)
             yield GenerationChunk(text=rest if sent else rest.lstrip())
+        if outputs:  # absent only when the consumer stopped reading before the end
+            prompt_tokens = generation["input_ids"].shape[1]
+            new_tokens = outputs[0][0, prompt_tokens:]
+            yield GenerationChunk(text="", generation_info=_generation_info(
+                prompt_tokens, len(new_tokens), generation["max_new_tokens"],
+                self._ended(new_tokens, text, stops)))
 
 
 class _Cancelled:

@@ -13,6 +13,7 @@ from kbqa.chain import Source, build_qa_chain, is_refusal
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.prompts import build_prompt
+from kbqa.timing import StageTimer
 
 
 @dataclass
@@ -24,6 +25,13 @@ class Answer:
     sources: list[Source]
     refused: bool
     timings: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # prompt/completion/total tokens, if known
+    finish_reason: str | None = None  # "stop" or "length" (the max_new_tokens budget ran out)
+
+    def decode_rate(self) -> float | None:
+        """Generated tokens per second after the first one, when the model reported its usage."""
+        tokens, seconds = self.usage.get("completion_tokens", 0), self.timings.get("decode", 0.0)
+        return (tokens - 1) / seconds if tokens > 1 and seconds > 0 else None
 
 
 class KbqaService:
@@ -331,12 +339,18 @@ def _settings_problem(settings: Settings) -> str | None:
 
 def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
             ) -> Iterator[tuple[str, Any]]:
-    """Run the chain streaming: ('sources', [Source]), ('token', str)..., ('done', Answer)."""
+    """Run the chain streaming: ('sources', [Source]), ('token', str)..., ('done', Answer).
+
+    Timings: retrieve, first_token and total from the start; prompt, prefill and decode
+    per stage (kbqa.timing.StageTimer).
+    """
     start = time.perf_counter()
+    timer = StageTimer()
     timings: dict[str, float] = {}
     sources: list[Source] = []
     parts: list[str] = []
-    for chunk in chain.stream({"question": question, "history": history or []}):
+    for chunk in chain.stream({"question": question, "history": history or []},
+                              config={"callbacks": [timer]}):
         if "docs" in chunk:
             timings["retrieve"] = time.perf_counter() - start
             sources = [Source.from_document(d) for d in chunk["docs"]]
@@ -347,6 +361,8 @@ def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
             parts.append(chunk["answer"])
             yield "token", chunk["answer"]
     timings["total"] = time.perf_counter() - start
+    timings.update((k, v) for k, v in timer.stages().items() if k != "retrieve")
     text = "".join(parts).strip()
     yield "done", Answer(question=question, text=text, sources=sources,
-                         refused=is_refusal(text), timings=timings)
+                         refused=is_refusal(text), timings=timings, usage=timer.usage,
+                         finish_reason=timer.finish_reason)

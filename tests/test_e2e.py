@@ -59,6 +59,13 @@ def test_stream_yields_sources_then_tokens(service: KbqaService):
     assert "".join(v for k, v in events if k == "token").strip() == answer.text
     assert "7个工作日" in answer.text
     assert answer.timings["first_token"] <= answer.timings["total"]
+    stages = [answer.timings[name] for name in ("retrieve", "prompt", "prefill", "decode")]
+    assert all(seconds >= 0 for seconds in stages)
+    assert sum(stages) <= answer.timings["total"]
+    usage = answer.usage
+    assert answer.finish_reason == "stop" and usage["completion_tokens"] > 0
+    assert usage["prompt_tokens"] > 100  # template + the retrieved passages, tokenised
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 def test_cli_ingest_ask_and_kb_commands(default_llm_folder: Path, tmp_path: Path):
@@ -82,8 +89,10 @@ def test_cli_ingest_ask_and_kb_commands(default_llm_folder: Path, tmp_path: Path
     second = run("ingest", str(docs))
     assert second.returncode == 0 and "5 skipped" in second.stdout
 
-    ask = run("ask", "公司班车早上几点发车？", "--llm", str(default_llm_folder))
+    ask = run("ask", "公司班车早上几点发车？", "--llm", str(default_llm_folder), "-v")
     assert ask.returncode == 0, ask.stderr
+    assert "timings: retrieve" in ask.stderr and "prefill" in ask.stderr
+    assert "tokens: prompt" in ask.stderr and "tok/s" in ask.stderr
     answer, _, sources = ask.stdout.partition("来源 / sources:")
     assert "7:40" in answer
     assert "faq.txt" in sources

@@ -52,3 +52,31 @@ def test_closing_a_stream_early_stops_generation(tiny_llm):
     assert threading.active_count() == before + 1  # the generating thread
     stream.close()
     assert threading.active_count() == before  # stopped and joined, not left running
+
+
+def _prompt_tokens(llm: LocalLLM, prompt: str) -> int:
+    return len(llm.tokenizer(llm.render(prompt), add_special_tokens=False)["input_ids"])
+
+
+def test_generation_info_reports_usage_and_length_finish(tiny_llm: LocalLLM):
+    prompt = "Write a very long story about a cat."
+    result = tiny_llm.generate([prompt], max_new_tokens=5)
+    info = result.generations[0][0].generation_info
+    expected_prompt = _prompt_tokens(tiny_llm, prompt)
+    assert info == {"finish_reason": "length",
+                    "usage": {"prompt_tokens": expected_prompt, "completion_tokens": 5,
+                              "total_tokens": expected_prompt + 5}}
+    chunks = list(tiny_llm._stream(prompt, max_new_tokens=5))
+    assert chunks[-1].text == "" and chunks[-1].generation_info == info
+
+
+def test_generation_info_says_stop_when_a_stop_string_ends_it(tiny_llm: LocalLLM):
+    prompt = "Count: one, two, three,"
+    full = tiny_llm.invoke(prompt, max_new_tokens=40)
+    stop_word = full.split()[1] if len(full.split()) > 1 else full[2:4]
+    result = tiny_llm.generate([prompt], stop=[stop_word], max_new_tokens=40)
+    info = result.generations[0][0].generation_info
+    assert info["finish_reason"] == "stop"
+    assert 0 < info["usage"]["completion_tokens"] < 40
+    streamed = list(tiny_llm._stream(prompt, stop=[stop_word], max_new_tokens=40))
+    assert streamed[-1].generation_info["finish_reason"] == "stop"
