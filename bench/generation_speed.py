@@ -220,7 +220,8 @@ def timed_generate(llm: LocalLLM, prompt: str, new_tokens: int) -> tuple[float, 
     """
     clock = _StepClock()
     start = time.perf_counter()
-    generation = llm._generation_kwargs(prompt, None, max_new_tokens=new_tokens)
+    # the prefix-cache lease is never given back, so every run computes the whole prompt
+    generation, _ = llm._generation_kwargs(prompt, None, max_new_tokens=new_tokens)
     generation.update(min_new_tokens=new_tokens, logits_processor=LogitsProcessorList([clock]))
     with torch.inference_mode():
         llm.model.generate(**generation)

@@ -26,6 +26,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
+from kbqa.prefix_cache import PrefixCache
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -66,6 +67,8 @@ class LocalLLM(LLM):
     repetition_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     max_input_tokens: int = 3072
+    # Shared by this LLM's adapter views (kbqa.variants), keyed by the weights in use; None = off.
+    prefix_cache: PrefixCache | None = Field(default_factory=PrefixCache, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -121,7 +124,9 @@ class LocalLLM(LLM):
             return _chatglm_round_prompt(prompt, model_type)
         return prompt
 
-    def _generation_kwargs(self, prompt: str, stop: list[str] | None, **kwargs: Any) -> dict:
+    def _generation_kwargs(self, prompt: str, stop: list[str] | None,
+                           **kwargs: Any) -> tuple[dict, _Lease | None]:
+        """generate() arguments, and the prefix-cache lease to return once generation ends."""
         import torch
 
         inputs = self.tokenizer(self.render(prompt), return_tensors="pt", add_special_tokens=False)
@@ -142,7 +147,23 @@ class LocalLLM(LLM):
         stops = [*(self.stop or []), *(stop or [])]
         if stops:
             generation.update(stop_strings=stops, tokenizer=self.tokenizer)
-        return generation
+        lease = self._lease_cache(input_ids[0].tolist())
+        if lease is not None:
+            generation["past_key_values"] = lease.cache
+        return generation, lease
+
+    def _lease_cache(self, ids: list[int]) -> _Lease | None:
+        """The stored cache of this prompt's longest known prefix, or a fresh one to fill."""
+        if self.prefix_cache is None or not _native_cache_model(self.model):
+            return None
+        from transformers import DynamicCache
+
+        key = (id(self.model), tuple(self.adapters))
+        cache, reused = self.prefix_cache.take(key, ids)
+        if cache is None:
+            cache = DynamicCache(config=self.model.config)
+        self.prefix_cache.count(reused, len(ids))
+        return _Lease(self.prefix_cache, key, ids, cache)
 
     def _ended(self, new_tokens: Any, text: str, stops: list[str]) -> bool:
         """Whether generation ended by itself (end-of-sequence token or a stop string)."""
@@ -156,9 +177,11 @@ class LocalLLM(LLM):
         """The answer text and its generation_info."""
         import torch
 
-        generation = self._generation_kwargs(prompt, stop, **kwargs)
+        generation, lease = self._generation_kwargs(prompt, stop, **kwargs)
         with torch.inference_mode():
             output = self.model.generate(**generation)
+        if lease is not None:
+            lease.give_back()
         prompt_tokens = generation["input_ids"].shape[1]
         new_tokens = output[0, prompt_tokens:]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
@@ -189,7 +212,7 @@ class LocalLLM(LLM):
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=True, timeout=600)
-        generation = self._generation_kwargs(prompt, stop, **kwargs)
+        generation, lease = self._generation_kwargs(prompt, stop, **kwargs)
         cancel = threading.Event()
         generation["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
         errors: list[BaseException] = []
@@ -199,6 +222,8 @@ class LocalLLM(LLM):
             try:
                 with torch.inference_mode():
                     outputs.append(self.model.generate(**generation, streamer=streamer))
+                if lease is not None:
+                    lease.give_back()
             except BaseException as exc:  # surfaced in the consumer thread below
                 errors.append(exc)
                 streamer.end()
@@ -239,6 +264,24 @@ class LocalLLM(LLM):
             yield GenerationChunk(text="", generation_info=_generation_info(
                 prompt_tokens, len(new_tokens), generation["max_new_tokens"],
                 self._ended(new_tokens, text, stops)))
+
+
+def _native_cache_model(model: Any) -> bool:
+    """Whether the model is a transformers-native one (takes a DynamicCache); remote-code
+    models such as ChatGLM-6B keep their own cache formats and are left alone."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__module__.startswith("transformers.models.")
+
+
+class _Lease:
+    """A key/value cache on loan from a PrefixCache for one generation."""
+
+    def __init__(self, owner: PrefixCache, key: Any, ids: list[int], cache: Any) -> None:
+        self.owner, self.key, self.ids, self.cache = owner, key, ids, cache
+
+    def give_back(self) -> None:
+        """Store the cache (cropped to the prompt) for the next prompt; only after a clean run."""
+        self.owner.put(self.key, self.ids, self.cache)
 
 
 class _Cancelled:

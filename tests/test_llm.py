@@ -80,3 +80,34 @@ def test_generation_info_says_stop_when_a_stop_string_ends_it(tiny_llm: LocalLLM
     assert 0 < info["usage"]["completion_tokens"] < 40
     streamed = list(tiny_llm._stream(prompt, stop=[stop_word], max_new_tokens=40))
     assert streamed[-1].generation_info["finish_reason"] == "stop"
+
+
+def test_prefix_cache_reuses_the_shared_prefix_and_keeps_answers(tiny_llm: LocalLLM):
+    from kbqa.prefix_cache import PrefixCache
+
+    cached = tiny_llm.model_copy(update={"prefix_cache": PrefixCache()})
+    fresh = tiny_llm.model_copy(update={"prefix_cache": None})
+    base = "Facts: the red house has three doors and the blue house has five windows. "
+    questions = [base + "How many doors?", base + "How many windows?", base + "How many doors?"]
+    for question in questions:
+        assert cached.invoke(question, max_new_tokens=12) == fresh.invoke(question, max_new_tokens=12)
+    stats = cached.prefix_cache
+    prompt_len = len(tiny_llm.tokenizer(tiny_llm.render(questions[2]))["input_ids"])
+    # 2nd prompt reuses the shared facts; the 3rd, a repeat, everything but its last token
+    assert stats.reused_tokens >= (prompt_len - 1) + 16
+    streamed = "".join(cached.stream(questions[1], max_new_tokens=12)).strip()
+    assert streamed == fresh.invoke(questions[1], max_new_tokens=12)
+
+
+def test_prefix_cache_is_kept_apart_per_adapter_state(tiny_llm: LocalLLM):
+    from kbqa.prefix_cache import PrefixCache
+
+    shared = PrefixCache()
+    plain = tiny_llm.model_copy(update={"prefix_cache": shared})
+    other = tiny_llm.model_copy(update={"prefix_cache": shared, "adapters": ["some/adapter"]})
+    prompt = "Facts: the red house has three doors and the blue house has five windows. Doors?"
+    plain.invoke(prompt, max_new_tokens=4)
+    other.invoke(prompt, max_new_tokens=4)
+    assert shared.reused_tokens == 0  # a state never reads another state's cache
+    plain.invoke(prompt, max_new_tokens=4)
+    assert shared.reused_tokens > 0
