@@ -7,8 +7,8 @@ user turn in the model's own chat format: the tokenizer's chat template
 No conversation state lives in this object; history belongs in the prompt.
 
 Every generation carries `generation_info` = {"finish_reason": "stop" | "length",
-"usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}, as OpenAI-style LLMs
-report it: on the `Generation` of `generate()` and on the last chunk of `stream()`, so
+"token_usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}, as `RemoteLLM`
+(and OpenAI-style LLMs) report it: on the `Generation` of `generate()` and on the last chunk of `stream()`, so
 LangChain callbacks (`on_llm_end`) and the API server see real token counts.
 """
 
@@ -49,7 +49,7 @@ def _generation_info(prompt_tokens: int, completion_tokens: int, max_new_tokens:
     """OpenAI's finish_reason and usage: "length" only when the token budget ran out first."""
     reason = "length" if completion_tokens >= max_new_tokens and not ended else "stop"
     return {"finish_reason": reason,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "token_usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 

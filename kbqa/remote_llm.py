@@ -5,6 +5,8 @@ object changes. Chosen by the `llm` setting ``openai:BASE_URL#MODEL`` (for examp
 ``openai:http://gpu-box:8000/v1#qwen2.5-7b-instruct``); the key comes from `llm_api_key`.
 The rendered prompt is sent as one user message, like `LocalLLM` wraps it in its chat template.
 vLLM serves each LoRA adapter under its own model name, so a variant there is just another MODEL.
+A stream asks for the upstream's token usage (`stream_options.include_usage`) and ends with an empty
+chunk whose `generation_info` holds what the upstream reported: `finish_reason` and `token_usage`.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class RemoteLLM(LLM):
             "top_p": kwargs.get("top_p", self.top_p),
             "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         stops = [*self.stop, *(stop or [])]
         if stops:
             body["stop"] = stops
@@ -104,26 +108,39 @@ class RemoteLLM(LLM):
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_status(response)
-                for delta in _sse_deltas(response.iter_lines()):
-                    if run_manager:
-                        run_manager.on_llm_new_token(delta)
-                    yield GenerationChunk(text=delta)
+                info: dict[str, Any] = {}
+                for event in _sse_events(response.iter_lines()):
+                    if event.get("error"):  # the status line was 200: errors come as events
+                        error = event["error"]
+                        message = error.get("message") if isinstance(error, dict) else error
+                        raise ModelError(f"remote LLM failed mid-stream: {message}")
+                    if event.get("usage"):
+                        info["token_usage"] = event["usage"]
+                    choices = event.get("choices") or []
+                    if not choices:
+                        continue
+                    if choices[0].get("finish_reason"):
+                        info["finish_reason"] = choices[0]["finish_reason"]
+                    delta = (choices[0].get("delta") or {}).get("content")
+                    if delta:
+                        if run_manager:
+                            run_manager.on_llm_new_token(delta)
+                        yield GenerationChunk(text=delta)
+                if info:
+                    yield GenerationChunk(text="", generation_info=info)
         except httpx.HTTPError as exc:
             raise ModelError(f"remote LLM {self.base_url} failed mid-stream: {exc}") from exc
 
 
-def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
-    """The content deltas of an OpenAI chat-completion SSE stream, up to `data: [DONE]`."""
+def _sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON events of an OpenAI chat-completion SSE stream, up to `data: [DONE]`."""
     for line in lines:
         if not line.startswith("data:"):
             continue
         payload = line[len("data:"):].strip()
         if payload == "[DONE]":
             return
-        choices = json.loads(payload).get("choices") or []
-        text = choices[0].get("delta", {}).get("content") if choices else None
-        if text:
-            yield text
+        yield json.loads(payload)
 
 
 def _raise_for_status(response: httpx.Response) -> None:

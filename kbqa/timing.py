@@ -47,7 +47,7 @@ class StageTimer(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
         self._mark("llm_end")
         info = (response.generations[0][0].generation_info or {}) if response.generations else {}
-        self.usage = dict(info.get("usage") or {})
+        self.usage = dict(info.get("token_usage") or {})
         self.finish_reason = info.get("finish_reason")
 
     def stages(self) -> dict[str, float]:

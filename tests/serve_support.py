@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kbqa.config import Settings
+from kbqa.prompts import build_prompt, format_context, format_history
 from kbqa.server import auth
 from kbqa.server.app import create_app, running
 from kbqa.service import KbqaService
@@ -58,3 +59,24 @@ def kbqa_server(home: Path, llm_folder: Path, **extra: Any) -> Iterator[Server]:
     app = create_app(settings)
     with running(app) as url:
         yield Server(url=url, home=home, app=app, hr_key=hr_key, admin_key=admin_key)
+
+
+def count(server: Server, text: str) -> int:
+    """Tokens of `text` by the served model's own tokenizer."""
+    tokenizer = server.state.service.variant_model.tokenizer
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def rendered(server: Server, prompt: str) -> str:
+    """What the model reads for `prompt`: its chat template around it."""
+    with server.state.backend.activate("plain") as llm:
+        return llm.render(prompt)
+
+
+def qa_prompt(server: Server, question: str, history: Sequence[tuple[str, str]] = ()) -> str:
+    """The QA prompt for `question` over the hr KB, built from the chain's own parts."""
+    settings = server.state.settings
+    docs = server.state.service.retriever("hr").invoke(question)
+    return build_prompt(settings.prompt_template).format(
+        context=format_context(docs), question=question,
+        history=format_history(list(history), settings.history_turns))

@@ -64,7 +64,7 @@ def test_generation_info_reports_usage_and_length_finish(tiny_llm: LocalLLM):
     info = result.generations[0][0].generation_info
     expected_prompt = _prompt_tokens(tiny_llm, prompt)
     assert info == {"finish_reason": "length",
-                    "usage": {"prompt_tokens": expected_prompt, "completion_tokens": 5,
+                    "token_usage": {"prompt_tokens": expected_prompt, "completion_tokens": 5,
                               "total_tokens": expected_prompt + 5}}
     chunks = list(tiny_llm._stream(prompt, max_new_tokens=5))
     assert chunks[-1].text == "" and chunks[-1].generation_info == info
@@ -77,7 +77,7 @@ def test_generation_info_says_stop_when_a_stop_string_ends_it(tiny_llm: LocalLLM
     result = tiny_llm.generate([prompt], stop=[stop_word], max_new_tokens=40)
     info = result.generations[0][0].generation_info
     assert info["finish_reason"] == "stop"
-    assert 0 < info["usage"]["completion_tokens"] < 40
+    assert 0 < info["token_usage"]["completion_tokens"] < 40
     streamed = list(tiny_llm._stream(prompt, stop=[stop_word], max_new_tokens=40))
     assert streamed[-1].generation_info["finish_reason"] == "stop"
 

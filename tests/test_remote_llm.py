@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from kbqa.chain import build_qa_chain
 from kbqa.config import Settings, load_settings
@@ -14,8 +18,10 @@ from kbqa.errors import ConfigError, ModelError
 from kbqa.remote_llm import RemoteLLM, parse_remote
 from kbqa.server.app import create_app, running
 from kbqa.server.backends import RemoteBackend
+from kbqa.server.usage import Meter, UsageRecorder
+from kbqa.service import KbqaService
 
-from tests.serve_support import Server, kbqa_server
+from tests.serve_support import Server, count, kbqa_server, qa_prompt, rendered
 from tests.ui_support import QUESTION
 
 PROMPT = "Name one colour of the sky."
@@ -44,6 +50,17 @@ def test_remote_call_and_stream_equal_the_local_model(server: Server) -> None:
     assert expected and llm.invoke(PROMPT) == expected
     pieces = list(llm.stream(PROMPT))
     assert len(pieces) >= 2 and "".join(pieces).strip() == expected
+
+
+def test_remote_stream_reports_the_upstream_usage_and_finish_reason(server: Server) -> None:
+    meter = Meter()
+    text = "".join(remote(server).stream(PROMPT, config={"callbacks": [UsageRecorder(meter)]}))
+    direct = openai.OpenAI(base_url=server.url + "/v1", api_key=server.hr_key).chat.completions \
+        .create(model="plain", messages=[{"role": "user", "content": PROMPT}], max_tokens=8)
+    assert text.strip() == direct.choices[0].message.content
+    assert meter.usage() == direct.usage.model_dump(exclude_none=True)
+    assert meter.usage()["prompt_tokens"] == count(server, rendered(server, PROMPT))
+    assert meter.finish_reason == direct.choices[0].finish_reason
 
 
 def test_the_qa_chain_runs_unchanged_on_the_remote_llm(server: Server) -> None:
@@ -96,3 +113,47 @@ def test_kbqa_serve_can_front_a_remote_backend(server: Server, tmp_path: Path) -
             {"question": QUESTION})["answer"]
     assert response.choices[0].message.content == expected.strip()
     assert [s["document"] for s in response.model_extra["sources"]] == ["员工手册.md"]
+    # the upstream counted the prompt the front rendered, wrapped in its own chat template
+    sent = rendered(server, qa_prompt(server, QUESTION))
+    assert response.usage.prompt_tokens == count(server, sent)
+    assert (response.choices[0].finish_reason, response.usage.completion_tokens) == ("length", 8)
+
+
+def upstream_without_usage(requests: list[dict[str, Any]]) -> FastAPI:
+    """An OpenAI-compatible server that reports no token usage (some do not); model 'broken'
+    fails mid-stream. Records the request bodies it is sent."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def complete(body: dict[str, Any]) -> StreamingResponse:
+        requests.append(body)
+        events: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"content": "蓝色"}, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}]
+        if body["model"] == "broken":
+            events[1] = {"error": {"message": "out of memory", "type": "server_error"}}
+        lines = [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]
+        return StreamingResponse(iter(lines), media_type="text/event-stream")
+
+    return app
+
+
+def test_usage_is_left_out_when_the_upstream_reports_none(server: Server) -> None:
+    requests: list[dict[str, Any]] = []
+    with running(upstream_without_usage(requests)) as upstream:
+        settings = Settings(home=server.home, llm=f"openai:{upstream}/v1#fake")
+        service = KbqaService(settings, embeddings=server.state.service.embeddings)
+        with running(create_app(settings, service)) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key=server.hr_key, max_retries=0)
+            question = [{"role": "user", "content": PROMPT}]
+            response = client.chat.completions.create(model="fake", messages=question)
+            chunks = list(client.chat.completions.create(
+                model="fake", messages=question, stream=True,
+                stream_options={"include_usage": True}))
+        with pytest.raises(ModelError, match="mid-stream: out of memory"):
+            list(RemoteLLM(base_url=upstream + "/v1", model_name="broken").stream(PROMPT))
+    assert requests[0]["stream_options"] == {"include_usage": True}
+    assert response.choices[0].message.content == "蓝色" and response.usage is None
+    assert response.choices[0].finish_reason == "length"  # the upstream's, passed on
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert all(c.choices and c.usage is None for c in chunks)  # no usage chunk: nothing invented

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.serve_support import Server, kbqa_server
+from kbqa.server.app import create_app, running
+
+from tests.serve_support import Server, count, kbqa_server, qa_prompt, rendered
 from tests.ui_support import QUESTION
 
 FINANCE_SECRET = "青松七号"
+YES_NO = "Reply with one word: yes or no. Is the sky blue?"  # the tiny model ends after one word
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +52,7 @@ def test_models_lists_plain_and_configured_variants(server: Server) -> None:
 def test_chat_answers_from_the_kb_with_sources(server: Server) -> None:
     response = ask(server, extra_body={"kb": "hr"})
     answer = response.choices[0].message.content
-    assert answer and response.choices[0].finish_reason == "stop"
+    assert answer and response.choices[0].finish_reason == "length"  # max_new_tokens is 8 here
     sources = response.model_extra["sources"]
     assert [s["document"] for s in sources] == ["员工手册.md"]
     assert "带薪年假" in sources[0]["snippet"] and sources[0]["heading"] == "年假制度"
@@ -56,24 +60,58 @@ def test_chat_answers_from_the_kb_with_sources(server: Server) -> None:
 
 
 def test_stream_carries_sources_first_and_the_same_answer(server: Server) -> None:
-    plain = ask(server, extra_body={"kb": "hr"}).choices[0].message.content
-    chunks = list(ask(server, extra_body={"kb": "hr"}, stream=True))
+    whole = ask(server, extra_body={"kb": "hr"})
+    chunks = list(ask(server, extra_body={"kb": "hr"}, stream=True,
+                      stream_options={"include_usage": True}))
     assert [s["document"] for s in chunks[0].model_extra["sources"]] == ["员工手册.md"]
-    assert chunks[-1].choices[0].finish_reason == "stop"
-    deltas = [c.choices[0].delta.content or "" for c in chunks]
+    *answer, last = chunks  # include_usage: one more chunk, no choices, the usage
+    assert last.choices == [] and last.usage == whole.usage
+    assert all(c.usage is None for c in answer)
+    assert answer[-1].choices[0].finish_reason == whole.choices[0].finish_reason == "length"
+    deltas = [c.choices[0].delta.content or "" for c in answer]
     assert sum(1 for d in deltas if d) >= 2  # streamed in pieces, not one blob
-    assert "".join(deltas).strip() == plain
+    assert "".join(deltas).strip() == whole.choices[0].message.content
+
+
+def test_usage_counts_the_whole_prompt_and_every_generated_token(server: Server) -> None:
+    history = [("年假怎么申请？", "请向人事部提交申请。")]
+    messages = [{"role": "user", "content": history[0][0]},
+                {"role": "assistant", "content": history[0][1]},
+                {"role": "user", "content": QUESTION}]
+    response = ask(server, messages=messages, extra_body={"kb": "hr"}, max_tokens=5)
+    usage, choice = response.usage, response.choices[0]
+    # template + passages + history + question, in the model's chat format
+    assert usage.prompt_tokens == count(server, rendered(server, qa_prompt(server, QUESTION,
+                                                                          history)))
+    assert choice.finish_reason == "length"
+    assert usage.completion_tokens == 5 == count(server, choice.message.content)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_an_answer_that_ends_by_itself_finishes_with_stop(server: Server) -> None:
+    question = [{"role": "user", "content": YES_NO}]
+    response = ask(server, messages=question, max_tokens=50)
+    text = response.choices[0].message.content
+    assert response.choices[0].finish_reason == "stop"
+    assert response.usage.prompt_tokens == count(server, rendered(server, YES_NO))
+    assert response.usage.completion_tokens == count(server, text) + 1  # + end of sequence
+    chunks = list(ask(server, messages=question, max_tokens=50, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.choices and c.usage is None for c in chunks)  # no usage unless asked for
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == text
 
 
 def test_max_tokens_and_stop_are_honoured(server: Server) -> None:
     full = ask(server, extra_body={"kb": "hr"}).choices[0].message.content
-    one = ask(server, extra_body={"kb": "hr"}, max_tokens=1).choices[0].message.content
-    tokenizer = server.state.service.variant_model.tokenizer
-    assert len(tokenizer(one, add_special_tokens=False)["input_ids"]) <= 1 < len(
-        tokenizer(full, add_special_tokens=False)["input_ids"])
+    one = ask(server, extra_body={"kb": "hr"}, max_tokens=1)
+    assert one.choices[0].finish_reason == "length" and one.usage.completion_tokens == 1
+    assert count(server, one.choices[0].message.content) <= 1 < count(server, full)
     stop = full[len(full) // 2:len(full) // 2 + 2]
-    cut = ask(server, extra_body={"kb": "hr"}, stop=[stop]).choices[0].message.content
-    assert cut == full[:full.find(stop)].strip()
+    cut = ask(server, extra_body={"kb": "hr"}, stop=[stop])
+    assert cut.choices[0].message.content == full[:full.find(stop)].strip()
+    assert cut.choices[0].finish_reason == "stop"  # a stop string, though within max_tokens
+    cut_stream = list(ask(server, extra_body={"kb": "hr"}, stop=[stop], stream=True))
+    assert cut_stream[-1].choices[0].finish_reason == "stop"
 
 
 def test_adapter_variant_and_direct_mode(server: Server) -> None:
@@ -88,6 +126,8 @@ def test_question_outside_the_kb_is_refused_without_sources(server: Server) -> N
                    extra_body={"kb": "hr"})
     assert response.model_extra["sources"] == []
     assert response.choices[0].message.content == "根据已知信息无法回答该问题"
+    assert response.choices[0].finish_reason == "stop"  # the model was never called
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (0, 0)
 
 
 # ------------------------------------------------------------------ access control and errors
@@ -192,7 +232,7 @@ def _wait(server: Server, kb: str, job_id: str, key: str) -> dict:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = api(server, "GET", f"/v1/kbs/{kb}/jobs/{job_id}", key).json()
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "interrupted"):
             return job
         time.sleep(0.2)
     raise AssertionError("ingestion job did not finish")
@@ -232,3 +272,30 @@ def test_create_and_delete_a_kb(server: Server) -> None:
     assert api(server, "DELETE", "/v1/kbs/scratch").status_code == 200
     assert "scratch" not in [kb["name"] for kb in api(server, "GET", "/v1/kbs").json()["data"]]
     assert api(server, "DELETE", "/v1/kbs/scratch").status_code == 404
+
+
+def test_job_status_survives_a_server_restart(server: Server) -> None:
+    """Stop the API and start it again over the same HOME: the finished job keeps its result."""
+    def app():  # the server layer anew; the loaded models are reused to keep this test cheap
+        return create_app(server.state.settings, service=server.state.service)
+
+    assert api(server, "POST", "/v1/kbs", json={"name": "jobs-kb"}).status_code == 201
+    text = "# 值班\n\n周末值班由行政部安排。\n".encode()
+    with running(app()) as url:
+        before = replace(server, url=url)
+        sent = api(before, "POST", "/v1/kbs/jobs-kb/documents",
+                   files={"files": ("值班.md", text, "text/markdown")}).json()
+        finished = _wait(before, "jobs-kb", sent["id"], server.admin_key)
+    assert finished["status"] == "done" and finished["outcomes"][0]["status"] == "added"
+    with running(app()) as url:
+        after = replace(server, url=url)
+        path = f"/v1/kbs/jobs-kb/jobs/{sent['id']}"
+        assert api(after, "GET", path).json() == finished
+        listed = api(after, "GET", "/v1/kbs/jobs-kb/jobs").json()["data"]
+        assert [job["id"] for job in listed] == [sent["id"]]
+        for forbidden in (path, "/v1/kbs/jobs-kb/jobs"):  # a key not allowed the KB sees nothing
+            response = api(after, "GET", forbidden, server.hr_key)
+            assert response.status_code == 403 and sent["id"] not in response.text
+        assert api(after, "GET", f"/v1/kbs/hr/jobs/{sent['id']}",
+                   server.hr_key).status_code == 404
+    assert api(server, "DELETE", "/v1/kbs/jobs-kb").status_code == 200

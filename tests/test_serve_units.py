@@ -1,10 +1,14 @@
-"""API keys (hashed, atomic file, CLI) and the bounded generation queue, without a model."""
+"""API keys (hashed, atomic file, CLI), the bounded generation queue and the ingestion job store,
+without a model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,10 @@ import pytest
 from kbqa.cli import main
 from kbqa.errors import ConfigError
 from kbqa.server import auth
+from kbqa.server.jobs import Jobs
+from kbqa.server.jobstore import Job, JobStore
 from kbqa.server.queue import GenerationQueue, QueueFull
+from kbqa.uploads import UploadOutcome
 
 
 def test_keys_are_stored_hashed_and_looked_up(tmp_path: Path) -> None:
@@ -91,3 +98,84 @@ def test_queue_bounds_waiting_and_running() -> None:
     with pytest.raises(QueueFull):
         queue.admit()
     third.release()
+
+
+# ------------------------------------------------------------------ ingestion jobs on disk
+
+
+def outcome(name: str, status: str = "added") -> UploadOutcome:
+    return UploadOutcome(name=name, stored_name=name, status=status, chunks=1)
+
+
+def wait_for(store: JobStore, kb: str, job_id: str, status: str) -> Job:
+    deadline = time.monotonic() + 10
+    while (job := store.get(kb, job_id)) is None or job.status != status:
+        assert time.monotonic() < deadline, f"job {job_id} never became {status}: {job}"
+        time.sleep(0.02)
+    return job
+
+
+def test_finished_jobs_keep_their_result_across_a_restart(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def ingest(kb: str, uploads: list[tuple[str, bytes]]) -> list[UploadOutcome]:
+        release.wait(10)
+        return [outcome(name) for name, _ in uploads]
+
+    jobs = Jobs(ingest, JobStore(tmp_path))
+    first = jobs.submit("hr", [("手册.md", b"x")])
+    second = jobs.submit("hr", [("b.md", b"y")])  # queued behind the first
+    wait_for(jobs.store, "hr", first.id, "running")
+    stopping = threading.Thread(target=jobs.shutdown)  # a clean stop: the running job finishes
+    stopping.start()
+    release.set()
+    stopping.join(timeout=10)
+
+    store = JobStore(tmp_path)  # the next server
+    done = store.get("hr", first.id)
+    assert done is not None and done.status == "done" and done.files == ["手册.md"]
+    assert done.outcomes == [{"name": "手册.md", "status": "added", "chunks": 1, "error": None}]
+    dropped = store.get("hr", second.id)
+    assert dropped is not None and dropped.status == "interrupted"
+    assert "send the upload again" in (dropped.error or "")
+    assert store.get("finance", first.id) is None  # a job is found only under its own KB
+    assert [job.id for job in store.recent("hr", 10)] == [second.id, first.id]
+
+
+def test_a_crashed_servers_jobs_read_interrupted(tmp_path: Path) -> None:
+    """A real crash: another process takes a job, is seen running while alive, then is killed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pathlib\n"
+         "from kbqa.server.jobstore import JobStore\n"
+         "store = JobStore(pathlib.Path(sys.argv[1]))\n"
+         "job = store.add('hr', ['a.md'])\n"
+         "store.update(job.id, 'running')\n"
+         "print(job.id, flush=True)\n"
+         "sys.stdin.read()\n", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        job_id = child.stdout.readline().strip()
+        store = JobStore(tmp_path)
+        assert store.get("hr", job_id).status == "running"  # its owner is alive
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    job = store.get("hr", job_id)
+    assert job.status == "interrupted" and "send the upload again" in job.error
+    owners = {path.stem for path in (tmp_path / "owners").glob("*.lock")}
+    assert store.owner in owners and len(owners) == 2  # ours, and the dead one's
+    later = JobStore(tmp_path)  # a later start clears the dead owner's lock file
+    assert {path.stem for path in (tmp_path / "owners").glob("*.lock")} == {store.owner,
+                                                                            later.owner}
+
+
+def test_job_history_is_bounded(tmp_path: Path) -> None:
+    store = JobStore(tmp_path, keep=3)
+    ids = []
+    for n in range(5):
+        job = store.add("hr", [f"{n}.md"])
+        store.update(job.id, "done", outcomes=[])
+        ids.append(job.id)
+    unfinished = store.add("hr", ["late.md"])  # never dropped while queued or running
+    assert [job.id for job in store.recent("hr", 10)] == [unfinished.id, *ids[:2:-1]]
+    assert store.get("hr", ids[0]) is None

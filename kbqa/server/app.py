@@ -25,10 +25,12 @@ from kbqa.server import chat, kbs, schemas
 from kbqa.server.auth import KeyStore
 from kbqa.server.backends import make_backend
 from kbqa.server.jobs import Jobs
+from kbqa.server.jobstore import JobStore
 from kbqa.server.queue import GenerationQueue
 from kbqa.server.state import ApiError, ServerState
 
 THREADS_BESIDES_QUEUE = 16  # request threads left free while every queued request waits in one
+STATE_DIRNAME = "serve"  # HOME/serve: what the server keeps between runs (ingestion jobs)
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None,
@@ -63,7 +65,8 @@ def create_app(settings: Settings, service: Any = None) -> FastAPI:
     queue = GenerationQueue(settings.serve_concurrency, settings.serve_queue)
     state = ServerState(settings=settings, service=service, backend=backend, queue=queue,
                         keys=KeyStore(settings.keys_path),
-                        jobs=Jobs(service.ingest_uploads))
+                        jobs=Jobs(service.ingest_uploads,
+                                  JobStore(settings.home / STATE_DIRNAME)))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ Local: one base model is loaded once; each variant is a set of LoRA adapters swi
 'default' too when `adapters` is set, plus every entry of the `variants` setting.
 Remote (`llm = "openai:URL#MODEL"`): the model is served elsewhere (vLLM serves LoRA adapters under
 their own names), so a variant name is forwarded as the remote model name and nothing is locked.
+Given a `Meter`, `activate` yields an LLM that records the token usage and finish reason into it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from kbqa.config import Settings
 from kbqa.remote_llm import RemoteLLM, is_remote, parse_remote
+from kbqa.server.usage import Meter, UsageRecorder
 from kbqa.variants import Variant
 
 
@@ -42,11 +44,14 @@ class LocalBackend:
             self.service.variant_model.prepare(variant)
 
     @contextmanager
-    def activate(self, name: str) -> Iterator[Any]:
+    def activate(self, name: str, meter: Meter | None = None) -> Iterator[Any]:
         if name not in self.variants:
             raise UnknownModel(name)
         with self.service.variant_model.activate(self.variants[name]) as llm:
-            yield llm
+            if meter is None:
+                yield llm
+            else:
+                yield llm.model_copy(update={"callbacks": [UsageRecorder(meter)]})
 
 
 class RemoteBackend:
@@ -64,10 +69,13 @@ class RemoteBackend:
         """Nothing to load here: the remote server owns the weights."""
 
     @contextmanager
-    def activate(self, name: str) -> Iterator[Any]:
+    def activate(self, name: str, meter: Meter | None = None) -> Iterator[Any]:
         if name not in self._names:
             raise UnknownModel(name)
-        yield self.llm.model_copy(update={"model_name": name})
+        update: dict[str, Any] = {"model_name": name}
+        if meter is not None:
+            update["callbacks"] = [UsageRecorder(meter)]
+        yield self.llm.model_copy(update=update)
 
 
 Backend = LocalBackend | RemoteBackend

@@ -4,7 +4,8 @@ With `kb`, the passages are retrieved first (outside the generation queue: retri
 its errors should come before any streaming), then the QA chain answers from exactly those passages
 and the response carries them as `sources`. Without `kb`, the model answers the last user message
 as it is. Generation waits in the bounded queue and runs in a worker thread; a streamed answer holds
-its place until the stream ends or the client goes away.
+its place until the stream ends or the client goes away. A `Meter` follows each generation, so the
+answer carries the real `finish_reason` and token `usage` (see kbqa/server/usage.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view
 from kbqa.server.queue import QueueFull, Ticket
 from kbqa.server.state import ApiError, ServerState, require_key, state_of
+from kbqa.server.usage import Meter
 
 router = APIRouter()
 _END = object()  # end of a streamed answer
@@ -61,12 +63,12 @@ def _overrides(llm: Any, body: schemas.ChatRequest) -> Any:
 
 
 def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | None,
-            ticket: Ticket) -> Iterator[str]:
+            ticket: Ticket, meter: Meter) -> Iterator[str]:
     """The answer's text pieces; holds a generation slot and the variant while it runs."""
-    with ticket.running(), state.backend.activate(body.model) as llm:
+    with ticket.running(), state.backend.activate(body.model, meter) as llm:
         llm = _overrides(llm, body)
         if docs is None:
-            yield from llm.stream(body.question)
+            yield from (piece for piece in llm.stream(body.question) if piece)
             return
         chain = build_qa_chain(RunnableLambda(lambda _: docs), llm,
                                build_prompt(state.settings.prompt_template),
@@ -103,19 +105,28 @@ def _pump(tokens: Iterator[str], ticket: Ticket, out: queue.SimpleQueue,
         out.put(_END)
 
 
+def _event(data: dict[str, Any], include_usage: bool) -> str:
+    """One SSE event; with include_usage every chunk but the usage one says `"usage": null`."""
+    if include_usage:
+        data.setdefault("usage", None)
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
 async def _sse(body: schemas.ChatRequest, out: queue.SimpleQueue, cancelled: threading.Event,
-               sources: list[dict] | None) -> AsyncIterator[str]:
-    cid = schemas.new_id()
+               sources: list[dict] | None, meter: Meter) -> AsyncIterator[str]:
+    cid, with_usage = schemas.new_id(), body.include_usage
     try:
         first = schemas.chunk(cid, body.model, {"role": "assistant", "content": ""}, sources=sources)
-        yield f"data: {json.dumps(first, ensure_ascii=False)}\n\n"
+        yield _event(first, with_usage)
         while (item := await run_in_threadpool(out.get)) is not _END:
             if isinstance(item, Exception):
                 raise item
-            data = schemas.chunk(cid, body.model, {"content": item})
-            yield f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-        last = schemas.chunk(cid, body.model, {}, finish="stop")
-        yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
+            yield _event(schemas.chunk(cid, body.model, {"content": item}), with_usage)
+        yield _event(schemas.chunk(cid, body.model, {}, finish=meter.finish_reason), with_usage)
+        usage = meter.usage()
+        if with_usage and usage is not None:
+            yield _event(schemas.usage_chunk(cid, body.model, usage), with_usage)
+        yield "data: [DONE]\n\n"
     except Exception as exc:  # the status line is sent: report in the stream, OpenAI's way
         message = str(exc) if isinstance(exc, KbqaError) else f"generation failed: {exc!r}"
         yield f"data: {json.dumps(schemas.error(message, 'server_error'), ensure_ascii=False)}\n\n"
@@ -137,14 +148,16 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
     except QueueFull as exc:
         raise ApiError(503, str(exc), "server_busy", "queue_full",
                        headers={"Retry-After": str(exc.retry_after)}) from exc
-    tokens = _tokens(state, body, docs, ticket)
+    meter = Meter()
+    tokens = _tokens(state, body, docs, ticket, meter)
     if body.stream:
         out: queue.SimpleQueue = queue.SimpleQueue()
         cancelled = threading.Event()
         threading.Thread(target=_pump, args=(tokens, ticket, out, cancelled), daemon=True,
                          name="kbqa-generate").start()
-        return StreamingResponse(_sse(body, out, cancelled, sources),
+        return StreamingResponse(_sse(body, out, cancelled, sources, meter),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     text = await run_in_threadpool(_collect, tokens, ticket)
-    return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources))
+    return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources,
+                                           meter.finish_reason, meter.usage()))

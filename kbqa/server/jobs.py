@@ -3,73 +3,59 @@
 Parsing and embedding take seconds to minutes, longer than an HTTP request should be held, so an
 upload answers 202 with a job id and the client polls its status. One worker thread runs the jobs in
 order: the store allows one writer per knowledge base anyway, and the CPU is shared with generation.
-Only the most recent jobs are kept in memory; a restart forgets them (the documents stay ingested).
+Every status change is written to the `JobStore`, so a status survives a restart of the server (a
+job cut off by the restart reads 'interrupted').
 """
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections import OrderedDict
+import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kbqa.errors import KbqaError
+from kbqa.server.jobstore import Job, JobStore
 
-KEEP_JOBS = 200
-
-
-@dataclass
-class Job:
-    """One upload batch for one knowledge base."""
-
-    id: str
-    kb: str
-    files: list[str]
-    status: Literal["queued", "running", "done", "failed"] = "queued"
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    def view(self) -> dict[str, Any]:
-        return {"id": self.id, "kb": self.kb, "status": self.status, "files": self.files,
-                "outcomes": self.outcomes, "error": self.error}
+log = logging.getLogger(__name__)
 
 
 class Jobs:
-    """Runs `ingest(kb, uploads)` per job on one worker; looks jobs up by (kb, id)."""
+    """Runs `ingest(kb, uploads)` per job on one worker; the store keeps and answers the status."""
 
-    def __init__(self, ingest: Any) -> None:
+    def __init__(self, ingest: Any, store: JobStore) -> None:
         self._ingest = ingest
+        self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-ingest")
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._lock = threading.Lock()
 
     def submit(self, kb: str, uploads: list[tuple[str, bytes]]) -> Job:
-        job = Job(id=uuid.uuid4().hex, kb=kb, files=[name for name, _ in uploads])
-        with self._lock:
-            self._jobs[job.id] = job
-            while len(self._jobs) > KEEP_JOBS:
-                self._jobs.popitem(last=False)
+        job = self.store.add(kb, [name for name, _ in uploads])
         self._pool.submit(self._run, job, uploads)
         return job
 
     def _run(self, job: Job, uploads: list[tuple[str, bytes]]) -> None:
-        job.status = "running"
+        self.store.update(job.id, "running")
         try:
             outcomes = self._ingest(job.kb, uploads)
         except KbqaError as exc:
-            job.error, job.status = str(exc), "failed"
+            self.store.update(job.id, "failed", error=str(exc))
             return
-        job.outcomes = [{"name": o.stored_name or o.name, "status": o.status, "chunks": o.chunks,
-                         "error": o.error} for o in outcomes]
-        job.status = "failed" if any(o.status == "failed" for o in outcomes) else "done"
+        except Exception as exc:  # a bug, not the upload: keep the details in the server log
+            log.exception("ingestion job %s failed", job.id)
+            self.store.update(job.id, "failed", error=f"ingestion failed unexpectedly "
+                                                      f"({type(exc).__name__}); see the server log")
+            return
+        views = [{"name": o.stored_name or o.name, "status": o.status, "chunks": o.chunks,
+                  "error": o.error} for o in outcomes]
+        failed = any(o.status == "failed" for o in outcomes)
+        self.store.update(job.id, "failed" if failed else "done", outcomes=views)
 
     def get(self, kb: str, job_id: str) -> Job | None:
-        """The job, only when it belongs to `kb`: ids never reveal another knowledge base's work."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-        return job if job is not None and job.kb == kb else None
+        return self.store.get(kb, job_id)
+
+    def recent(self, kb: str, limit: int) -> list[Job]:
+        return self.store.recent(kb, limit)
 
     def shutdown(self) -> None:
+        """Finish the running job, drop the queued ones (they read 'interrupted'), release."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()

@@ -4,7 +4,8 @@ Documents are named to clients by their bare file name (uploads are stored flat 
 folder; a file ingested with the CLI is named the same way): server paths never leave the server.
 Uploads are refused before any is stored when one is unusable: 413 over `max_file_mb` (checked on
 Content-Length before the body is read, and per file), 422 for a name or type kbqa cannot take.
-Accepted files are ingested by a background job (202 + job id; poll its status).
+Accepted files are ingested by a background job (202 + job id; poll its status). Job status is
+answered only under the job's own knowledge base, so a key sees only jobs of KBs it is allowed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kbqa.uploads import UploadError, sanitize_filename
 router = APIRouter(prefix="/v1/kbs")
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
 MAX_FILES = 100
+LIST_JOBS = 100  # GET /v1/kbs/{kb}/jobs answers the newest this many
 
 
 def public_name(source: str) -> str:
@@ -151,3 +153,11 @@ def job_status(request: Request, kb: str, job_id: str,
         raise ApiError(404, f"no ingestion job {job_id!r} in knowledge base {kb!r}",
                        "not_found_error", "job_not_found")
     return job.view()
+
+
+@router.get("/{kb}/jobs")
+def list_jobs(request: Request, kb: str, key: ApiKey = Depends(require_key)) -> dict:
+    """The knowledge base's newest ingestion jobs, newest first (e.g. to find interrupted ones)."""
+    state = state_of(request)
+    state.open_kb(key, kb)
+    return {"object": "list", "data": [job.view() for job in state.jobs.recent(kb, LIST_JOBS)]}

@@ -31,6 +31,12 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     """POST /v1/chat/completions. `kb` selects a knowledge base; without it the model answers
     the last user message directly (which makes this server a backend for `RemoteLLM`)."""
@@ -40,6 +46,7 @@ class ChatRequest(BaseModel):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1, le=8192)
@@ -77,6 +84,10 @@ class ChatRequest(BaseModel):
     def new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
 
 class CreateKb(BaseModel):
     name: str = Field(min_length=1, max_length=100)
@@ -86,12 +97,16 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
 
-def completion(cid: str, model: str, text: str, sources: list[dict] | None) -> dict[str, Any]:
+def completion(cid: str, model: str, text: str, sources: list[dict] | None, finish: str,
+               usage: dict[str, int] | None) -> dict[str, Any]:
+    """A whole answer; `usage` is left out when the token counts are unknown."""
     body: dict[str, Any] = {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": "stop"}],
+                     "finish_reason": finish}],
     }
+    if usage is not None:
+        body["usage"] = usage
     if sources is not None:
         body["sources"] = sources
     return body
@@ -106,6 +121,12 @@ def chunk(cid: str, model: str, delta: dict[str, str], finish: str | None = None
     if sources is not None:
         body["sources"] = sources
     return body
+
+
+def usage_chunk(cid: str, model: str, usage: dict[str, int]) -> dict[str, Any]:
+    """The extra last chunk of a stream asked for with `stream_options.include_usage`."""
+    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "choices": [], "usage": usage}
 
 
 def error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
