@@ -200,7 +200,9 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
                 f"over {check['modules']} modules)")
         for variant in sorted(config.variants, key=lambda v: not v.is_plain):
             with models.activate(ModelVariant.of(variant.adapters)) as llm:
-                greedy = llm.model_copy(update={"temperature": 0.0})  # deterministic, comparable
+                # greedy and without the prefix cache: an answer must not depend on which
+                # question came before it (runs resume, and orders differ between variants)
+                greedy = llm.model_copy(update={"temperature": 0.0, "prefix_cache": None})
                 _answer_all(greedy, service.settings, variant, questions, retrieved, cache, progress)
     metrics = summarise(config.variants, questions, retrieval, cache,
                         answers=not config.retrieval_only)
