@@ -43,12 +43,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="LoRA adapter folder (peft format); repeat for several")
     group.add_argument("--top-k", type=int, help="passages given to the model (default 3)")
     group.add_argument("--mode", dest="retrieval_mode", choices=["dense", "bm25", "hybrid"],
-                       help="retrieval method (default bm25, the best on CMRC dev)")
+                       help="retrieval method (default bm25, the best on CMRC 2018)")
     group.add_argument("--threshold", dest="score_threshold", type=float,
                        help="drop passages with dense cosine similarity below this")
     group.add_argument("--min-coverage", type=float,
                        help="drop passages with less than this share of the question's terms "
-                            "(0..1, default 0.2; 0 keeps all)")
+                            "(0..1, default 0.35; 0 keeps all)")
     group.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
 
 
@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     ingest.add_argument("--sync", action="store_true",
                         help="also remove documents whose files were deleted from these folders")
+    store = ingest.add_argument_group(
+        "vector store of a new knowledge base (an existing one keeps its own)")
+    store.add_argument("--vector-store", choices=["faiss", "milvus"],
+                       help="faiss (default: index files in the knowledge base folder) or milvus "
+                            "(needs: pip install \"kbqa[milvus]\")")
+    store.add_argument("--milvus-uri", metavar="URI",
+                       help="a Milvus server such as http://HOST:19530; default: Milvus Lite "
+                            "inside the knowledge base folder (one process at a time)")
     _add_common(ingest)
 
     ask = commands.add_parser("ask", help="answer one question with sources")
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb_commands = kb.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
     kb_list = kb_commands.add_parser("list", help="all knowledge bases")
     _add_common(kb_list)
-    kb_show = kb_commands.add_parser("show", help="documents of one knowledge base")
+    kb_show = kb_commands.add_parser("show", help="documents and vector store of one knowledge base")
     _add_common(kb_show)
     kb_remove = kb_commands.add_parser("remove", help="remove a document, or a whole knowledge base")
     kb_remove.add_argument("document", nargs="?", help="document path as listed by `kb show`; "
@@ -123,7 +131,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from kbqa.config import load_settings
 
     keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
-            "min_coverage", "max_new_tokens", "serve_host", "serve_port")
+            "min_coverage", "max_new_tokens", "serve_host", "serve_port", "vector_store",
+            "milvus_uri")
     overrides = {key: getattr(args, key, None) for key in keys}
     return load_settings(overrides, config_file=args.config)
 
@@ -222,13 +231,15 @@ def _cmd_kb(args: argparse.Namespace) -> int:
             print(f"no knowledge bases under {root}")
         for name in names:
             kb = service.knowledge_base(name)
-            print(f"{name}\t{len(kb.documents())} documents\t{kb.chunk_count} chunks")
+            print(f"{name}\t{len(kb.documents())} documents\t{kb.chunk_count} chunks\t"
+                  f"{kb.vector_store}")
         return 0
     kb = service.knowledge_base()
     if args.kb_command == "show":
         for record in kb.documents():
             print(f"{record.chunks:>6} chunks  {record.updated_at}  {record.source}")
         print(f"{len(kb.documents())} documents, {kb.chunk_count} chunks")
+        print(f"vector store: {kb.vector_store}")
         return 0
     if args.document:
         kb.remove_document(args.document)
@@ -237,7 +248,7 @@ def _cmd_kb(args: argparse.Namespace) -> int:
     if not args.yes and input(f"delete knowledge base '{kb.name}'? [y/N] ").lower() != "y":
         print("kept")
         return 1
-    KnowledgeBase.delete_kb(root, kb.name)
+    service.delete_knowledge_base(kb.name)
     print(f"deleted knowledge base '{kb.name}'")
     return 0
 

@@ -12,13 +12,16 @@ import os
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kbqa.errors import ConfigError
 from kbqa.models import default_home
+
+if TYPE_CHECKING:
+    from kbqa.vector_backends import VectorStoreConfig
 
 ENV_PREFIX = "KBQA_"
 
@@ -47,8 +50,20 @@ class Settings(BaseModel):
         description="drop passages holding less than this IDF-weighted share of the question's "
                     "terms; when none is left the answer is a refusal (see retrieval.py)")
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
-        "auto", description="vector index: auto = exact flat below 100k chunks, IVF above "
-                            "(see vector_index.py); applied at the knowledge base's next write")
+        "auto", description="FAISS index: auto = exact flat below 100k chunks, IVF above "
+                            "(see vector_index.py); applied at the knowledge base's next write; "
+                            "Milvus picks its own")
+    vector_store: Literal["faiss", "milvus"] = Field(
+        "faiss", description="where NEW knowledge bases keep their vectors: faiss (files in the "
+                             "knowledge base folder) or milvus (needs kbqa[milvus]); an existing "
+                             "one keeps the store it was created with")
+    milvus_uri: str | None = Field(
+        None, description="Milvus for new knowledge bases: unset = Milvus Lite inside the "
+                          "knowledge base folder (one process at a time), or a server/cluster "
+                          "such as 'http://HOST:19530'")
+    milvus_token: str | None = Field(
+        None, description="token ('user:password' or an API key) for a Milvus server; never "
+                          "stored with the knowledge base")
     mmr: float | None = Field(
         None, ge=0.0, le=1.0,
         description="maximal marginal relevance balance for the top-k passages (1 = relevance "
@@ -84,6 +99,13 @@ class Settings(BaseModel):
         if value >= size:
             raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_size ({size})")
         return value
+
+    @property
+    def vector_store_config(self) -> VectorStoreConfig:
+        """The vector store settings in the form KnowledgeBase takes them."""
+        from kbqa.vector_backends import VectorStoreConfig
+
+        return VectorStoreConfig(self.vector_store, self.milvus_uri, self.milvus_token)
 
     @property
     def config_path(self) -> Path:
@@ -123,7 +145,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{ENV_PREFIX}VARIANTS is not JSON: {exc}") from exc
-        elif (name in {"score_threshold", "min_coverage", "mmr", "rerank"}
+        elif (name in {"score_threshold", "min_coverage", "mmr", "rerank", "milvus_uri",
+                       "milvus_token"}
               and raw.strip().lower() in {"", "none"}):
             values[name] = None
         else:

@@ -82,14 +82,17 @@ class KbqaService:
         name = name or self.settings.kb
         if name not in self._kbs:
             root = self.settings.kb_root
+            vector_store = self.settings.vector_store_config
             if create:
                 kb = KnowledgeBase.open_or_create(root, name, self.embeddings,
                                                   chunk_size=self.settings.chunk_size,
                                                   chunk_overlap=self.settings.chunk_overlap,
-                                                  index_type=self.settings.index_type)
+                                                  index_type=self.settings.index_type,
+                                                  vector_store=vector_store)
             elif name in KnowledgeBase.list_names(root):
                 kb = KnowledgeBase.open(root, name, self.embeddings,
-                                        index_type=self.settings.index_type)
+                                        index_type=self.settings.index_type,
+                                        vector_store=vector_store)
             else:
                 raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
                                          f"(create it with `kbqa ingest PATH --kb {name}`)")
@@ -185,7 +188,8 @@ class KbqaService:
         kb = self._kbs.pop(name, None)
         if kb is not None:
             kb.close()
-        KnowledgeBase.delete_kb(self.settings.kb_root, name)
+        KnowledgeBase.delete_kb(self.settings.kb_root, name,
+                                vector_store=self.settings.vector_store_config)
 
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
                        on_progress: Any = None) -> list[Any]:

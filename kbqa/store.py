@@ -7,15 +7,17 @@ On disk a knowledge base is one folder, ``<root>/<name>/``::
     index.<G>.faiss       FAISS index (Flat, IVF or HNSW: vector_index.py), faiss's serializer
     .lock                 writers hold an exclusive flock on it
 
-Nothing is pickled. Vectors are keyed by the chunk's SQLite rowid, so removing a document is
-``remove_ids`` on the index and a DELETE in SQLite.
+or, for a base created with the Milvus vector store, ``milvus.db/`` (Milvus Lite's data) or
+nothing (a Milvus server) instead of the index file, plus ``milvus.pending.json`` while a write
+is under way. The manifest records which (vector_backends/).
 
-Why the index file carries a generation number ``G``: a write builds the new index in memory,
-writes it to ``index.<G+1>.faiss`` (temp file, fsync, rename), and only then commits the SQLite
-transaction that both changes the chunks and sets ``generation = G+1``. A crash before that commit
-leaves SQLite at ``G`` with ``index.<G>.faiss`` untouched; a crash after it leaves ``G+1`` complete.
-Old index files are deleted only after the commit. Readers compare the generation in SQLite (one
-cheap query) before each search and reload the index when another process has written.
+Nothing is pickled. Vectors are keyed by the chunk's SQLite rowid, so removing a document is
+a removal by id in the vector backend and a DELETE in SQLite.
+
+Every write is one SQLite transaction that changes the chunks and bumps ``generation``; the
+vector backend stages its half before the commit and publishes it after, in a way that survives a
+crash in between (vector_backends/base.py). Readers compare the generation in SQLite (one cheap
+query) before each search and reload the backend's state when another process has written.
 
 Scores are cosine similarities (embedders return L2-normalised vectors, so inner product equals
 cosine): higher means more similar, 1.0 is identical.
@@ -36,12 +38,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -51,15 +52,15 @@ from tqdm.auto import tqdm
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
 from kbqa.lexical import encode_row
-from kbqa.vector_index import (AUTO_IVF_MIN_CHUNKS, ConcreteType, IndexType, empty_flat, kind_of,
-                               updated)
-from kbqa.vector_index import search as search_index
+from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
+                                  initialise, new_meta, open_backend)
+from kbqa.vector_backends import drop as drop_vectors
+from kbqa.vector_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "kb.sqlite3"
 LOCK_FILENAME = ".lock"
 DEFAULT_LOCK_TIMEOUT_S = 10.0
-_INDEX_FILE_RE = re.compile(r"^index\.(\d+)\.faiss$")
 # A name becomes a folder: no separators, no leading dot or space, nothing Windows rejects.
 _NAME_RE = re.compile(r'^(?![.\s])[^/\\\x00-\x1f\x7f:*?"<>|]{1,64}(?<!\s)$')
 _SQL_BATCH = 500
@@ -139,7 +140,7 @@ class IngestStats:
     parse_s: float = 0.0
     split_s: float = 0.0
     embed_s: float = 0.0
-    index_s: float = 0.0  # building and writing the new FAISS index file
+    index_s: float = 0.0  # staging the vector changes (FAISS: building and writing the index file)
     commit_s: float = 0.0  # SQL writes of chunks, BM25 term counts and manifest, and the commit
 
 
@@ -153,16 +154,6 @@ class _PreparedFile:
     chunks: list[Document]
     previous_id: int | None
     vectors: np.ndarray | None = None
-
-
-@dataclass
-class _VectorDelta:
-    """How one transaction changes the FAISS index; `rebuild` starts from an empty index."""
-
-    removed: list[int] = field(default_factory=list)
-    added_ids: list[int] = field(default_factory=list)
-    added_vectors: list[np.ndarray] = field(default_factory=list)
-    rebuild: bool = False
 
 
 def validate_name(name: str) -> str:
@@ -187,10 +178,6 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _index_filename(generation: int) -> str:
-    return f"index.{generation}.faiss"
-
-
 def _connect(db_path: Path) -> sqlite3.Connection:
     """Autocommit connection: transactions are explicit, so readers never hold a stale snapshot."""
     conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -200,49 +187,9 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_index(index: faiss.Index, path: Path) -> None:
-    """Write with faiss's serializer to a temp file in the same folder, fsync, then rename."""
-    data = faiss.serialize_index(index)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _read_index(path: Path) -> faiss.Index:
-    return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
-
-
 def _commit(conn: sqlite3.Connection) -> None:
     """The single point at which a write becomes visible (tests simulate crashes around it)."""
     conn.execute("COMMIT")
-
-
-def _remove_stale_files(folder: Path, keep_generation: int) -> None:
-    """Delete superseded index files and temp files left by writers that crashed."""
-    for entry in folder.iterdir():
-        match = _INDEX_FILE_RE.match(entry.name)
-        stale_index = match is not None and int(match.group(1)) != keep_generation
-        stale_temp = entry.name.startswith(".index.") and entry.name.endswith(".tmp")
-        if stale_index or stale_temp:
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
 
 
 @contextlib.contextmanager
@@ -312,16 +259,20 @@ class KnowledgeBase(VectorStore):
 
     Use the class methods `create`, `open`, `open_or_create`; the constructor assumes a valid folder.
     Searches are safe from several threads; writes take a cross-process lock.
+    `vector_store` picks the backend of a base being created; opening always uses the one its
+    manifest records (only the Milvus token is taken from it then).
     """
 
     def __init__(self, folder: Path, embeddings: EncoderEmbeddings, *,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S, index_type: IndexType = "auto",
-                 ivf_min_chunks: int = AUTO_IVF_MIN_CHUNKS) -> None:
+                 ivf_min_chunks: int = AUTO_IVF_MIN_CHUNKS,
+                 vector_store: VectorStoreConfig | None = None) -> None:
         self.folder = folder
         self.name = folder.name
         self._embeddings = embeddings
         self.lock_timeout = lock_timeout
-        # Applied at the next write (or rebuild_index); readers use whatever type the file holds.
+        # FAISS only, applied at the next write (or rebuild_index); readers use whatever type the
+        # file holds. Milvus chooses its own index.
         self.index_type: IndexType = index_type
         self.ivf_min_chunks = ivf_min_chunks
         self.last_ingest_stats: IngestStats | None = None
@@ -330,12 +281,13 @@ class KnowledgeBase(VectorStore):
         try:
             meta = self._read_meta()
             self._check_meta(meta)
+            self._vectors: VectorBackend = open_backend(
+                folder, meta, embeddings.dimension, self.name, vector_store or VectorStoreConfig())
         except BaseException:
             self._conn.close()
             raise
         self.chunk_size = int(meta["chunk_size"])
         self.chunk_overlap = int(meta["chunk_overlap"])
-        self._index: faiss.Index = empty_flat(embeddings.dimension)
         self._generation = -1
 
     # ----------------------------------------------------------------- lifecycle
@@ -344,9 +296,14 @@ class KnowledgeBase(VectorStore):
     def create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
                chunk_size: int = 300, chunk_overlap: int = 50,
                lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-               index_type: IndexType = "auto") -> KnowledgeBase:
-        """Create an empty knowledge base; built in a hidden folder and renamed, so never half-made."""
+               index_type: IndexType = "auto",
+               vector_store: VectorStoreConfig | None = None) -> KnowledgeBase:
+        """Create an empty knowledge base; built in a hidden folder and renamed, so never half-made.
+
+        `vector_store` (default FAISS) is recorded in the manifest and used for good.
+        """
         embeddings = _require_kbqa_embedder(embeddings)
+        vector_store = vector_store or VectorStoreConfig()
         if chunk_size <= 0 or not 0 <= chunk_overlap < chunk_size:
             raise KnowledgeBaseError(
                 f"need chunk_size > 0 and 0 <= chunk_overlap < chunk_size, "
@@ -356,26 +313,39 @@ class KnowledgeBase(VectorStore):
         if folder.exists():
             raise KnowledgeBaseError(f"knowledge base {name!r} already exists in {root}")
         root.mkdir(parents=True, exist_ok=True)
+        vector_meta = new_meta(vector_store, name)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=root))
         try:
-            _initialise(staging, embeddings, chunk_size, chunk_overlap)
+            _initialise(staging, embeddings, chunk_size, chunk_overlap, vector_meta)
             os.rename(staging, folder)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise KnowledgeBaseError(f"cannot create knowledge base {name!r} in {root}: {exc}") from exc
-        kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type)
-        kb._refresh()
+        try:
+            kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type,
+                     vector_store=vector_store)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        try:
+            kb._refresh()  # a Milvus base creates its collection here
+        except BaseException:
+            kb.close()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return kb
 
     @classmethod
     def open(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
              repair: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-             index_type: IndexType = "auto") -> KnowledgeBase:
-        """Open an existing knowledge base.
+             index_type: IndexType = "auto",
+             vector_store: VectorStoreConfig | None = None) -> KnowledgeBase:
+        """Open an existing knowledge base, with the vector store its manifest records.
 
         Raises KnowledgeBaseError if it is missing, was built by another embedder, or its index
         disagrees with its manifest; `repair=True` rebuilds the index from the stored chunk texts
-        (cheap: vectors come from the embedding cache) instead of raising on the last.
+        (cheap: vectors come from the embedding cache) instead of raising on the last. A write
+        that was interrupted before its commit is undone first.
         """
         embeddings = _require_kbqa_embedder(embeddings)
         root = Path(root).expanduser()
@@ -384,8 +354,10 @@ class KnowledgeBase(VectorStore):
             available = ", ".join(cls.list_names(root)) or "none"
             raise KnowledgeBaseError(
                 f"no knowledge base named {name!r} in {root} (available: {available})")
-        kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type)
+        kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type,
+                 vector_store=vector_store)
         try:
+            kb._finish_interrupted_write()
             kb._refresh()
         except KnowledgeBaseError:
             if not repair:
@@ -398,14 +370,15 @@ class KnowledgeBase(VectorStore):
     def open_or_create(cls, root: Path | str, name: str, embeddings: EncoderEmbeddings, *,
                        chunk_size: int = 300, chunk_overlap: int = 50,
                        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-                       index_type: IndexType = "auto") -> KnowledgeBase:
-        """Open `name` if it exists (its own chunk settings win), else create it."""
+                       index_type: IndexType = "auto",
+                       vector_store: VectorStoreConfig | None = None) -> KnowledgeBase:
+        """Open `name` if it exists (its own chunk settings and vector store win), else create it."""
         if (Path(root).expanduser() / validate_name(name) / DB_FILENAME).is_file():
             return cls.open(root, name, embeddings, lock_timeout=lock_timeout,
-                            index_type=index_type)
+                            index_type=index_type, vector_store=vector_store)
         return cls.create(root, name, embeddings, chunk_size=chunk_size,
                           chunk_overlap=chunk_overlap, lock_timeout=lock_timeout,
-                          index_type=index_type)
+                          index_type=index_type, vector_store=vector_store)
 
     @staticmethod
     def list_names(root: Path | str) -> list[str]:
@@ -417,22 +390,31 @@ class KnowledgeBase(VectorStore):
                       if _NAME_RE.match(entry.name) and (entry / DB_FILENAME).is_file())
 
     @staticmethod
-    def delete_kb(root: Path | str, name: str, *,
-                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
-        """Delete a knowledge base folder; waits for (or refuses during) a running write."""
+    def delete_kb(root: Path | str, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                  vector_store: VectorStoreConfig | None = None) -> None:
+        """Delete a knowledge base folder, and its Milvus collection if it has one on a server;
+        waits for (or refuses during) a running write. `vector_store` supplies a Milvus token."""
         root = Path(root).expanduser()
         folder = root / validate_name(name)
         if not (folder / DB_FILENAME).is_file():
             raise KnowledgeBaseError(f"no knowledge base named {name!r} in {root}")
         graveyard = root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
         with _exclusive_lock(folder / LOCK_FILENAME, lock_timeout, name):
+            conn = _connect(folder / DB_FILENAME)
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            finally:
+                conn.close()
+            # First: if the collection cannot be dropped, the folder keeps its name on record.
+            drop_vectors(folder, meta, vector_store or VectorStoreConfig())
             os.rename(folder, graveyard)
         shutil.rmtree(graveyard, ignore_errors=True)
 
     def close(self) -> None:
-        """Close the reader connection; the instance is unusable afterwards."""
+        """Close the reader connection and the vector store's; the instance is unusable afterwards."""
         with self._lock:
             self._conn.close()
+            self._vectors.close()
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -470,10 +452,17 @@ class KnowledgeBase(VectorStore):
         return self._generation
 
     @property
-    def index_kind(self) -> ConcreteType:
-        """The type of the committed index: "flat", "ivf" or "hnsw"."""
+    def index_kind(self) -> str:
+        """The type of the committed index: FAISS "flat", "ivf" or "hnsw", or Milvus's (e.g.
+        "autoindex")."""
         self._refresh()
-        return kind_of(self._index)
+        return self._vectors.index_kind
+
+    @property
+    def vector_store(self) -> str:
+        """Where the vectors live, in words (for `kbqa kb show` and the UI)."""
+        self._refresh()
+        return self._vectors.describe()
 
     @property
     def chunk_count(self) -> int:
@@ -543,13 +532,13 @@ class KnowledgeBase(VectorStore):
     # ----------------------------------------------------------------- index loading
 
     def _refresh(self) -> None:
-        """Reload the index if another writer committed a new generation since we last looked."""
+        """Reload the vectors' state if another writer committed a new generation since we looked."""
         with self._lock:
             if _generation_of(self._conn) != self._generation:
                 self._load_index()
 
     def _load_index(self) -> None:
-        """Load the committed generation's index; retry if a writer replaces it under our feet."""
+        """Load the committed generation; retry if a writer commits another under our feet."""
         for _ in range(5):
             self._conn.execute("BEGIN")
             try:
@@ -557,82 +546,108 @@ class KnowledgeBase(VectorStore):
                 count = int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
             finally:
                 self._conn.execute("COMMIT")
-            path = self.folder / _index_filename(generation)
             try:
-                index = _read_index(path)
-            except (FileNotFoundError, RuntimeError) as exc:
+                self._vectors.load(generation, count)
+            except KnowledgeBaseError:
                 if _generation_of(self._conn) != generation:
                     continue
-                raise KnowledgeBaseError(
-                    f"knowledge base {self.name!r}: index file {path.name} is missing or unreadable "
-                    f"({exc}); open it with repair=True to rebuild the index") from exc
-            self._verify_index(index, count, path)
-            self._index, self._generation = index, generation
+                raise
+            self._generation = generation
             return
         raise KnowledgeBaseError(f"knowledge base {self.name!r} kept changing while loading; retry")
-
-    def _verify_index(self, index: faiss.Index, count: int, path: Path) -> None:
-        if index.d != self._embeddings.dimension or index.ntotal != count:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.name!r} is inconsistent: {path.name} holds {index.ntotal} "
-                f"{index.d}-d vectors but the manifest lists {count} chunks "
-                f"({self._embeddings.dimension}-d); open it with repair=True to rebuild the index")
 
     # ----------------------------------------------------------------- writing
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[sqlite3.Connection]:
+    def _writer(self, *, recover: bool = True) -> Iterator[sqlite3.Connection]:
         """Exclusive writer: the cross-process lock plus a connection of its own.
 
         A separate connection keeps this instance's readers on committed data while a long
-        ingest runs in another thread.
+        ingest runs in another thread. First undoes what an interrupted write left in the
+        vector store (`recover=False` for a rebuild, which replaces it all anyway).
         """
         with _exclusive_lock(self.folder / LOCK_FILENAME, self.lock_timeout, self.name):
             conn = _connect(self.folder / DB_FILENAME)
             try:
                 _ensure_lexical(conn)
+                if recover:
+                    self._recover(conn)
                 yield conn
             finally:
                 conn.close()
 
     def _transact(self, conn: sqlite3.Connection,
-                  change: Callable[[sqlite3.Connection], _VectorDelta],
+                  change: Callable[[sqlite3.Connection], VectorDelta],
                   stats: IngestStats | None = None) -> None:
-        """Apply `change` (SQL) and its index delta atomically: index file first, SQLite commit last."""
+        """Apply `change` (SQL) and its vector delta atomically: vectors staged first, SQLite
+        commit last; on failure the rollback is followed by the backend's recovery."""
         stats = stats or IngestStats()
-        base = self._index
         generation = self._generation + 1
-        index_path = self.folder / _index_filename(generation)
         conn.execute("BEGIN IMMEDIATE")
         try:
             started = time.perf_counter()
             delta = change(conn)
             changed = time.perf_counter()
-            index = self._apply_delta(base, delta)
-            _write_index(index, index_path)
+            self._vectors.stage(delta, generation,
+                                IndexChoice(self.index_type, self.ivf_min_chunks))
             indexed = time.perf_counter()
             conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             _commit(conn)
             stats.index_s += indexed - changed
             stats.commit_s += (changed - started) + (time.perf_counter() - indexed)
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            with contextlib.suppress(FileNotFoundError):
-                index_path.unlink()
+            self._vectors.abort(generation)
+            self._recover_after_failure(conn, exc)
             raise
         with self._lock:
-            self._index, self._generation = index, generation
-        _remove_stale_files(self.folder, generation)
+            self._vectors.publish(generation)
+            self._generation = generation
 
-    def _apply_delta(self, base: faiss.Index, delta: _VectorDelta) -> faiss.Index:
-        """A new index = `base` with the delta applied, of the type `index_type` asks for now."""
-        dimension = self._embeddings.dimension
-        added = (np.concatenate(delta.added_vectors) if delta.added_vectors
-                 else np.zeros((0, dimension), dtype=np.float32))
-        return updated(base, np.asarray(delta.removed, dtype=np.int64),
-                       np.asarray(delta.added_ids, dtype=np.int64), added, self.index_type,
-                       rebuild=delta.rebuild, ivf_min_chunks=self.ivf_min_chunks)
+    # ----------------------------------------------------------------- recovery
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Bring the vector store back in line with the committed manifest after an interrupted
+        write (only Milvus can have one: see vector_backends/milvus_backend.py)."""
+        if self._vectors.interrupted:
+            self._vectors.recover(lambda ids: self._committed_vectors(conn, ids))
+
+    def _recover_after_failure(self, conn: sqlite3.Connection, exc: BaseException) -> None:
+        """Compensate right after a failed write; if that fails too, the next open or write will."""
+        try:
+            self._recover(conn)
+        except Exception as problem:  # noqa: BLE001 - the original error is the one to raise
+            exc.add_note(f"the vector store of {self.name!r} could not be brought back in line "
+                         f"yet ({problem}); its next open or write retries")
+
+    def _finish_interrupted_write(self) -> None:
+        """At open: recover from a crashed write, unless a writer is running (it owns the state)."""
+        if not self._vectors.interrupted:
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(_exclusive_lock(self.folder / LOCK_FILENAME, 0, self.name))
+            except KnowledgeBaseError:
+                return
+            conn = stack.enter_context(contextlib.closing(_connect(self.folder / DB_FILENAME)))
+            self._recover(conn)
+
+    def _committed_vectors(self, conn: sqlite3.Connection,
+                           chunk_ids: list[int] | None) -> tuple[list[int], np.ndarray]:
+        """(ids, vectors) of the given chunks (None: all) that the manifest has; the vectors come
+        from the embedding cache (re-embedded where it lacks them)."""
+        if chunk_ids is None:
+            rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+        else:
+            rows = []
+            for start in range(0, len(chunk_ids), _SQL_BATCH):
+                batch = chunk_ids[start:start + _SQL_BATCH]
+                marks = ",".join("?" * len(batch))
+                rows += conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) "
+                                     "ORDER BY id", batch).fetchall()
+        vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress=False)
+        return [row[0] for row in rows], vectors
 
     def ingest(self, paths: Iterable[Path | str], *, progress: bool = False) -> list[IngestResult]:
         """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
@@ -682,16 +697,17 @@ class KnowledgeBase(VectorStore):
         return count
 
     def rebuild_index(self, *, progress: bool = False) -> None:
-        """Re-create the FAISS index from the manifest's chunk texts (embedding cache first)."""
-        with self._writer() as conn:
+        """Re-create the vectors (FAISS index or Milvus collection) from the manifest's chunk
+        texts (embedding cache first)."""
+        with self._writer(recover=False) as conn:
             rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
             vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress)
             with self._lock:
                 self._generation = _generation_of(conn)
 
-            def change(_: sqlite3.Connection) -> _VectorDelta:
-                return _VectorDelta(added_ids=[row[0] for row in rows],
-                                    added_vectors=[vectors], rebuild=True)
+            def change(_: sqlite3.Connection) -> VectorDelta:
+                return VectorDelta(added_ids=[row[0] for row in rows],
+                                   added_vectors=[vectors], rebuild=True)
 
             self._transact(conn, change)
 
@@ -757,8 +773,8 @@ class KnowledgeBase(VectorStore):
             item.vectors = vectors[offset:offset + len(item.chunks)]
             offset += len(item.chunks)
 
-        def change(tx: sqlite3.Connection) -> _VectorDelta:
-            delta = _VectorDelta()
+        def change(tx: sqlite3.Connection) -> VectorDelta:
+            delta = VectorDelta()
             stale = removals + [item.previous_id for item in prepared if item.previous_id]
             delta.removed = _delete_documents(tx, stale, keep_rows=[
                 item.previous_id for item in prepared if item.previous_id])
@@ -834,12 +850,7 @@ class KnowledgeBase(VectorStore):
     def search_vector(self, vector: np.ndarray | Sequence[float], n: int) -> list[tuple[int, float]]:
         """Top-`n` (chunk id, cosine similarity) for a query vector, most similar first."""
         self._refresh()
-        index = self._index
-        if n <= 0 or index.ntotal == 0:
-            return []
-        query = np.asarray(vector, dtype=np.float32)
-        scores, ids = search_index(index, query, min(n, index.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return self._vectors.search(np.asarray(vector, dtype=np.float32), n)
 
     def cosine_scores(self, vector: np.ndarray | Sequence[float],
                       chunk_ids: Iterable[int]) -> dict[int, float]:
@@ -852,14 +863,7 @@ class KnowledgeBase(VectorStore):
         """Stored (L2-normalised) vectors of given chunks, read back from the index; ids missing
         from it are skipped. For scoring candidates from other rankers and for MMR."""
         self._refresh()
-        index = self._index
-        vectors: dict[int, np.ndarray] = {}
-        for chunk_id in chunk_ids:
-            try:
-                vectors[int(chunk_id)] = index.reconstruct(int(chunk_id))
-            except RuntimeError:
-                continue
-        return vectors
+        return self._vectors.vectors(chunk_ids)
 
     def similarity_search_with_score_by_vector(
             self, embedding: Sequence[float], k: int = 4) -> list[tuple[Document, float]]:
@@ -901,8 +905,8 @@ class KnowledgeBase(VectorStore):
             self._refresh()
             vectors, _ = self._embed_documents(conn, texts, progress=False)
 
-            def change(tx: sqlite3.Connection) -> _VectorDelta:
-                delta = _VectorDelta(removed=_delete_chunks_by_key(tx, keys))
+            def change(tx: sqlite3.Connection) -> VectorDelta:
+                delta = VectorDelta(removed=_delete_chunks_by_key(tx, keys))
                 for position, (key, text) in enumerate(zip(keys, texts)):
                     metadata = dict(metadatas[position]) if metadatas else {}
                     delta.added_ids.append(_insert_chunk(tx, key, None, text, metadata))
@@ -917,13 +921,13 @@ class KnowledgeBase(VectorStore):
         with self._writer() as conn:
             self._refresh()
 
-            def change(tx: sqlite3.Connection) -> _VectorDelta:
+            def change(tx: sqlite3.Connection) -> VectorDelta:
                 if ids is None:
                     removed = [row[0] for row in tx.execute("SELECT id FROM chunks")]
                     tx.execute("DELETE FROM chunks")
                     tx.execute("DELETE FROM documents")
-                    return _VectorDelta(removed=removed)
-                return _VectorDelta(removed=_delete_chunks_by_key(tx, [str(i) for i in ids]))
+                    return VectorDelta(removed=removed)
+                return VectorDelta(removed=_delete_chunks_by_key(tx, [str(i) for i in ids]))
 
             self._transact(conn, change)
         return True
@@ -959,14 +963,15 @@ class KnowledgeBase(VectorStore):
 
 
 def _initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
-                chunk_overlap: int) -> None:
-    _write_index(empty_flat(embeddings.dimension), folder / _index_filename(0))
+                chunk_overlap: int, vector_meta: dict[str, str]) -> None:
+    initialise(folder, embeddings.dimension, vector_meta)
     conn = _connect(folder / DB_FILENAME)
     try:
         conn.executescript(_SCHEMA + _LEXICAL_SCHEMA)
         meta = {"schema_version": SCHEMA_VERSION, "embedder": embeddings.name,
                 "dimension": embeddings.dimension, "chunk_size": chunk_size,
-                "chunk_overlap": chunk_overlap, "generation": 0, "created_at": _now()}
+                "chunk_overlap": chunk_overlap, "generation": 0, "created_at": _now(),
+                **vector_meta}
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                          [(key, str(value)) for key, value in meta.items()])
     finally:

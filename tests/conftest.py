@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# The Milvus vector store is an extra (kbqa[milvus], also in dev); its tests skip without it.
+HAVE_MILVUS = all(importlib.util.find_spec(name) for name in ("pymilvus", "milvus_lite"))
+MILVUS_MISSING = 'Milvus Lite not installed: pip install "kbqa[milvus]"'
 
 # Converted models are cached across test runs (the first conversion takes ~1 minute).
 MODEL_CACHE = Path(os.environ.get("KBQA_TEST_CACHE", Path.home() / ".cache" / "kbqa-tests"))
@@ -21,6 +26,16 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("KBQA_") and name not in {"KBQA_HOME", "KBQA_TEST_CACHE"}:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=pytest.mark.skipif(
+    not HAVE_MILVUS, reason=MILVUS_MISSING))])
+def vector_store(request: pytest.FixtureRequest):
+    """Run a KnowledgeBase test once per vector store: FAISS, then Milvus Lite (whose data sits
+    inside the knowledge base folder, so tmp_path isolates it like FAISS's files)."""
+    from kbqa.vector_backends import VectorStoreConfig
+
+    return VectorStoreConfig(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,16 @@ def test_save_round_trips_only_non_defaults(tmp_path: Path):
     again = load_settings(environ={"KBQA_HOME": str(tmp_path)})
     assert again.top_k == 5 and again.prompt_template == "{context}|{question}"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_vector_store_settings_from_env_and_flags(tmp_path: Path):
+    from kbqa.vector_backends import VectorStoreConfig
+
+    env = {"KBQA_HOME": str(tmp_path), "KBQA_VECTOR_STORE": "milvus",
+           "KBQA_MILVUS_URI": "http://milvus:19530", "KBQA_MILVUS_TOKEN": "none"}
+    settings = load_settings(environ=env)
+    assert settings.vector_store_config == VectorStoreConfig("milvus", "http://milvus:19530")
+    assert load_settings(environ={"KBQA_HOME": str(tmp_path)}).vector_store_config == \
+        VectorStoreConfig()
+    with pytest.raises(ConfigError, match="vector_store"):
+        load_settings({"vector_store": "annoy"}, environ=env)

