@@ -364,8 +364,9 @@ def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
                 timings["first_token"] = time.perf_counter() - start
             parts.append(chunk["answer"])
             yield "token", chunk["answer"]
+    timer.wait_for_llm()
     timings["total"] = time.perf_counter() - start
-    timings.update((k, v) for k, v in timer.stages().items() if k != "retrieve")
+    timings.update(timer.stages())  # the retriever's own span replaces the arrival time if seen
     text = "".join(parts).strip()
     yield "done", Answer(question=question, text=text, sources=sources,
                          refused=is_refusal(text), timings=timings, usage=timer.usage,

@@ -7,6 +7,7 @@ that `LocalLLM` and `RemoteLLM` report). Any retriever and LLM fit; nothing is p
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ class StageTimer(BaseCallbackHandler):
         self.marks: dict[str, float] = {}
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
+        self._llm_done = threading.Event()
 
     def _mark(self, name: str) -> None:
         self.marks.setdefault(name, time.perf_counter())
@@ -49,6 +51,16 @@ class StageTimer(BaseCallbackHandler):
         info = (response.generations[0][0].generation_info or {}) if response.generations else {}
         self.usage = dict(info.get("token_usage") or {})
         self.finish_reason = info.get("finish_reason")
+        self._llm_done.set()
+
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        self._llm_done.set()
+
+    def wait_for_llm(self, timeout: float = 5.0) -> None:
+        """Wait for the LLM's end callback when an LLM ran: LCEL may deliver it on a worker
+        thread a moment after the last chunk reached the consumer."""
+        if "llm_start" in self.marks:
+            self._llm_done.wait(timeout)
 
     def stages(self) -> dict[str, float]:
         """The stages seen so far, in seconds; a stage whose ends were not both seen is left out."""
