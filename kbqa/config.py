@@ -36,7 +36,9 @@ class Settings(BaseModel):
     llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
                      "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.remote_llm)")
     llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
-    llm_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    llm_dtype: Literal["bfloat16", "float32", "float16", "int8"] = Field(
+        "bfloat16", description="weights of a local LLM; int8 = dynamic quantization on CPU "
+                                "(faster, no LoRA adapters; see README)")
     adapters: list[Path] = Field(default_factory=list, description="LoRA adapter folders (peft)")
     embedder: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
     kb: str = Field("default", description="knowledge base name")

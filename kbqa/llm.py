@@ -8,7 +8,8 @@ No conversation state lives in this object; history belongs in the prompt.
 
 Every generation carries `generation_info` = {"finish_reason": "stop" | "length",
 "token_usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}, as `RemoteLLM`
-(and OpenAI-style LLMs) report it: on the `Generation` of `generate()` and on the last chunk of `stream()`, so
+(and OpenAI-style LLMs) report it: on the `Generation` of `generate()` and on the last
+chunk of `stream()`, so
 LangChain callbacks (`on_llm_end`) and the API server see real token counts.
 """
 
@@ -75,7 +76,11 @@ class LocalLLM(LLM):
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str = "bfloat16", trust_remote_code: bool = True,
                     **fields: Any) -> "LocalLLM":
-        """Load model and tokenizer from a local folder (ChatGLM needs its remote code)."""
+        """Load model and tokenizer from a local folder (ChatGLM needs its remote code).
+
+        dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
+        (`quantize_int8`): CPU only, and LoRA adapters cannot attach to it.
+        """
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -88,11 +93,14 @@ class LocalLLM(LLM):
             loader = AutoModelForCausalLM
             if remote and "AutoModelForCausalLM" not in config.get("auto_map", {}):
                 loader = AutoModel  # ChatGLM-6B v1 registers only AutoModel
-            model = loader.from_pretrained(folder, dtype=getattr(torch, dtype),
+            load_dtype = "float32" if dtype == "int8" else dtype
+            model = loader.from_pretrained(folder, dtype=getattr(torch, load_dtype),
                                            trust_remote_code=remote, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load the model in {folder}: {exc}") from exc
         model.eval()
+        if dtype == "int8":
+            model = quantize_int8(model)
         fields.setdefault("model_name", folder.name)
         return cls(model=model, tokenizer=tokenizer, **fields)
 
@@ -264,6 +272,26 @@ class LocalLLM(LLM):
             yield GenerationChunk(text="", generation_info=_generation_info(
                 prompt_tokens, len(new_tokens), generation["max_new_tokens"],
                 self._ended(new_tokens, text, stops)))
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per
+    batch): about 3x faster decoding on CPU than bf16, measured in bench/generation_speed.py."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks torch.ao deprecated; torch is pinned
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def is_int8(model: Any) -> bool:
+    """Whether `quantize_int8` was applied (its Linear layers take no LoRA adapters)."""
+    import torch
+
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
 
 def _native_cache_model(model: Any) -> bool:

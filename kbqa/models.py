@@ -166,6 +166,8 @@ def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> 
     """A loadable folder for an embedded model, converting it on first use only."""
     if name not in EMBEDDED_LLMS:
         raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(EMBEDDED_LLMS)}")
+    if dtype == "int8":
+        dtype = "float32"  # quantized after loading (kbqa.llm.quantize_int8)
     folder = cache_dir / "models" / f"{name}-{dtype}"
     if (folder / "config.json").is_file():
         return folder

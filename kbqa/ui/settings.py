@@ -30,7 +30,7 @@ def render() -> None:
         st.subheader("模型 / model")
         llm = st.text_input("LLM ('embedded', 'embedded:NAME' or a model folder)", s.llm,
                             key="set_llm")
-        dtypes = ["bfloat16", "float32", "float16"]
+        dtypes = ["bfloat16", "float32", "float16", "int8"]
         dtype = st.selectbox("dtype", dtypes, index=dtypes.index(s.llm_dtype), key="set_dtype")
         adapters = st.text_area("LoRA adapters (one folder per line, stacked in order)",
                                 "\n".join(str(a) for a in s.adapters), key="set_adapters",
