@@ -30,8 +30,8 @@ import numpy as np
 from zh_corpus import CMRC, chunk_texts
 
 from kbqa.embeddings import EncoderEmbeddings
-from kbqa.lexical import tokenize
-from kbqa.retrieval import Bm25Index, bm25_index
+from kbqa.lexical import query_tokens, tokenize
+from kbqa.retrieval import BM25_B, BM25_K1, Bm25Index, bm25_index
 from kbqa.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,7 +66,7 @@ def percentiles(times: list[float]) -> tuple[float, float]:
 
 
 def old_rebuild(texts: list[str]) -> bm25s.BM25:
-    model = bm25s.BM25()
+    model = bm25s.BM25(k1=BM25_K1, b=BM25_B)
     model.index([tokenize(text) for text in texts], show_progress=False)
     return model
 
@@ -92,7 +92,7 @@ def run_size(size: int, work: Path, asked: list[str]) -> dict:
         index, load_s = timed(lambda: Bm25Index().caught_up(kb))
 
         def old_score(question: str) -> np.ndarray:
-            tokens = [t for t in tokenize(question) if t in model.vocab_dict]
+            tokens = [t for t in query_tokens(question) if t in model.vocab_dict]
             return model.get_scores(tokens) if tokens else np.zeros(size)
 
         old_times, old_tops = query_times(old_score, asked)

@@ -9,6 +9,11 @@ from counts at query time. Nothing is pickled; a row is two little-endian numpy 
 Terms are integers, not strings: a CJK bigram or unigram is its code points packed exactly into
 42 bits; an ASCII word or number is a 60-bit BLAKE2 hash with bit 62 set, so the two kinds never
 meet. Integers keep the reader's postings in plain numpy arrays.
+
+Rows are versioned because counts made by one tokenizer are wrong for another: a row's terms blob
+starts with the negative number -TOKENIZER_VERSION (real term ids are never negative). Rows
+without that header were written by version 1 (bigrams only); `decode_row` reports the version so
+a reader can count stale rows again from their text instead of silently mixing tokenizers.
 """
 
 from __future__ import annotations
@@ -19,29 +24,44 @@ import unicodedata
 
 import numpy as np
 
-_TOKEN_RE = re.compile(
-    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]+|[0-9a-z]+")
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+# 2: CJK unigrams + bigrams (1: bigrams only). CMRC 2018 train, 2,513 questions, answer in the
+# top-1 chunk: 0.889 -> 0.906; jieba words (0.894) or jieba search mode (0.894) did not beat it.
+TOKENIZER_VERSION = 2
+_CJK_CLASS = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
+_TOKEN_RE = re.compile(rf"[{_CJK_CLASS}]+|[0-9a-z]+")
+_CJK_RE = re.compile(rf"[{_CJK_CLASS}]")
+# Interrogatives say what kind of answer is wanted, not where it is: a passage never contains
+# 哪一年 or 是谁. Multi-character words only, so names such as 哪吒 or 谁家 stay searchable.
+_QUESTION_WORDS = re.compile("为什么|为何|什么|哪个|哪些|哪里|哪儿|哪一|哪位|哪年|多少|怎么|怎样|"
+                             "如何|是谁")
 _WORD_FLAG = 1 << 62
 _HASH_MASK = (1 << 60) - 1
 COUNT_DTYPE = np.dtype("<u2")
 TERM_DTYPE = np.dtype("<i8")
+# The first 8 bytes of every terms blob this version writes (a store can find stale rows with SQL).
+ROW_HEADER = np.asarray([-TOKENIZER_VERSION], dtype=TERM_DTYPE).tobytes()
 
 
 def tokenize(text: str) -> list[str]:
-    """BM25 tokens: overlapping character bigrams of each CJK run, lowercase ASCII words and numbers.
+    """BM25 tokens: each CJK character and each overlapping pair, lowercase ASCII words and numbers.
 
-    NFKC first, so full-width letters and digits (ＡＢＣ１２３) match their ASCII forms. A CJK run of
-    one character is kept as a unigram so that single-character queries still match.
+    Bigrams carry the phrases; unigrams let a one-character word (省, 鱼) match whatever its
+    neighbours are. NFKC first, so full-width letters and digits (ＡＢＣ１２３) match their
+    ASCII forms.
     """
     tokens: list[str] = []
     for run in _TOKEN_RE.findall(unicodedata.normalize("NFKC", text).lower()):
         if _CJK_RE.match(run):
-            tokens.extend([run] if len(run) == 1 else
-                          [run[i:i + 2] for i in range(len(run) - 1)])
+            tokens.extend(run)
+            tokens.extend(run[i:i + 2] for i in range(len(run) - 1))
         else:
             tokens.append(run)
     return tokens
+
+
+def query_tokens(question: str) -> list[str]:
+    """Tokens of a question with its interrogative words taken out (see `_QUESTION_WORDS`)."""
+    return tokenize(_QUESTION_WORDS.sub(" ", question))
 
 
 def term_id(token: str) -> int:
@@ -65,11 +85,15 @@ def term_counts(text: str) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def encode_row(text: str) -> tuple[int, bytes, bytes]:
-    """The (length, terms blob, counts blob) stored for a chunk."""
+    """The (length, terms blob, counts blob) stored for a chunk; the terms blob has the header."""
     length, terms, counts = term_counts(text)
-    return length, terms.astype(TERM_DTYPE).tobytes(), counts.tobytes()
+    return length, ROW_HEADER + terms.astype(TERM_DTYPE).tobytes(), counts.tobytes()
 
 
-def decode_row(terms: bytes, counts: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of `encode_row`'s blobs."""
-    return np.frombuffer(terms, dtype=TERM_DTYPE), np.frombuffer(counts, dtype=COUNT_DTYPE)
+def decode_row(terms: bytes, counts: bytes) -> tuple[int, np.ndarray, np.ndarray]:
+    """(tokenizer version, term ids, counts) from a stored row; headerless rows are version 1."""
+    ids = np.frombuffer(terms, dtype=TERM_DTYPE)
+    version = 1
+    if len(ids) and ids[0] < 0:
+        version, ids = int(-ids[0]), ids[1:]
+    return version, ids, np.frombuffer(counts, dtype=COUNT_DTYPE)

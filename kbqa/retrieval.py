@@ -1,14 +1,15 @@
-"""Retrieval over a KnowledgeBase: dense (FAISS cosine), BM25 (Chinese bigrams), and their fusion.
+"""Retrieval over a KnowledgeBase: dense (FAISS cosine), BM25 (CJK characters), and their fusion.
 
 Lexical matching matters for Chinese knowledge-base questions: names, numbers and rare terms are
 copied verbatim from the passage, and a small multilingual embedder misses many of them. BM25 runs
-over character bigrams of CJK text plus lowercase ASCII words, which needs no word segmenter and
-is the documented baseline. Hybrid mode fuses the two candidate lists with reciprocal rank fusion
-(RRF), which needs no score calibration between the two very different score scales.
+over CJK characters and character bigrams plus lowercase ASCII words (kbqa.lexical), which needs
+no word segmenter and beat jieba on CMRC 2018. Hybrid mode fuses the two candidate lists with
+reciprocal rank fusion (RRF), which needs no score calibration between the two score scales.
 
 The BM25 postings are built in memory from term counts the store persists with each chunk (no
 pickle, no re-tokenising), the first time they are needed; after a write they are caught up
-incrementally (new chunks become a new segment, deleted ones are masked).
+incrementally (new chunks become a new segment, deleted ones are masked). Rows stored by an
+older tokenizer version are counted again from their text, so scores never mix tokenizers.
 """
 
 from __future__ import annotations
@@ -26,28 +27,33 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from kbqa.lexical import decode_row, term_counts, term_id, term_ids, tokenize
+from kbqa.lexical import (TOKENIZER_VERSION, decode_row, query_tokens, term_counts, term_id,
+                          term_ids, tokenize)
 from kbqa.rerank import Reranker
 from kbqa.store import KnowledgeBase, LexicalRow
 
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 
-# Chosen by bench/retrieval_cmrc.py (CMRC 2018 dev, 202 questions, 1,739 chunks, embedded USE
-# embedder): bm25 hit@1 0.856 / hit@5 0.950, hybrid 0.802 / 0.946, dense 0.624 / 0.827; a
-# dense-weighted RRF (weights 0.2-0.5) gained at most one question. Revisit with a stronger embedder.
+# Chosen by bench/retrieval_cmrc.py on the CMRC 2018 train questions (2,513; KB = the 713 dev +
+# train passages; embedded USE embedder): hit@1 / hit@5 bm25 0.927 / 0.994, hybrid (RRF) 0.817 /
+# 0.972, dense 0.612 / 0.875. RRF with the dense list weighted 0.1-0.5, or max-normalised BM25 +
+# w * cosine (w 0.05-0.5), never beat bm25 alone by more than one question. Revisit with a
+# stronger embedder.
 DEFAULT_MODE: RetrievalMode = "bm25"
 # Measured: top-1 dense cosine separates answerable from unanswerable questions poorly (AUC 0.77);
 # even a 0.25 cut rejects only 9% of unanswerable ones while costing 6 points of hit@5. No default.
 DEFAULT_SCORE_THRESHOLD: float | None = None
 # A passage must contain at least this IDF-weighted share of the question's terms (see
-# Bm25Index.coverage). On CMRC dev (202 questions, bm25 top-1) 0.2 keeps 98.5% of answerable
-# questions and turns away 66% of the same questions asked with their gold passage removed
-# (AUC 0.95, against 0.77 for dense cosine). The small default LLM refuses too rarely on its own.
-DEFAULT_MIN_COVERAGE: float | None = 0.2
+# Bm25Index.coverage). On CMRC train (2,513 questions, bm25 top-1) 0.35 keeps 98.7% of answerable
+# questions and turns away 63% of the same questions asked with their gold passage removed (AUC
+# 0.95; dev: 98.5% / 69%). The bigram-only tokenizer needed 0.2 for 97.5% / 59%; with unigrams
+# 0.2 would turn away only 13%. The small default LLM refuses too rarely on its own.
+DEFAULT_MIN_COVERAGE: float | None = 0.35
 RRF_K = 60
-# BM25 parameters: bm25s's defaults, under which the figures above were measured.
-BM25_K1 = 1.5
-BM25_B = 0.75
+# Anserini's defaults. CMRC train hit@1: 0.921 against 0.907 for bm25s's 1.5 / 0.75 (without
+# dropping question words); k1 0.6-1.2 with b 0.3-0.5 all gave 0.922-0.929, a plateau, not a peak.
+BM25_K1 = 0.9
+BM25_B = 0.4
 BM25_MAX_SEGMENTS = 16
 BM25_MAX_DEAD_SHARE = 0.25
 
@@ -120,10 +126,10 @@ class _Segment:
         """A segment from stored BM25 rows; also returns the chunks' lengths in tokens."""
         terms, counts, lengths = [], [], []
         for _, length, term_blob, count_blob, text in rows:
-            if term_blob is None:  # stored before this base had BM25 rows: count from the text
+            if term_blob is None:  # no row, or one from another tokenizer: count from the text
                 length, row_terms, row_counts = term_counts(text or "")
             else:
-                row_terms, row_counts = decode_row(term_blob, count_blob or b"")
+                _, row_terms, row_counts = decode_row(term_blob, count_blob or b"")
             terms.append(row_terms)
             counts.append(row_counts)
             lengths.append(length)
@@ -149,6 +155,22 @@ class _Segment:
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int32)
 _NO_COUNTS = np.zeros(0, dtype=np.float32)
+
+
+def _recount_stale(kb: KnowledgeBase, rows: list[LexicalRow]) -> list[LexicalRow]:
+    """`rows` with those stored by another tokenizer version turned into text-only rows.
+
+    `_Segment.build` counts a text-only row afresh. A chunk deleted between the two reads gets an
+    empty text; the next catch-up marks it dead.
+    """
+    stale = [row[0] for row in rows
+             if row[2] is not None and decode_row(row[2], b"")[0] != TOKENIZER_VERSION]
+    if not stale:
+        return rows
+    texts = {chunk_id: doc.page_content for chunk_id, doc in kb.get_chunks(stale).items()}
+    wanted = set(stale)
+    return [(row[0], None, None, None, texts.get(row[0], "")) if row[0] in wanted else row
+            for row in rows]
 
 
 class Bm25Index:
@@ -178,6 +200,7 @@ class Bm25Index:
         """A new index for the knowledge base's current generation, sharing unchanged segments."""
         last = int(self.chunk_ids[-1]) if len(self.chunk_ids) else -1
         generation, ids, rows = kb.lexical_rows(last)
+        rows = _recount_stale(kb, rows)
         alive = self.alive & np.isin(self.chunk_ids, ids)
         segments = self._segments
         chunk_ids, lengths = self.chunk_ids, self.lengths
@@ -216,7 +239,7 @@ class Bm25Index:
         A passage that lacks the query's rare terms (股票代码 in a handbook that never mentions
         them) scores low however well it matches the common ones (公司, 多少).
         """
-        wanted = set(tokenize(query))
+        wanted = set(query_tokens(query))
         if not wanted:
             return 0.0
         present = wanted & set(tokenize(text))
@@ -225,10 +248,11 @@ class Bm25Index:
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk (aligned with `chunk_ids`); zeros if nothing matches.
 
-        A term repeated in the query counts once per repetition, as in bm25s.
+        A term repeated in the query counts once per repetition, as in bm25s; question words
+        (什么, 哪里, ...) are left out (kbqa.lexical.query_tokens).
         """
         result = np.zeros(len(self.chunk_ids), dtype=np.float32)
-        terms, repeats = np.unique(term_ids(tokenize(query)), return_counts=True)
+        terms, repeats = np.unique(term_ids(query_tokens(query)), return_counts=True)
         for term, repeat in zip(terms, repeats):
             positions, counts = self._postings(int(term))
             if len(positions):
@@ -343,7 +367,7 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
 class KnowledgeBaseRetriever(BaseRetriever):
     """LangChain retriever over a KnowledgeBase (composes in LCEL: ``retriever | prompt | llm``).
 
-    `mode`: "dense" (embedding cosine), "bm25" (character-bigram BM25) or "hybrid" (RRF of both).
+    `mode`: "dense" (embedding cosine), "bm25" (CJK character BM25) or "hybrid" (RRF of both).
     `score_threshold`: minimum DENSE cosine similarity in [-1, 1], higher = more similar; applied
     in every mode (bm25 mode then embeds the query too); None keeps everything.
     `min_coverage`: minimum IDF-weighted share of the query's terms a chunk must contain (0..1);

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
-from kbqa.lexical import encode_row
+from kbqa.lexical import ROW_HEADER, encode_row
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   initialise, new_meta, open_backend)
 from kbqa.vector_backends import drop as drop_vectors
@@ -1074,13 +1074,16 @@ def _insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, t
 
 
 def _ensure_lexical(conn: sqlite3.Connection) -> None:
-    """Create the BM25 table if this base predates it, and fill rows missing for any chunk."""
+    """Create the BM25 table if this base predates it, and (re)count the rows that are missing
+    or were written by an older tokenizer (readers recount those on load until this runs)."""
     conn.executescript(_LEXICAL_SCHEMA)
-    missing = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
-                           "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL").fetchall()
-    if missing:
+    stale = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
+                         "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL "
+                         f"OR substr(t.terms, 1, {len(ROW_HEADER)}) != ?",
+                         (ROW_HEADER,)).fetchall()
+    if stale:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO bm25_terms (chunk_id, length, terms, counts) "
+        conn.executemany("INSERT OR REPLACE INTO bm25_terms (chunk_id, length, terms, counts) "
                          "VALUES (?, ?, ?, ?)",
-                         [(chunk_id, *encode_row(text)) for chunk_id, text in missing])
+                         [(chunk_id, *encode_row(text)) for chunk_id, text in stale])
         conn.execute("COMMIT")

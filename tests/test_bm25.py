@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import kbqa.retrieval as retrieval
-from kbqa.lexical import decode_row, encode_row, term_id, tokenize
-from kbqa.retrieval import Bm25Index, bm25_index, search
+from kbqa.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
+                          term_ids, tokenize)
+from kbqa.retrieval import BM25_B, BM25_K1, Bm25Index, bm25_index, search
 from kbqa.store import DB_FILENAME, KnowledgeBase
 from tests.test_retrieval import PASSAGES
 from tests.test_store import fake_embeddings, write
@@ -34,12 +35,12 @@ def kb(tmp_path: Path) -> KnowledgeBase:
 
 
 def reference_scores(kb: KnowledgeBase, query: str) -> dict[int, float]:
-    """bm25s (the library the defaults were tuned with) over the live chunks, from their texts."""
+    """bm25s (Lucene BM25, our k1 and b) over the live chunks, tokenised afresh from their texts."""
     _, ids, rows = kb.lexical_rows(-1)
     texts = kb.get_chunks(ids.tolist())
-    model = bm25s.BM25()
+    model = bm25s.BM25(k1=BM25_K1, b=BM25_B)
     model.index([tokenize(texts[int(i)].page_content) for i in ids], show_progress=False)
-    known = [token for token in tokenize(query) if token in model.vocab_dict]
+    known = [token for token in query_tokens(query) if token in model.vocab_dict]
     scores = model.get_scores(known) if known else np.zeros(len(ids))
     return {int(i): float(s) for i, s in zip(ids, scores)}
 
@@ -58,12 +59,14 @@ def assert_matches_reference(kb: KnowledgeBase, index: Bm25Index) -> None:
 
 def test_term_rows_round_trip_exactly() -> None:
     length, terms, counts = encode_row("西湖西湖，GPT-4 与 ＧＰＴ")
-    decoded_terms, decoded_counts = decode_row(terms, counts)
-    assert length == 7  # 西湖 湖西 西湖 gpt 4 与 gpt
+    version, decoded_terms, decoded_counts = decode_row(terms, counts)
+    assert version == TOKENIZER_VERSION
+    assert length == 11  # 西 湖 西 湖 西湖 湖西 西湖 gpt 4 与 gpt
     found = dict(zip(decoded_terms.tolist(), decoded_counts.tolist()))
-    assert found == {term_id("西湖"): 2, term_id("湖西"): 1, term_id("gpt"): 2, term_id("4"): 1,
-                     term_id("与"): 1}
+    assert found == {term_id("西"): 2, term_id("湖"): 2, term_id("西湖"): 2, term_id("湖西"): 1,
+                     term_id("gpt"): 2, term_id("4"): 1, term_id("与"): 1}
     assert term_id("西湖") != term_id("湖西") and term_id("a") != term_id("b")
+    assert decode_row(terms[8:], counts)[0] == 1  # rows written before the header existed
 
 
 def test_scores_equal_bm25s(kb: KnowledgeBase) -> None:
@@ -124,4 +127,24 @@ def test_base_without_term_table_falls_back_then_backfills(kb: KnowledgeBase,
         _, ids, rows = old.lexical_rows(-1)
         assert len(rows) == len(ids) == len(PASSAGES) + 1
         assert all(text is None for *_, text in rows)
+        assert_matches_reference(old, bm25_index(old))
+
+
+def test_rows_from_an_older_tokenizer_are_counted_again_not_mixed(kb: KnowledgeBase) -> None:
+    """A base written by tokenizer version 1 (bigram rows, no header) scores like a fresh one."""
+    db = sqlite3.connect(kb.folder / DB_FILENAME)
+    for chunk_id, text in db.execute("SELECT id, text FROM chunks").fetchall():
+        bigrams = [token for token in tokenize(text) if len(token) == 2]
+        terms, counts = np.unique(term_ids(bigrams), return_counts=True)
+        db.execute("UPDATE bm25_terms SET length = ?, terms = ?, counts = ? WHERE chunk_id = ?",
+                   (len(bigrams), terms.tobytes(), counts.astype("<u2").tobytes(), chunk_id))
+    db.commit()
+    db.close()
+    with KnowledgeBase.open(kb.folder.parent, kb.name, fake_embeddings()) as old:
+        assert all(decode_row(terms, b"")[0] == 1 for _, _, terms, _, _ in old.lexical_rows(-1)[2])
+        assert_matches_reference(old, bm25_index(old))
+        # the next write rewrites the old rows once, so later loads need no recount
+        old.ingest([write(kb.folder.parent / "more" / "extra.txt", "新增的文档，内容与年假无关。")])
+        versions = {decode_row(terms, b"")[0] for _, _, terms, _, _ in old.lexical_rows(-1)[2]}
+        assert versions == {TOKENIZER_VERSION}
         assert_matches_reference(old, bm25_index(old))

@@ -179,8 +179,19 @@ def test_txt_encodings(tmp_path: Path, encoding: str) -> None:
     path.write_bytes("\r\n\r\n".join(lines).encode(encoding))
     docs = load_file(path)
     assert texts(docs) == lines
-    # unstructured types the short first paragraph Title; plain text has no real headings.
-    assert all(doc.metadata["heading"] is None for doc in docs)
+    # a short first line that does not end a clause is the file's title: every paragraph's heading
+    assert all(doc.metadata["heading"] == "公司簡介" for doc in docs)
+
+
+def test_txt_keeps_middle_dots_and_takes_only_a_title_like_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "names.txt"
+    body = "《捉兔记》是艾萨克·阿西莫夫的小说，\n校名取义《论语·颜渊》。"
+    path.write_text(f"捉兔记\n\n{body}\n\n  \n• 第二段", encoding="utf-8")
+    docs = load_file(path)
+    assert texts(docs) == ["捉兔记", body, "• 第二段"]  # unstructured split at each "·" and dropped it
+    assert {doc.metadata["heading"] for doc in docs} == {"捉兔记"}
+    path.write_text(body, encoding="utf-8")  # the first line ends a clause: a sentence, no title
+    assert [doc.metadata["heading"] for doc in load_file(path)] == [None]
 
 
 @pytest.mark.parametrize("charset", ["utf-8", "gbk"])

@@ -9,6 +9,7 @@ from langchain_core.runnables import RunnableLambda
 
 from kbqa.retrieval import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
                             reciprocal_rank_fusion, search, tokenize)
+from kbqa.lexical import query_tokens
 from kbqa.store import KnowledgeBase
 from tests.test_store import fake_embeddings, write
 
@@ -34,11 +35,18 @@ def filenames(docs) -> list[str]:
     return [d.metadata["filename"] for d in docs]
 
 
-def test_tokenize_bigrams_and_ascii_words() -> None:
-    assert tokenize("王处直的字") == ["王处", "处直", "直的", "的字"]
-    assert tokenize("GPT-4 模型，ＡＢＣ１２３！") == ["gpt", "4", "模型", "abc123"]
+def test_tokenize_characters_bigrams_and_ascii_words() -> None:
+    assert tokenize("王处直的字") == ["王", "处", "直", "的", "字", "王处", "处直", "直的", "的字"]
+    assert tokenize("GPT-4 模型，ＡＢＣ１２３！") == ["gpt", "4", "模", "型", "模型", "abc123"]
     assert tokenize("猫") == ["猫"]
     assert tokenize("？！。") == []
+
+
+def test_query_tokens_leave_out_question_words_but_not_names() -> None:
+    assert query_tokens("西湖在哪里？") == tokenize("西湖在")
+    assert query_tokens("为什么叫什么名字") == tokenize("叫 名字")
+    assert query_tokens("哪吒是谁？") == tokenize("哪吒")  # 哪吒 is a name, 是谁 a question
+    assert query_tokens("多少") == []
 
 
 def test_rrf_on_hand_made_rankings() -> None:

@@ -22,7 +22,7 @@ END_PUNCTUATION = tuple("。！？；…，、")
 
 def test_defaults() -> None:
     splitter = ChineseTextSplitter()
-    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, False)
+    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, True)
 
 
 def test_chunks_are_whole_sentences_with_their_punctuation() -> None:
@@ -140,7 +140,7 @@ def test_split_elements_packs_small_elements_within_a_section() -> None:
     assert [chunk.page_content for chunk in chunks] == [
         "年假\n" + SENTENCES[0] + "\n" + SENTENCES[1],
         "病假\n" + SENTENCES[5],
-        "下一页的病假说明。",
+        "【病假】\n下一页的病假说明。",  # a section that goes on over a page still names itself
     ]
     assert [(c.metadata["heading"], c.metadata["page"], c.metadata["chunk_index"]) for c in chunks] == [
         ("年假", 1, 0),

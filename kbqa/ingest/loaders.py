@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,6 +36,10 @@ DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
 
 _ZIP_FORMATS = {".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+# A plain-text file's first line is its title when at most this long and not ending a clause.
+_TITLE_MAX_CHARS = 50
+_CLAUSE_ENDINGS = ("。", "；", "，", "、", "：", ".", ";", ",", ":")
 # Repeated page furniture and layout markers, not content.
 _SKIPPED_CATEGORIES = frozenset({"Header", "Footer", "PageBreak"})
 # Stated, not detected: unstructured otherwise runs langdetect over every element, which made
@@ -184,11 +189,24 @@ def _never(_: Element) -> bool:
 
 
 def _load_text(path: Path) -> Iterable[tuple[str, Meta]]:
-    from unstructured.partition.text import partition_text
+    """One element per paragraph (blank-line separated), text kept exactly; the first line is
+    every paragraph's heading when it reads as a title (see `_text_title`).
 
+    Not unstructured's partition_text: it takes "·" for a list bullet, so it cut 艾萨克·阿西莫夫 and
+    《论语·颜渊》 apart and dropped the dot (140 of the 713 CMRC 2018 passages). Answers that
+    quote such a name were then in no chunk at all.
+    """
     text = decode_text(path.read_bytes(), path.name)
-    elements = _partition(path, "text", lambda: partition_text(text=text, languages=_LANGUAGES))
-    return _with_headings(elements, _never)
+    heading = _text_title(text)
+    return [(paragraph.strip(), {"heading": heading}) for paragraph in _BLANK_LINE.split(text)]
+
+
+def _text_title(text: str) -> str | None:
+    """The first line of a plain-text file if it looks like a title: short, not ending a clause."""
+    first = text.strip().split("\n", 1)[0].strip()
+    if not first or len(first) > _TITLE_MAX_CHARS or first.endswith(_CLAUSE_ENDINGS):
+        return None
+    return first
 
 
 def _load_markdown(path: Path) -> Iterable[tuple[str, Meta]]:

@@ -39,7 +39,7 @@ def render() -> None:
         top_k = st.number_input("top-k", value=s.top_k, step=1, key="set_top_k")
         modes = ["bm25", "dense", "hybrid"]
         mode = st.selectbox("mode", modes, index=modes.index(s.retrieval_mode), key="set_mode")
-        coverage = _optional_float("min_coverage", s.min_coverage, 0.2, "set_min_coverage",
+        coverage = _optional_float("min_coverage", s.min_coverage, 0.35, "set_min_coverage",
                                    help="share of the question's terms a passage must hold")
         threshold = _optional_float("score_threshold", s.score_threshold, 0.3,
                                     "set_score_threshold", help="dense cosine cut-off")
