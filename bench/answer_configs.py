@@ -134,7 +134,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     questions = [q for q in _jsonl(EVAL / "dev" / "questions.jsonl") if q.get("answer_in_doc", True)]
     questions = questions[: args.limit or None]
-    settings = load_settings({"home": args.home}, environ={})
+    settings = load_settings({"home": args.home, "kb": "cmrc"}, environ={})  # as bench/cmrc_dev.py
     chunks = build_kb(KbqaService(settings))
     loaded: dict[str, LocalLLM] = {}
     raw: dict[str, list[dict]] = {}

@@ -6,6 +6,7 @@ the default model: once with the prefix cache off, once on, back to back in one 
 then the first question of each group asked again (a repeated question). Prints TTFT p50 and
 mean, the share of prompt tokens taken from the cache, and how many answers differ.
 
+    python bench/cmrc_dev.py --home /tmp/cmrc-home --retrieval-only   # builds the KB once
     python bench/prefix_reuse.py --home /tmp/cmrc-home --limit 60
 
 Needs an otherwise idle machine. Writes bench/results/prefix_reuse.json.
@@ -53,7 +54,7 @@ def summary(rows: list[dict], cache: PrefixCache | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True,
-                        help="KBQA home holding the CMRC KB (bench/answer_configs.py builds it)")
+                        help="KBQA home holding the CMRC KB 'cmrc' (bench/cmrc_dev.py builds it)")
     parser.add_argument("--limit", type=int, default=60, help="first N dev questions")
     parser.add_argument("--out", type=Path, default=RESULTS / "prefix_reuse.json")
     args = parser.parse_args()
@@ -61,9 +62,9 @@ def main() -> None:
                (EVAL / "dev" / "questions.jsonl").read_text(encoding="utf-8").splitlines()][: args.limit]
     questions = [r["question"] for r in records]
     firsts = [r["question"] for r in records if r["qid"].endswith("_QUERY_0")]
-    service = KbqaService(load_settings({"home": args.home}, environ={}))
+    service = KbqaService(load_settings({"home": args.home, "kb": "cmrc"}, environ={}))
     if not service.knowledge_base().chunk_count:
-        raise SystemExit("the KB is empty: run bench/answer_configs.py --home ... first")
+        raise SystemExit("the KB is empty: run bench/cmrc_dev.py --home ... --retrieval-only first")
     llm = service.llm
     service.ask(questions[0])  # warm-up: model load, first kernels
     llm.prefix_cache = None
