@@ -24,18 +24,11 @@ from kbqa.vector_backends import VectorStoreConfig
 from tests.conftest import HAVE_MILVUS, MILVUS_MISSING
 from tests.test_store import (DOCS, REPO, BigramHashEncoder, assert_consistent, fake_embeddings,
                               statuses, write)
+from tests.test_store import docs  # noqa: F401  (the shared folder-of-documents fixture)
 
 pytestmark = pytest.mark.skipif(not HAVE_MILVUS, reason=MILVUS_MISSING)
 
 LITE = VectorStoreConfig("milvus")
-
-
-@pytest.fixture
-def docs(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    for name, text in DOCS.items():
-        write(folder / name, text)
-    return folder
 
 
 @pytest.fixture
