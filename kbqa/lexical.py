@@ -10,10 +10,10 @@ Terms are integers, not strings: a CJK bigram or unigram is its code points pack
 42 bits; an ASCII word or number is a 60-bit BLAKE2 hash with bit 62 set, so the two kinds never
 meet. Integers keep the reader's postings in plain numpy arrays.
 
-Rows are versioned because counts made by one tokenizer are wrong for another: a row's terms blob
-starts with the negative number -TOKENIZER_VERSION (real term ids are never negative). Rows
-without that header were written by version 1 (bigrams only); `decode_row` reports the version so
-a reader can count stale rows again from their text instead of silently mixing tokenizers.
+Rows are versioned because counts made by one tokenizer are wrong for another: the store keeps
+TOKENIZER_VERSION in each row's `tokenizer` column (absent or 1 = bigrams only). The blobs keep
+version 1's layout, so an older kbqa still reads a base this one wrote, and a row it adds there
+gets the column's default, 1, and is counted again from its text here.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ _WORD_FLAG = 1 << 62
 _HASH_MASK = (1 << 60) - 1
 COUNT_DTYPE = np.dtype("<u2")
 TERM_DTYPE = np.dtype("<i8")
-# The first 8 bytes of every terms blob this version writes (a store can find stale rows with SQL).
-ROW_HEADER = np.asarray([-TOKENIZER_VERSION], dtype=TERM_DTYPE).tobytes()
 
 
 def tokenize(text: str) -> list[str]:
@@ -85,15 +83,11 @@ def term_counts(text: str) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def encode_row(text: str) -> tuple[int, bytes, bytes]:
-    """The (length, terms blob, counts blob) stored for a chunk; the terms blob has the header."""
+    """The (length, terms blob, counts blob) stored for a chunk."""
     length, terms, counts = term_counts(text)
-    return length, ROW_HEADER + terms.astype(TERM_DTYPE).tobytes(), counts.tobytes()
+    return length, terms.astype(TERM_DTYPE).tobytes(), counts.tobytes()
 
 
-def decode_row(terms: bytes, counts: bytes) -> tuple[int, np.ndarray, np.ndarray]:
-    """(tokenizer version, term ids, counts) from a stored row; headerless rows are version 1."""
-    ids = np.frombuffer(terms, dtype=TERM_DTYPE)
-    version = 1
-    if len(ids) and ids[0] < 0:
-        version, ids = int(-ids[0]), ids[1:]
-    return version, ids, np.frombuffer(counts, dtype=COUNT_DTYPE)
+def decode_row(terms: bytes, counts: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `encode_row`'s blobs: (term ids, counts)."""
+    return np.frombuffer(terms, dtype=TERM_DTYPE), np.frombuffer(counts, dtype=COUNT_DTYPE)

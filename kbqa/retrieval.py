@@ -27,8 +27,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from kbqa.lexical import (TOKENIZER_VERSION, decode_row, query_tokens, term_counts, term_id,
-                          term_ids, tokenize)
+from kbqa.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
 from kbqa.rerank import Reranker
 from kbqa.store import KnowledgeBase, LexicalRow
 
@@ -129,7 +128,7 @@ class _Segment:
             if term_blob is None:  # no row, or one from another tokenizer: count from the text
                 length, row_terms, row_counts = term_counts(text or "")
             else:
-                _, row_terms, row_counts = decode_row(term_blob, count_blob or b"")
+                row_terms, row_counts = decode_row(term_blob, count_blob or b"")
             terms.append(row_terms)
             counts.append(row_counts)
             lengths.append(length)
@@ -155,22 +154,6 @@ class _Segment:
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int32)
 _NO_COUNTS = np.zeros(0, dtype=np.float32)
-
-
-def _recount_stale(kb: KnowledgeBase, rows: list[LexicalRow]) -> list[LexicalRow]:
-    """`rows` with those stored by another tokenizer version turned into text-only rows.
-
-    `_Segment.build` counts a text-only row afresh. A chunk deleted between the two reads gets an
-    empty text; the next catch-up marks it dead.
-    """
-    stale = [row[0] for row in rows
-             if row[2] is not None and decode_row(row[2], b"")[0] != TOKENIZER_VERSION]
-    if not stale:
-        return rows
-    texts = {chunk_id: doc.page_content for chunk_id, doc in kb.get_chunks(stale).items()}
-    wanted = set(stale)
-    return [(row[0], None, None, None, texts.get(row[0], "")) if row[0] in wanted else row
-            for row in rows]
 
 
 class Bm25Index:
@@ -200,7 +183,6 @@ class Bm25Index:
         """A new index for the knowledge base's current generation, sharing unchanged segments."""
         last = int(self.chunk_ids[-1]) if len(self.chunk_ids) else -1
         generation, ids, rows = kb.lexical_rows(last)
-        rows = _recount_stale(kb, rows)
         alive = self.alive & np.isin(self.chunk_ids, ids)
         segments = self._segments
         chunk_ids, lengths = self.chunk_ids, self.lengths

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
-from kbqa.lexical import ROW_HEADER, encode_row
+from kbqa.lexical import TOKENIZER_VERSION, encode_row
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   initialise, new_meta, open_backend)
 from kbqa.vector_backends import drop as drop_vectors
@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS bm25_terms (
     chunk_id INTEGER PRIMARY KEY,
     length INTEGER NOT NULL,
     terms BLOB NOT NULL,
-    counts BLOB NOT NULL
+    counts BLOB NOT NULL,
+    tokenizer INTEGER NOT NULL DEFAULT 1
 );
 CREATE TRIGGER IF NOT EXISTS bm25_terms_follow_chunks AFTER DELETE ON chunks
 BEGIN DELETE FROM bm25_terms WHERE chunk_id = old.id; END;
@@ -495,7 +496,8 @@ class KnowledgeBase(VectorStore):
         what is new; ids it knows that are no longer listed were deleted.
 
         A row is (chunk id, length, terms blob, counts blob, text); text is None unless the chunk
-        has no stored counts (a base not written since the BM25 table was added).
+        has no stored counts of this tokenizer (a base not written since the BM25 table was
+        added, or by an older kbqa): then the terms blob is None and the reader counts the text.
         """
         with self._lock:
             self._conn.execute("BEGIN")
@@ -505,12 +507,18 @@ class KnowledgeBase(VectorStore):
                     "SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
                 has_table = self._conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE name = 'bm25_terms'").fetchone()
-                query = ("SELECT c.id, t.length, t.terms, t.counts, "
-                         "CASE WHEN t.chunk_id IS NULL THEN c.text END FROM chunks c "
-                         "LEFT JOIN bm25_terms t ON t.chunk_id = c.id WHERE c.id > ? ORDER BY c.id"
+                # rows of another tokenizer (or a base written before the `tokenizer`
+                # column) come as text only, to be counted again by the reader
+                fresh = ("t.tokenizer = ?" if has_table and _has_tokenizer_column(self._conn)
+                         else "0 AND ?")
+                query = (f"SELECT c.id, t.length, CASE WHEN {fresh} THEN t.terms END, t.counts, "
+                         f"CASE WHEN t.chunk_id IS NULL OR NOT ({fresh}) THEN c.text END "
+                         "FROM chunks c LEFT JOIN bm25_terms t ON t.chunk_id = c.id "
+                         "WHERE c.id > ? ORDER BY c.id"
                          if has_table else
                          "SELECT id, NULL, NULL, NULL, text FROM chunks WHERE id > ? ORDER BY id")
-                rows = self._conn.execute(query, (after_id,)).fetchall()
+                params = (TOKENIZER_VERSION, TOKENIZER_VERSION, after_id) if has_table else (after_id,)
+                rows = self._conn.execute(query, params).fetchall()
             finally:
                 self._conn.execute("COMMIT")
         return generation, ids, rows
@@ -1068,22 +1076,29 @@ def _insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, t
     chunk_id = conn.execute(
         "INSERT INTO chunks (key, document_id, text, metadata) VALUES (?, ?, ?, ?)",
         (key, document_id, text, json.dumps(metadata, ensure_ascii=False, default=str))).lastrowid
-    conn.execute("INSERT INTO bm25_terms (chunk_id, length, terms, counts) VALUES (?, ?, ?, ?)",
-                 (chunk_id, *encode_row(text)))
+    conn.execute("INSERT INTO bm25_terms (chunk_id, length, terms, counts, tokenizer) "
+                 "VALUES (?, ?, ?, ?, ?)", (chunk_id, *encode_row(text), TOKENIZER_VERSION))
     return chunk_id
 
 
+def _has_tokenizer_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "tokenizer" for row in conn.execute("PRAGMA table_info(bm25_terms)"))
+
+
 def _ensure_lexical(conn: sqlite3.Connection) -> None:
-    """Create the BM25 table if this base predates it, and (re)count the rows that are missing
-    or were written by an older tokenizer (readers recount those on load until this runs)."""
+    """Create the BM25 table if this base predates it, add the `tokenizer` column if it predates
+    that, and (re)count the rows that are missing or were written by another tokenizer (readers
+    count those from text until this runs)."""
     conn.executescript(_LEXICAL_SCHEMA)
+    if not _has_tokenizer_column(conn):  # rows written before it are version 1's
+        conn.execute("ALTER TABLE bm25_terms ADD COLUMN tokenizer INTEGER NOT NULL DEFAULT 1")
     stale = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
-                         "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL "
-                         f"OR substr(t.terms, 1, {len(ROW_HEADER)}) != ?",
-                         (ROW_HEADER,)).fetchall()
+                         "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL OR t.tokenizer != ?",
+                         (TOKENIZER_VERSION,)).fetchall()
     if stale:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT OR REPLACE INTO bm25_terms (chunk_id, length, terms, counts) "
-                         "VALUES (?, ?, ?, ?)",
-                         [(chunk_id, *encode_row(text)) for chunk_id, text in stale])
+        conn.executemany("INSERT OR REPLACE INTO bm25_terms "
+                         "(chunk_id, length, terms, counts, tokenizer) VALUES (?, ?, ?, ?, ?)",
+                         [(chunk_id, *encode_row(text), TOKENIZER_VERSION)
+                          for chunk_id, text in stale])
         conn.execute("COMMIT")

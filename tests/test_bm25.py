@@ -59,14 +59,13 @@ def assert_matches_reference(kb: KnowledgeBase, index: Bm25Index) -> None:
 
 def test_term_rows_round_trip_exactly() -> None:
     length, terms, counts = encode_row("西湖西湖，GPT-4 与 ＧＰＴ")
-    version, decoded_terms, decoded_counts = decode_row(terms, counts)
-    assert version == TOKENIZER_VERSION
+    decoded_terms, decoded_counts = decode_row(terms, counts)
+    assert len(decoded_terms) == len(decoded_counts)  # version 1's layout: older kbqa reads it
     assert length == 11  # 西 湖 西 湖 西湖 湖西 西湖 gpt 4 与 gpt
     found = dict(zip(decoded_terms.tolist(), decoded_counts.tolist()))
     assert found == {term_id("西"): 2, term_id("湖"): 2, term_id("西湖"): 2, term_id("湖西"): 1,
                      term_id("gpt"): 2, term_id("4"): 1, term_id("与"): 1}
     assert term_id("西湖") != term_id("湖西") and term_id("a") != term_id("b")
-    assert decode_row(terms[8:], counts)[0] == 1  # rows written before the header existed
 
 
 def test_scores_equal_bm25s(kb: KnowledgeBase) -> None:
@@ -131,20 +130,28 @@ def test_base_without_term_table_falls_back_then_backfills(kb: KnowledgeBase,
 
 
 def test_rows_from_an_older_tokenizer_are_counted_again_not_mixed(kb: KnowledgeBase) -> None:
-    """A base written by tokenizer version 1 (bigram rows, no header) scores like a fresh one."""
+    """A base written by kbqa with tokenizer version 1 (bigram rows, no `tokenizer` column)
+    scores like a fresh one, and its rows are rewritten once at the next write."""
     db = sqlite3.connect(kb.folder / DB_FILENAME)
+    rows = []
     for chunk_id, text in db.execute("SELECT id, text FROM chunks").fetchall():
         bigrams = [token for token in tokenize(text) if len(token) == 2]
         terms, counts = np.unique(term_ids(bigrams), return_counts=True)
-        db.execute("UPDATE bm25_terms SET length = ?, terms = ?, counts = ? WHERE chunk_id = ?",
-                   (len(bigrams), terms.tobytes(), counts.astype("<u2").tobytes(), chunk_id))
+        rows.append((chunk_id, len(bigrams), terms.tobytes(), counts.astype("<u2").tobytes()))
+    db.executescript("DROP TABLE bm25_terms; CREATE TABLE bm25_terms (chunk_id INTEGER PRIMARY "
+                     "KEY, length INTEGER NOT NULL, terms BLOB NOT NULL, counts BLOB NOT NULL);")
+    db.executemany("INSERT INTO bm25_terms VALUES (?, ?, ?, ?)", rows)
     db.commit()
     db.close()
     with KnowledgeBase.open(kb.folder.parent, kb.name, fake_embeddings()) as old:
-        assert all(decode_row(terms, b"")[0] == 1 for _, _, terms, _, _ in old.lexical_rows(-1)[2])
+        assert all(terms is None and text for _, _, terms, _, text in old.lexical_rows(-1)[2])
         assert_matches_reference(old, bm25_index(old))
         # the next write rewrites the old rows once, so later loads need no recount
         old.ingest([write(kb.folder.parent / "more" / "extra.txt", "新增的文档，内容与年假无关。")])
-        versions = {decode_row(terms, b"")[0] for _, _, terms, _, _ in old.lexical_rows(-1)[2]}
+        stored = old.lexical_rows(-1)[2]
+        assert all(terms is not None and text is None for _, _, terms, _, text in stored)
+        db = sqlite3.connect(kb.folder / DB_FILENAME)
+        versions = {v for (v,) in db.execute("SELECT DISTINCT tokenizer FROM bm25_terms")}
+        db.close()
         assert versions == {TOKENIZER_VERSION}
         assert_matches_reference(old, bm25_index(old))
