@@ -15,6 +15,7 @@ from kbqa.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_token
 from kbqa.retrieval import BM25_B, BM25_K1, Bm25Index, bm25_index, search
 from kbqa.store import DB_FILENAME, KnowledgeBase
 from tests.test_retrieval import PASSAGES
+from tests.test_retrieval import kb  # noqa: F401  (the shared knowledge-base fixture)
 from tests.test_store import fake_embeddings, write
 
 MORE = {
@@ -22,16 +23,6 @@ MORE = {
     "silk.txt": "丝绸之路是古代连接中国与地中海的商路，西安是它的起点。杭州也产丝绸。",
 }
 QUERIES = ["杭州西湖", "义武节度使是谁", "长征五号 2016年", "西湖西湖龙井", "GPT 量子"]
-
-
-@pytest.fixture
-def kb(tmp_path: Path) -> KnowledgeBase:
-    folder = tmp_path / "docs"
-    for name, text in PASSAGES.items():
-        write(folder / name, text)
-    with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings()) as base:
-        base.ingest([folder])
-        yield base
 
 
 def reference_scores(kb: KnowledgeBase, query: str) -> dict[int, float]:
