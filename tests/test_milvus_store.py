@@ -277,3 +277,11 @@ def test_server_uri_is_shared_by_processes_and_dropped_with_the_kb(
     client = MilvusClient(uri=milvus_server)
     assert set(client.list_collections()) == collections - {kbs[0]._vectors.collection}
     client.close()
+
+
+def test_an_unreachable_milvus_server_is_a_clear_error_and_leaves_nothing(tmp_path: Path):
+    down = VectorStoreConfig("milvus", "http://127.0.0.1:1")  # nothing listens on port 1
+    with pytest.raises(KnowledgeBaseError, match="cannot open Milvus at http://127.0.0.1:1"):
+        KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings(), vector_store=down)
+    assert KnowledgeBase.list_names(tmp_path / "kbs") == []
+    assert not any((tmp_path / "kbs").iterdir())
