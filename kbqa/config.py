@@ -36,9 +36,11 @@ class Settings(BaseModel):
     llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
                      "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.remote_llm)")
     llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
-    llm_dtype: Literal["bfloat16", "float32", "float16", "int8"] = Field(
+    llm_dtype: Literal["bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
         "bfloat16", description="weights of a local LLM; int8 = dynamic quantization on CPU "
-                                "(faster, no LoRA adapters; see README)")
+                                "(faster, no LoRA adapters; see README); int8-weights = int8 "
+                                "weights with bf16 activations on CPU (faster decoding, answers "
+                                "close to bf16, no LoRA adapters)")
     adapters: list[Path] = Field(default_factory=list, description="LoRA adapter folders (peft)")
     embedder: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
     kb: str = Field("default", description="knowledge base name")

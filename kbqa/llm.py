@@ -79,10 +79,15 @@ class LocalLLM(LLM):
         """Load model and tokenizer from a local folder (ChatGLM needs its remote code).
 
         dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
-        (`quantize_int8`): CPU only, and LoRA adapters cannot attach to it.
+        (`quantize_int8`); "int8-weights" loads bfloat16 weights and stores every nn.Linear's
+        weights in int8 (`quantize_int8_weights`). Both are CPU only, and LoRA adapters cannot
+        attach to them.
         """
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        from kbqa.models import weights_dtype
+        from kbqa.quantization import quantize_int8, quantize_int8_weights
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -93,14 +98,15 @@ class LocalLLM(LLM):
             loader = AutoModelForCausalLM
             if remote and "AutoModelForCausalLM" not in config.get("auto_map", {}):
                 loader = AutoModel  # ChatGLM-6B v1 registers only AutoModel
-            load_dtype = "float32" if dtype == "int8" else dtype
-            model = loader.from_pretrained(folder, dtype=getattr(torch, load_dtype),
+            model = loader.from_pretrained(folder, dtype=getattr(torch, weights_dtype(dtype)),
                                            trust_remote_code=remote, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load the model in {folder}: {exc}") from exc
         model.eval()
         if dtype == "int8":
             model = quantize_int8(model)
+        elif dtype == "int8-weights":
+            model = quantize_int8_weights(model)
         fields.setdefault("model_name", folder.name)
         return cls(model=model, tokenizer=tokenizer, **fields)
 
@@ -272,26 +278,6 @@ class LocalLLM(LLM):
             yield GenerationChunk(text="", generation_info=_generation_info(
                 prompt_tokens, len(new_tokens), generation["max_new_tokens"],
                 self._ended(new_tokens, text, stops)))
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per
-    batch): about 3x faster decoding on CPU than bf16, measured in bench/generation_speed.py."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():  # torch marks torch.ao deprecated; torch is pinned
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def is_int8(model: Any) -> bool:
-    """Whether `quantize_int8` was applied (its Linear layers take no LoRA adapters)."""
-    import torch
-
-    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
 
 def _native_cache_model(model: Any) -> bool:

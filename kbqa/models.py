@@ -162,12 +162,18 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     return out_dir
 
 
+def weights_dtype(dtype: str) -> str:
+    """The torch dtype a precision's weights are loaded (and embedded models converted) in:
+    the quantized precisions are applied after loading (kbqa.quantization), dynamic int8 to
+    float32 weights, int8 weight-only to bfloat16 ones."""
+    return {"int8": "float32", "int8-weights": "bfloat16"}.get(dtype, dtype)
+
+
 def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> Path:
     """A loadable folder for an embedded model, converting it on first use only."""
     if name not in EMBEDDED_LLMS:
         raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(EMBEDDED_LLMS)}")
-    if dtype == "int8":
-        dtype = "float32"  # quantized after loading (kbqa.llm.quantize_int8)
+    dtype = weights_dtype(dtype)
     folder = cache_dir / "models" / f"{name}-{dtype}"
     if (folder / "config.json").is_file():
         return folder

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbqa.errors import AdapterError
-from kbqa.llm import is_int8
 
 if TYPE_CHECKING:  # torch is imported only when a check runs
     from kbqa.fusion.verify import VerifyReport
@@ -105,13 +104,11 @@ class VariantModel:
 
     def _load(self, folder: Path) -> str:
         from kbqa.fusion import load_adapters
+        from kbqa.quantization import refuse_adapters
 
         if folder in self.names:
             return self.names[folder]
-        if is_int8(self.base_model):
-            raise AdapterError(f"cannot apply {folder.name}: the model is int8-quantized, whose "
-                               "Linear layers take no LoRA adapter; use llm_dtype bfloat16 or "
-                               "float32 with adapters")
+        refuse_adapters(self.base_model, folder)
         name = _peft_name(folder)
         if name in self.names.values():
             raise AdapterError(f"an adapter named {folder.name!r} from another folder is already "

