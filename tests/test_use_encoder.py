@@ -55,3 +55,22 @@ def test_a_text_is_embedded_alike_alone_or_among_others(texts: list[str]) -> Non
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ModelError, match="bfloat16 or float32"):
         USEEncoder("int4")
+
+
+def test_first_use_from_two_threads_loads_once(texts: list[str]) -> None:
+    """A query and an ingest job may reach a fresh encoder at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = USEEncoder("float32")
+    reads = []
+    read_weights = encoder._read_weights
+
+    def counted() -> dict:
+        reads.append(1)
+        return read_weights()
+
+    encoder._read_weights = counted  # type: ignore[method-assign]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: encoder.encode(texts[:3]), range(4)))
+    assert len(reads) == 1
+    assert all(np.array_equal(result, results[0]) for result in results)
