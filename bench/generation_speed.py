@@ -4,7 +4,9 @@ For the embedded default (Qwen2.5-Coder-0.5B-Instruct) at a ~1k-token Chinese RA
 dev passages, chunked like ingest, formatted by kbqa.prompts and rendered through LocalLLM.render so
 the chat template is applied), measures per configuration (fp32, bf16, int8 = torch.ao dynamic
 quantization of every nn.Linear of the fp32 model, int8-weights = int8 weight-only quantization of
-every nn.Linear of the bf16 model, kbqa.quantization) and per torch thread count:
+every nn.Linear of the bf16 model, kbqa.quantization; all with kbqa.cpu_inference's exact
+speed-ups, and bf16-stock = bf16 through transformers' own path, the baseline for them) and per
+torch thread count:
 
 * TTFT (prefill): tokenisation + generate() until the first token's logits exist;
 * decode tokens/s: greedy, --new-tokens forced tokens (EOS suppressed), median of --runs runs after
@@ -54,6 +56,7 @@ from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm import LocalLLM
 from kbqa.models import resolve_llm
 from kbqa.prompts import build_prompt, format_context
+from kbqa.cpu_inference import PackedLinear
 from kbqa.quantization import Int8WeightLinear
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
@@ -62,9 +65,9 @@ warnings.filterwarnings("ignore", message=r".*quantized tensor creation function
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018" / "dev"
 CACHE = Path.home() / ".cache" / "kbqa-tests"
-CONFIGS = ("fp32", "bf16", "int8", "int8-weights")
+CONFIGS = ("fp32", "bf16-stock", "bf16", "int8", "int8-weights")
 # int8-weights prefills through dequantized bf16 weights (kbqa.quantization.INT8PACK_MAX_ROWS)
-GEMM_PEAK_OF = {"int8-weights": "bf16"}
+GEMM_PEAK_OF = {"int8-weights": "bf16", "bf16-stock": "bf16"}
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -192,6 +195,13 @@ def model_accounting(model: torch.nn.Module, context_tokens: float) -> dict[str,
             weight_bytes += weight.numel() * weight.element_size()
             if bias is not None:
                 weight_bytes += bias.numel() * bias.element_size()
+        elif isinstance(module, PackedLinear):  # bf16 weights in oneDNN's layout
+            params = module.in_features * module.out_features
+            if module is head:
+                head_params += params
+            else:
+                block_params += params
+            weight_bytes += params * 2 + (0 if module.bias is None else module.bias.numel() * 2)
         elif isinstance(module, Int8WeightLinear):  # int8 weights, bf16 scales and bias
             if module is head:
                 head_params += module.weight_int8.numel()
@@ -325,9 +335,10 @@ def load_config(name: str, fp32: LocalLLM | None) -> LocalLLM:
         assert fp32 is not None
         model = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
         return LocalLLM(model=model, tokenizer=fp32.tokenizer, model_name=f"{fp32.model_name}-int8")
-    dtype = {"fp32": "float32", "bf16": "bfloat16", "int8-weights": "int8-weights"}[name]
+    dtype = {"fp32": "float32", "bf16": "bfloat16", "bf16-stock": "bfloat16",
+             "int8-weights": "int8-weights"}[name]
     folder = resolve_llm("embedded", CACHE, dtype=dtype)
-    return LocalLLM.from_folder(folder, dtype=dtype)
+    return LocalLLM.from_folder(folder, dtype=dtype, cpu_speedups=name != "bf16-stock")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -348,7 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference: torch.Tensor | None = None
     fp32: LocalLLM | None = None
     prompts: dict[str, str] = {}
-    order = [c for c in ("fp32", "int8", "bf16", "int8-weights")  # int8 is made from fp32
+    order = [c for c in ("fp32", "int8", "bf16-stock", "bf16", "int8-weights")  # int8 from fp32
              if c in args.configs]
     if "int8" in order and "fp32" not in order:
         order.insert(0, "fp32")
