@@ -6,12 +6,14 @@ dev + train passages. Per configuration it prints EM / F1 (with a paired-bootstr
 ΔF1 against the first configuration), refusals, mean prompt tokens, and p50 of the stage
 timings the service reports (retrieve, prefill, decode, time to first token, total) with
 decode tokens/s. Configurations are `PRECISION:TOP_K`; PRECISION is bf16 (the app default),
-fp32, int8 (torch.ao dynamic quantization of every nn.Linear of the fp32 model), or int8-weights
-(int8 weight-only quantization of every nn.Linear of the bf16 model, kbqa.quantization).
+bf16-stock (bf16 without kbqa.cpu_inference's speed-ups: transformers' own path), fp32, int8
+(torch.ao dynamic quantization of every nn.Linear of the fp32 model), or int8-weights (int8
+weight-only quantization of every nn.Linear of the bf16 model, kbqa.quantization).
 
     python bench/answer_configs.py --home /tmp/cmrc-home                       # all 202
     python bench/answer_configs.py --home /tmp/cmrc-home --limit 40 --configs bf16:3 int8:3
     python bench/answer_configs.py --home /tmp/cmrc-home --configs bf16:3 int8-weights:3
+    python bench/answer_configs.py --home /tmp/cmrc-home --configs bf16-stock:3 bf16:3
 
 Latencies need an otherwise idle machine; EM/F1 do not. Writes bench/results/answer_configs.json.
 """
@@ -69,8 +71,10 @@ def load_llm(precision: str, cache: Path) -> LocalLLM:
         fp32 = load_llm("fp32", cache)
         model = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
         return LocalLLM(model=model, tokenizer=fp32.tokenizer, model_name="default-int8")
-    dtype = {"bf16": "bfloat16", "fp32": "float32", "int8-weights": "int8-weights"}[precision]
-    return LocalLLM.from_folder(resolve_llm("embedded", cache, dtype), dtype=dtype)
+    dtype = {"bf16": "bfloat16", "bf16-stock": "bfloat16", "fp32": "float32",
+             "int8-weights": "int8-weights"}[precision]
+    return LocalLLM.from_folder(resolve_llm("embedded", cache, dtype), dtype=dtype,
+                                cpu_speedups=precision != "bf16-stock")
 
 
 def answer_all(service: KbqaService, questions: list[dict], top_k: int, label: str) -> list[dict]:
