@@ -89,10 +89,12 @@ class LocalLLM(LLM):
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+        from kbqa.allocator import keep_freed_memory
         from kbqa.cpu_inference import speed_up
         from kbqa.models import weights_dtype
         from kbqa.quantization import quantize_int8, quantize_int8_weights
 
+        keep_freed_memory()
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         remote = trust_remote_code and "auto_map" in config
