@@ -319,7 +319,8 @@ def profile_split(llm: LocalLLM, prompt: str, steps: int) -> dict[str, Any]:
 
     with torch.inference_mode():
         model(input_ids=ids[:, :16], use_cache=True)  # warm-up
-        out, prefill = _profiled(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1))
+        out, prefill = _profiled(lambda: model(input_ids=ids, past_key_values=llm.new_cache(),
+                                               use_cache=True, logits_to_keep=1))
         _, decoded = _profiled(lambda: decode(out))
     return {"prefill": prefill, "decode": decoded}
 

@@ -45,7 +45,7 @@ class PackedLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
@@ -97,7 +97,24 @@ def pack_linear_weights(model: nn.Module) -> int:
     if any(type(m) is nn.Linear and m.weight.dtype != torch.bfloat16 for m in model.modules()):
         return 0
     with torch.no_grad():
-        return _replace(model, nn.Linear, PackedLinear)
+        packed = _replace(model, nn.Linear, PackedLinear)
+        _own_remaining_tensors(model)
+    return packed
+
+
+def _own_remaining_tensors(model: nn.Module) -> None:
+    """Copy the parameters and buffers left plain (embedding, norms) into the process's own
+    memory. transformers maps the safetensors file and its tensors read from that mapping; once
+    the Linear weights have packed copies, these are what keeps the whole file (1 GB for the
+    0.5B model) mapped and resident."""
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None:
+                module._parameters[name] = nn.Parameter(parameter.detach().clone(),
+                                                        requires_grad=parameter.requires_grad)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = buffer.clone()
 
 
 def unpack_linear_weights(model: nn.Module) -> int:

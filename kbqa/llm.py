@@ -175,12 +175,12 @@ class LocalLLM(LLM):
         if lease is not None:
             generation["past_key_values"] = lease.cache
         elif self.cpu_speedups and is_transformers_native(self.model):
-            generation["past_key_values"] = self._fresh_cache()
+            generation["past_key_values"] = self.new_cache()
         return generation, lease
 
-    def _fresh_cache(self) -> Any:
-        """An empty key/value cache: kbqa's growing one, or transformers' own without
-        cpu_speedups."""
+    def new_cache(self) -> Any:
+        """An empty key/value cache of the kind generate() gets here: kbqa's growing one, or
+        transformers' own without cpu_speedups."""
         from transformers import DynamicCache
 
         from kbqa.cpu_inference import growing_cache
@@ -197,7 +197,7 @@ class LocalLLM(LLM):
         key = (id(self.model), tuple(self.adapters))
         cache, reused = self.prefix_cache.take(key, ids)
         if cache is None:
-            cache = self._fresh_cache()
+            cache = self.new_cache()
         self.prefix_cache.count(reused, len(ids))
         return _Lease(self.prefix_cache, key, ids, cache)
 
