@@ -52,11 +52,11 @@ import torch
 from langchain_core.documents import Document
 from transformers import LogitsProcessorList
 
+from kbqa.cpu_inference import PackedLinear
 from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm import LocalLLM
 from kbqa.models import resolve_llm
 from kbqa.prompts import build_prompt, format_context
-from kbqa.cpu_inference import PackedLinear
 from kbqa.quantization import Int8WeightLinear
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")

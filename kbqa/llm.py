@@ -68,7 +68,7 @@ class LocalLLM(LLM):
     repetition_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     max_input_tokens: int = 3072
-    # kbqa.cpu_inference: packed weights, folded attention, a growing cache (exact, faster)
+    # kbqa.cpu_inference: packed weights, folded attention, a growing cache (same computation)
     cpu_speedups: bool = True
     # Shared by this LLM's adapter views (kbqa.variants), keyed by the weights in use; None = off.
     prefix_cache: PrefixCache | None = Field(default_factory=PrefixCache, exclude=True)
@@ -83,8 +83,8 @@ class LocalLLM(LLM):
         dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
         (`quantize_int8`); "int8-weights" loads bfloat16 weights and stores every nn.Linear's
         weights in int8 (`quantize_int8_weights`). Both are CPU only, and LoRA adapters cannot
-        attach to them. The `cpu_speedups` field applies kbqa.cpu_inference (exact; off only
-        to measure transformers' own path).
+        attach to them. The `cpu_speedups` field applies kbqa.cpu_inference (the same
+        computation, faster; off only to measure transformers' own path).
         """
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer

@@ -232,8 +232,7 @@ def _dequantized(w: dict[str, Any], ids: Any) -> Any:
 
 class _TokenProjections:
     """The network's first step, layer_norm(embedding @ W + b), depends on the token id alone, so
-    it is computed once per distinct id (in float32) and then gathered: a 2,048-token batch of
-    Chinese holds a few hundred new ids at first and almost none later. This removed about a
+    it is computed once per distinct id (in float32) and then gathered, which removed about a
     quarter of the GEMM work. Rows are filled lazily: 3 KB per distinct id seen (a Chinese
     corpus uses some 10-20 thousand of the 128k ids), under a lock, so concurrent encoders
     share them."""
