@@ -25,8 +25,23 @@ def test_stop_strings_cut_the_answer(tiny_llm: LocalLLM):
 
 
 def test_works_inside_an_lcel_pipe(tiny_llm: LocalLLM):
-    chain = PromptTemplate.from_template("Say {word}.") | tiny_llm | StrOutputParser()
-    assert isinstance(chain.invoke({"word": "hello"}), str)
+    """The template's text reaches the model (LangChain's own callback sees it) and the pipe's
+    output is exactly the model's greedy answer to that text."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Prompts(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_llm_start(self, serialized, prompts, **kwargs):
+            self.seen.extend(prompts)
+
+    recorder = Prompts()
+    chain = PromptTemplate.from_template("Say {word} in French.") | tiny_llm | StrOutputParser()
+    answer = chain.invoke({"word": "hello"}, config={"callbacks": [recorder]})
+    assert recorder.seen == ["Say hello in French."]
+    assert answer and answer == tiny_llm.invoke("Say hello in French.")
+    assert answer != tiny_llm.invoke("Count: one, two, three,")  # the prompt decides the answer
 
 
 def test_chat_template_wraps_the_prompt_and_params_identify_the_model(tiny_llm: LocalLLM):
@@ -43,15 +58,33 @@ def test_chatglm_round_format_and_stop_helper():
     assert _cut_at_stop("abc", ["zz"]) == ("abc", False)
 
 
-def test_closing_a_stream_early_stops_generation(tiny_llm):
+def test_closing_a_stream_early_stops_generation(tiny_llm: LocalLLM):
+    """Closing the stream after its first chunk cancels generate() long before max_new_tokens
+    and ends the thread kbqa generated in before close() returns; the same prompt left alone
+    runs to the token limit (the control), so the stop is the cancellation's doing."""
     import threading
+    import time
 
-    before = threading.active_count()
-    stream = tiny_llm._stream("Write a very long story about a cat.", max_new_tokens=400)
-    assert next(stream).text
-    assert threading.active_count() == before + 1  # the generating thread
-    stream.close()
-    assert threading.active_count() == before  # stopped and joined, not left running
+    prompt, limit = "Write a very long story about a cat.", 24
+    info = tiny_llm.generate([prompt], max_new_tokens=limit).generations[0][0].generation_info
+    assert info["finish_reason"] == "length"
+    assert info["token_usage"]["completion_tokens"] == limit
+    steps = []  # one forward pass per generated token
+    hook = tiny_llm.model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        before = set(threading.enumerate())
+        stream = tiny_llm._stream(prompt, max_new_tokens=limit)
+        assert next(stream).text
+        started = [t for t in threading.enumerate() if t not in before]
+        assert started  # the generating thread
+        stream.close()
+        assert not [t for t in started if t.is_alive()]  # ended and joined by close()
+        done = len(steps)
+        time.sleep(0.5)
+        assert len(steps) == done  # nothing generates any more
+    finally:
+        hook.remove()
+    assert 0 < done < limit
 
 
 def _prompt_tokens(llm: LocalLLM, prompt: str) -> int:
