@@ -9,7 +9,8 @@ import pytest
 
 from kbqa.config import load_settings
 from kbqa.service import KbqaService
-from kbqa.uploads import UploadError, files_folder, sanitize_filename, store_upload
+from kbqa.uploads import (MAX_NAME_BYTES, UploadError, files_folder, sanitize_filename,
+                          store_upload)
 
 from tests.ui_support import DOC_TEXT
 
@@ -44,10 +45,28 @@ def test_sanitize_refuses_unsafe_or_unsupported(raw: str, reason: str) -> None:
         sanitize_filename(raw)
 
 
-def test_long_names_are_shortened_on_character_boundaries() -> None:
-    name = sanitize_filename("长" * 300 + ".txt")
-    assert name.endswith(".txt") and len(name.encode()) <= 200
-    name.encode("utf-8").decode("utf-8")
+@pytest.mark.parametrize("stem", [
+    "长" * 300,                        # 3-byte characters
+    "a" + "长" * 300,                  # the byte limit falls inside a character
+    "ab" + "长" * 300,
+    "é" * 150,                         # 2-byte characters
+    "😀" * 80,                         # 4-byte characters
+    "report " + "报告😀é" * 60,        # mixed widths
+])
+@pytest.mark.parametrize("suffix", ["txt", "PDF", "markdown"])
+def test_long_names_are_shortened_on_character_boundaries(stem: str, suffix: str) -> None:
+    """A name over MAX_NAME_BYTES keeps its suffix and the longest whole-character prefix of
+    its stem that fits; a name that fits is kept as it is."""
+    name = sanitize_filename(f"{stem}.{suffix}")
+    kept, dot, kept_suffix = name.rpartition(".")
+    assert dot and kept_suffix == suffix
+    assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    assert "\ufffd" not in name and kept and stem.startswith(kept)  # whole characters, in order
+    longer = stem[: len(kept) + 1]  # one more character would not fit
+    assert len(f"{longer}.{suffix}".encode("utf-8")) > MAX_NAME_BYTES
+    assert sanitize_filename(name) == name  # already short enough: unchanged
+    fits = kept[:-1]
+    assert sanitize_filename(f"{fits}.{suffix}") == f"{fits}.{suffix}"
 
 
 def test_store_writes_inside_the_folder_only(tmp_path: Path) -> None:
