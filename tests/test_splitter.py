@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from itertools import pairwise
 
 import pytest
@@ -20,9 +22,67 @@ SENTENCES = [
 END_PUNCTUATION = tuple("。！？；…，、")
 
 
-def test_defaults() -> None:
-    splitter = ChineseTextSplitter()
-    assert (splitter._chunk_size, splitter._chunk_overlap, splitter.prepend_heading) == (300, 50, True)
+def _spans(text: str, chunks: list[str]) -> list[tuple[int, int]]:
+    """Where each chunk sits in `text`: chunks are in order, each starting after the last."""
+    spans: list[tuple[int, int]] = []
+    for chunk in chunks:
+        start = text.find(chunk, spans[-1][0] + 1 if spans else 0)
+        assert start >= 0, chunk
+        spans.append((start, start + len(chunk)))
+    return spans
+
+
+def test_defaults_pack_real_chinese_text_to_the_configured_size_and_overlap() -> None:
+    """ChineseTextSplitter() on real Chinese (the CMRC 2018 sample passages): the same chunks as
+    the configured defaults (Settings.chunk_size / chunk_overlap), none over the size, each full
+    (the next sentence would not have fitted), every non-blank character kept, and consecutive
+    chunks sharing whole trailing sentences up to the overlap whenever such sentences fit."""
+    from kbqa.config import load_settings
+    from tests.cmrc_sample import SAMPLE
+
+    settings = load_settings()
+    size, overlap = settings.chunk_size, settings.chunk_overlap
+    passages = [json.loads(line) for line in (SAMPLE / "docs.jsonl").read_text("utf-8").splitlines()]
+    text = "".join(passage["text"] for passage in passages)
+    chunks = ChineseTextSplitter().split_text(text)
+    assert chunks == ChineseTextSplitter(chunk_size=size, chunk_overlap=overlap).split_text(text)
+    assert len(chunks) >= len(text) // size
+    assert all(0 < len(chunk) <= size for chunk in chunks)
+    spans = _spans(text, chunks)
+    assert spans[0][0] == 0 and not text[spans[-1][1]:].strip()
+    sentence_end = re.compile(r"[。！？；…]+[”’」』）)》\"']*")
+    shared = 0
+    for (start, end), (next_start, next_end) in pairwise(spans):
+        assert not text[end:next_start].strip()  # a gap between chunks is only whitespace
+        kept = end - next_start
+        assert kept <= overlap
+        if kept > 0:  # the overlap is whole sentences: it starts right after a sentence end
+            shared += 1
+            assert text[next_start - 1] in "。！？；…”’」』）)》\"'"
+        new_start = max(end, next_start)
+        following = sentence_end.search(text, new_start)
+        following_end = following.end() if following else len(text)
+        assert (end - start) + (following_end - new_start) > size  # full: the next did not fit
+        # the last sentence of this chunk could have been kept as overlap: it was
+        ends = [m.end() for m in sentence_end.finditer(text, start, end) if m.end() < end]
+        last = end - ends[-1] if ends else end - start
+        if last <= overlap and last + (following_end - new_start) <= size:
+            assert kept >= last
+    assert shared >= 1
+
+
+def test_default_prepends_the_heading_to_chunks_that_lack_it() -> None:
+    from tests.cmrc_sample import SAMPLE
+
+    passage = json.loads((SAMPLE / "docs.jsonl").read_text("utf-8").splitlines()[0])
+    doc = Document(page_content=passage["text"], metadata={"source": "s", "heading": passage["title"]})
+    chunks = ChineseTextSplitter().split_documents([doc])
+    plain = ChineseTextSplitter().split_text(passage["text"])
+    assert len(plain) > 1
+    title = passage["title"]
+    assert [chunk.page_content for chunk in chunks] == [
+        t if t.startswith(title) else f"【{title}】\n{t}" for t in plain]
+    assert sum(chunk.page_content.startswith(f"【{title}】\n") for chunk in chunks) >= 2
 
 
 def test_chunks_are_whole_sentences_with_their_punctuation() -> None:
