@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +16,7 @@ import pytest
 
 from kbqa.server.app import create_app, running
 
-from tests.serve_support import Server, count, kbqa_server, qa_prompt, rendered
+from tests.serve_support import Server, count, kbqa_server, rendered
 from tests.ui_support import QUESTION
 
 FINANCE_SECRET = "青松七号"
@@ -73,18 +75,60 @@ def test_stream_carries_sources_first_and_the_same_answer(server: Server) -> Non
     assert "".join(deltas).strip() == whole.choices[0].message.content
 
 
-def test_usage_counts_the_whole_prompt_and_every_generated_token(server: Server) -> None:
+@contextmanager
+def generate_calls(server: Server) -> Iterator[list[tuple[Any, Any]]]:
+    """(input_ids, output ids) of every generate() of the served model (adapters or not)."""
+    model = server.state.service.variant_model.base_model
+    calls: list[tuple[Any, Any]] = []
+    real = model.generate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        output = real(*args, **kwargs)
+        calls.append((kwargs["input_ids"].clone(), output.clone()))
+        return output
+
+    model.generate = spy
+    try:
+        yield calls
+    finally:
+        del model.generate
+
+
+def test_usage_counts_the_whole_prompt_and_every_generated_token(server: Server,
+                                                                 tiny_llm_folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    # the model's own tokenizer, loaded here from its folder (not the server's instance)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_folder, local_files_only=True)
+
+    def tokens(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     history = [("年假怎么申请？", "请向人事部提交申请。")]
     messages = [{"role": "user", "content": history[0][0]},
                 {"role": "assistant", "content": history[0][1]},
                 {"role": "user", "content": QUESTION}]
-    response = ask(server, messages=messages, extra_body={"kb": "hr"}, max_tokens=5)
+    with generate_calls(server) as calls:
+        response = ask(server, messages=messages, extra_body={"kb": "hr"}, max_tokens=5)
     usage, choice = response.usage, response.choices[0]
-    # template + passages + history + question, in the model's chat format
-    assert usage.prompt_tokens == count(server, rendered(server, qa_prompt(server, QUESTION,
-                                                                          history)))
+    [(input_ids, output)] = calls  # one model call
+    # prompt_tokens is the length of what the model read, and what it read holds the passage
+    # (as in the test's document), the earlier turn and the question, in the chat format
+    assert usage.prompt_tokens == input_ids.shape[1]
+    read = tokenizer.decode(input_ids[0])
+    assert len(tokens(read)) == usage.prompt_tokens
+    passage = "入职满一年的员工每年享有十天带薪年假。在公司工作满十年的员工，每年享有十五天带薪年假。"
+    assert passage in read and "差旅费用" not in read  # the retrieved section only
+    assert read.index(passage) < read.index(history[0][0]) < read.index(history[0][1]) \
+        < read.rindex(QUESTION)
+    assert read.startswith("<|im_start|>") and read.endswith("<|im_start|>assistant\n")
+    assert usage.prompt_tokens > sum(len(tokens(t)) for t in (passage, *history[0], QUESTION))
+    assert [s["document"] for s in response.model_extra["sources"]] == ["员工手册.md"]
+    # max_tokens=5 cut the answer: five tokens generated, counted, and all of them returned
+    generated = output[0, input_ids.shape[1]:]
     assert choice.finish_reason == "length"
-    assert usage.completion_tokens == 5 == count(server, choice.message.content)
+    assert usage.completion_tokens == 5 == len(generated) == len(tokens(choice.message.content))
+    assert tokenizer.decode(generated, skip_special_tokens=True).strip() == choice.message.content
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
