@@ -201,10 +201,66 @@ def test_eml_body_with_subject_as_heading(tmp_path: Path, charset: str) -> None:
     assert {doc.metadata["heading"] for doc in docs} == {"关于年会的通知"}
 
 
-def test_supported_suffixes() -> None:
-    assert SUPPORTED_SUFFIXES == frozenset(
-        {".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"}
-    )
+MARKER = "星河一号的保修期为两年。"
+
+
+def make_sample(path: Path) -> Path:
+    """A small real file of `path`'s type whose text includes MARKER."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return make_pdf(path, [["产品说明", MARKER]])
+    if suffix == ".docx":
+        return make_docx(path, MARKER)
+    if suffix == ".pptx":
+        deck = pptx.Presentation()
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text, slide.placeholders[1].text = "保修", MARKER
+        deck.save(str(path))
+        return path
+    if suffix == ".xlsx":
+        book = openpyxl.Workbook()
+        book.active.append(("说明", MARKER))
+        book.save(str(path))
+        return path
+    if suffix == ".eml":
+        message = EmailMessage()
+        message["Subject"], message["From"], message["To"] = "保修", "a@x.example", "b@x.example"
+        message.set_content(MARKER + "\n", charset="utf-8")
+        path.write_bytes(message.as_bytes())
+        return path
+    text = {
+        ".html": f"<html><body><h1>保修</h1><p>{MARKER}</p></body></html>",
+        ".htm": f"<html><body><h1>保修</h1><p>{MARKER}</p></body></html>",
+        ".md": f"# 保修\n\n{MARKER}\n",
+        ".markdown": f"# 保修\n\n{MARKER}\n",
+        ".txt": f"保修\n\n{MARKER}\n",
+        ".csv": f"产品,说明\n星河一号,{MARKER}\n",
+    }.get(suffix)
+    if text is None:
+        raise AssertionError(f"no sample file for the advertised suffix {suffix}: add one here")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("suffix", sorted(SUPPORTED_SUFFIXES))
+def test_every_advertised_suffix_loads_a_real_file(tmp_path: Path, suffix: str) -> None:
+    """Each suffix kbqa advertises (and uploads accept) is parsed by its loader, in any case."""
+    for name in (f"sample{suffix}", f"SAMPLE{suffix.upper()}"):
+        path = make_sample(tmp_path / name)
+        docs = load_file(path)
+        assert any(MARKER in doc.page_content for doc in docs), texts(docs)
+        assert not any("<" in doc.page_content or "# " in doc.page_content for doc in docs)  # parsed
+        assert {doc.metadata["filename"] for doc in docs} == {name}
+
+
+@pytest.mark.parametrize("name", ["old.doc", "sheet.xls", "data.json", "slides.ppt", "notes", "a.tar.gz"])
+def test_unadvertised_suffixes_are_refused_naming_the_supported_ones(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(MARKER, encoding="utf-8")  # readable text: the suffix alone decides
+    with pytest.raises(UnsupportedFormatError) as error:
+        load_file(path)
+    assert_one_line(error, name)
+    assert all(suffix in str(error.value) for suffix in SUPPORTED_SUFFIXES)
 
 
 def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
