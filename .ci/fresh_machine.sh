@@ -14,8 +14,13 @@ mkdir -p "$work/repo" "$work/home"
 run_command="$(python3 "$repo/.ci/readme_command.py" "Run it" "$repo/README.md")"
 echo "== README 'Run it' command (fresh HOME $work/home):"
 echo "$run_command"
+# The machine's pip configuration stays (where its wheels lie: torch==2.13.0's CPU build is a local
+# file here; PyPI's is the CUDA build); nothing else of HOME or the environment does.
+pip_env=()
+for name in $(compgen -e | grep '^PIP_' || true); do pip_env+=("$name=${!name}"); done
+if [ -d "$HOME/.config/pip" ]; then mkdir -p "$work/home/.config" && cp -r "$HOME/.config/pip" "$work/home/.config/"; fi
 clean_env=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-           HOME="$work/home" LANG=C.UTF-8 TERM=dumb)
+           HOME="$work/home" LANG=C.UTF-8 TERM=dumb "${pip_env[@]}")
 start=$(date +%s)
 (cd "$work/repo" && "${clean_env[@]}" bash -c "$run_command") 2>&1 | tee "$work/run.log"
 echo "== 'Run it' took $(( $(date +%s) - start )) s"

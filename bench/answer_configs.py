@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from machine_facts import with_machine
 from kbqa.config import load_settings
 from kbqa.evaluation.stats import paired_bootstrap
 from kbqa.llm import LocalLLM
@@ -158,10 +159,10 @@ def main() -> None:
         summaries[config] = summarise(raw[config], baseline)
     print_table(summaries)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    args.out.write_text(json.dumps(with_machine({
         "questions": len(questions), "kb_chunks": chunks, "loadavg_end": os.getloadavg(),
         "torch_threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "summaries": summaries, "answers": raw}, ensure_ascii=False, indent=1), encoding="utf-8")
+        "summaries": summaries, "answers": raw}), ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

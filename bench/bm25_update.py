@@ -29,6 +29,7 @@ import bm25s
 import numpy as np
 from zh_corpus import CMRC, chunk_texts
 
+from machine_facts import with_machine
 from kbqa.embeddings import EncoderEmbeddings
 from kbqa.lexical import query_tokens, tokenize
 from kbqa.retrieval import BM25_B, BM25_K1, Bm25Index, bm25_index
@@ -140,7 +141,7 @@ def main() -> None:
               f"{row['memory_bytes_per_chunk']:>11}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "bm25_update.json"
-    out.write_text(json.dumps({"rows": rows, "cpu_note": "2 cores, shared with another job"},
+    out.write_text(json.dumps(with_machine({"rows": rows, "cpu_note": "2 cores, shared with another job"}),
                               indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 

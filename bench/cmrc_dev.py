@@ -21,6 +21,7 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableLambda
 
+from machine_facts import with_machine
 from kbqa.chain import build_qa_chain, is_refusal
 from kbqa.config import load_settings
 from kbqa.metrics import exact_match, f1_score
@@ -152,7 +153,7 @@ def main() -> None:
               "ingest": ingest, "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval_mode}"
-    (args.out / f"{name}.json").write_text(json.dumps({**report, "rows": rows}, ensure_ascii=False,
+    (args.out / f"{name}.json").write_text(json.dumps(with_machine({**report, "rows": rows}), ensure_ascii=False,
                                                       indent=1), encoding="utf-8")
     print(json.dumps(report, indent=1))
     print("\n| metric | value |\n|---|---|")

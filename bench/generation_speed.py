@@ -52,6 +52,7 @@ import torch
 from langchain_core.documents import Document
 from transformers import LogitsProcessorList
 
+from machine_facts import with_machine
 from kbqa.cpu_inference import PackedLinear
 from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm import LocalLLM
@@ -482,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = run(args)
     print_tables(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str),
+    args.json.write_text(json.dumps(with_machine(result), ensure_ascii=False, indent=2, default=str),
                          encoding="utf-8")
     print(f"\nwrote {args.json}")
 

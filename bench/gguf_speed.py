@@ -30,6 +30,7 @@ from typing import Any
 
 from generation_speed import CACHE, RESULTS, build_prompts, measure_bounds
 
+from machine_facts import with_machine
 from kbqa.llm import LocalLLM
 from kbqa.models import DEFAULT_LLM, EMBEDDED_LLMS, joined_gguf, resolve_llm
 
@@ -111,7 +112,7 @@ def main() -> None:
           f"({decode_bound:.1f} tok/s)")
     print(f"probe answer: GGUF {gguf_answer!r}, kbqa bf16 {bf16_answer!r}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    args.json.write_text(json.dumps(with_machine(result), indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"wrote {args.json}")
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from zh_corpus import chunk_texts, write_documents
 
+from machine_facts import with_machine
 from kbqa.embeddings import EncoderEmbeddings, load_embedded_default
 from kbqa.store import KnowledgeBase
 
@@ -122,9 +123,8 @@ def main() -> None:
     print_table(results)
     out = args.json
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"results": results,
-                               "cpus": os.cpu_count(),
-                               "loadavg_end": os.getloadavg()},
+    out.write_text(json.dumps(with_machine({"results": results,
+                                            "loadavg_end": os.getloadavg()}),
                               indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 

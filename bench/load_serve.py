@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+from machine_facts import with_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -159,7 +160,7 @@ def main() -> int:
         "kb_intact": before == after,
         "mean_generation_s": health["queue"]["mean_generation_s"],
     }
-    print(json.dumps(summary, ensure_ascii=False, indent=1))
+    print(json.dumps(with_machine(summary), ensure_ascii=False, indent=1))
     for error in errors[:5]:
         print("error:", error, file=sys.stderr)
     return 0 if not errors and before == after else 1

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from retrieval_scale import DIMENSION, clustered, recall
 
+from machine_facts import with_machine
 from kbqa.vector_backends import (IndexChoice, VectorDelta, VectorStoreConfig, new_meta,
                                   open_backend)
 from kbqa.vector_backends.faiss_backend import FaissBackend
@@ -159,11 +160,11 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "milvus_scale.json"
-    out.write_text(json.dumps({"rows": rows, "dimension": DIMENSION, "queries": args.queries,
+    out.write_text(json.dumps(with_machine({"rows": rows, "dimension": DIMENSION, "queries": args.queries,
                                "k": args.k, "pymilvus": pymilvus.__version__,
                                "milvus_lite": milvus_lite.__version__,
                                "cpu_note": "2 cores, shared with other jobs when measured: "
-                                           "indicative only"}, indent=2), encoding="utf-8")
+                                           "indicative only"}), indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 
 

@@ -21,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from machine_facts import with_machine
 from kbqa.config import load_settings
 from kbqa.prefix_cache import PrefixCache
 from kbqa.service import KbqaService
@@ -95,7 +96,7 @@ def main() -> None:
     print(f"answers that differ with the cache on (follow-ups): {result['follow_ups']['answers_changed']}"
           f" of {len(questions)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**result, "rows": {"off": off, "on": on}}, ensure_ascii=False,
+    args.out.write_text(json.dumps(with_machine({**result, "rows": {"off": off, "on": on}}), ensure_ascii=False,
                                    indent=1), encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from machine_facts import with_machine
 from kbqa.embeddings import load_embedded_default
 from kbqa.rerank import Reranker, load_reranker
 from kbqa.retrieval import (KnowledgeBaseRetriever, bm25_index, candidate_count,
@@ -291,7 +292,7 @@ def main() -> None:
     if args.baseline:
         print_comparison(json.loads(args.baseline.read_text(encoding="utf-8")), run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(run, ensure_ascii=False, indent=2), encoding="utf-8")
+    out.write_text(json.dumps(with_machine(run), ensure_ascii=False, indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from machine_facts import with_machine
 from kbqa import vector_index
 from kbqa.vector_index import build, search
 
@@ -149,9 +150,9 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "retrieval_scale.json"
-    out.write_text(json.dumps({"rows": rows, "depth_sweeps": sweeps, "dimension": DIMENSION,
+    out.write_text(json.dumps(with_machine({"rows": rows, "depth_sweeps": sweeps, "dimension": DIMENSION,
                                "queries": args.queries, "k": args.k,
-                               "cpu_note": "2 cores, shared with another job when measured"},
+                               "cpu_note": "2 cores, shared with another job when measured"}),
                               indent=2), encoding="utf-8")
     print(f"\nwrote {out}")
 

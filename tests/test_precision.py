@@ -19,7 +19,7 @@ from kbqa.models import resolve_llm
 from kbqa.quantization import INT8PACK_MAX_ROWS, Int8WeightLinear, is_quantized
 from kbqa.variants import Variant, VariantModel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.numerics]
 PROBES = ["已知信息：王处直，字允明，京兆万年人。问题：王处直的字是什么？答案：",
           "已知信息：[1]（faq.txt）公司班车每天早上7:40从地铁站发车。\n问题：班车几点发车？\n答案："]
 

@@ -19,6 +19,8 @@ from kbqa.errors import ModelError
 from kbqa.use_encoder import USEEncoder, _resources
 from tests.cmrc_sample import SAMPLE
 
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
