@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import struct
+import subprocess
+import sys
 import uuid
 import zipfile
+import zlib
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -380,10 +386,137 @@ def test_zip_that_is_not_a_docx(tmp_path: Path) -> None:
         load_file(path)
 
 
-def test_zip_bomb_guard(tmp_path: Path) -> None:
-    path = make_docx(tmp_path / "product.docx")
-    with pytest.raises(LoaderError, match="zip bomb"):
-        load_file(path, max_unzipped_bytes=10_000)
+_MiB = 1 << 20
+
+
+def _write_zip(source: Path, target: Path, member: str, tail_bytes: int) -> bytes:
+    """`source`'s members deflated into `target`, with `tail_bytes` spaces streamed after
+    `member` (a new member when `source` lacks it). Returns `member`'s bytes before the tail."""
+    with zipfile.ZipFile(source) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    head = members.pop(member, b"")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+        info = zipfile.ZipInfo(member)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with out.open(info, "w") as stream:
+            stream.write(head)
+            for _ in range(tail_bytes // _MiB):
+                stream.write(b" " * _MiB)
+            stream.write(b" " * (tail_bytes % _MiB))
+    return head
+
+
+def padded_bomb(source: Path, target: Path, padding: int) -> Path:
+    """An honest bomb: `source` plus a member of `padding` blank bytes, declared as such."""
+    _write_zip(source, target, "customXml/padding.xml", padding)
+    return target
+
+
+def understated_bomb(source: Path, target: Path, member: str, inflated: int) -> Path:
+    """`member` inflates to `inflated` more bytes than it declares: its central-directory and
+    local-header size and CRC are those of the real XML before the tail, so a reader that
+    stops at the declared size sees a valid, small file."""
+    real = _write_zip(source, target, member, inflated)
+    data = bytearray(target.read_bytes())
+    with zipfile.ZipFile(target) as archive:
+        local, entry = archive.getinfo(member).header_offset, archive.start_dir
+    struct.pack_into("<I", data, local + 14, zlib.crc32(real))  # local header: CRC ...
+    struct.pack_into("<I", data, local + 22, len(real))  # ... and uncompressed size
+    while data[entry:entry + 4] == b"PK\x01\x02":  # central directory entries
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, entry + 28)
+        if data[entry + 46:entry + 46 + name_len] == member.encode():
+            struct.pack_into("<I", data, entry + 16, zlib.crc32(real))
+            struct.pack_into("<I", data, entry + 24, len(real))
+        entry += 46 + name_len + extra_len + comment_len
+    target.write_bytes(data)
+    return target
+
+
+# Loads each (path, max_unzipped_bytes or None) in a fresh process: the outcome and the peak of
+# Python-traced memory (zlib's buffers included) during load_file.
+_MEASURE_LOADS = """
+import json, sys, tracemalloc
+from kbqa.errors import LoaderError
+from kbqa.ingest import load_file
+results = []
+for path, limit in json.loads(sys.argv[1]):
+    tracemalloc.start()
+    try:
+        load_file(path, **({} if limit is None else {"max_unzipped_bytes": limit}))
+        error = None
+    except LoaderError as exc:
+        error = str(exc)
+    results.append({"error": error, "peak": tracemalloc.get_traced_memory()[1]})
+    tracemalloc.stop()
+print(json.dumps(results))
+"""
+
+
+def measure_loads(*loads: tuple[Path, int | None]) -> list[dict]:
+    argument = json.dumps([(str(path), limit) for path, limit in loads])
+    result = subprocess.run([sys.executable, "-c", _MEASURE_LOADS, argument], capture_output=True,
+                            text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_zip_bomb_guard_boundary_and_memory(tmp_path: Path) -> None:
+    """A real bomb (a docx plus 256 MiB of blanks, ~1000:1) passes at exactly its unpacked size
+    and is refused one byte below it, having read no more memory than the file's own size."""
+    bomb = padded_bomb(make_docx(tmp_path / "src.docx", MARKER), tmp_path / "bomb.docx", 256 * _MiB)
+    with zipfile.ZipFile(bomb) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    compressed = bomb.stat().st_size
+    assert unpacked > 256 * _MiB > 500 * compressed  # it is a bomb
+    assert MARKER in texts(load_file(bomb, max_unzipped_bytes=unpacked))
+    with pytest.raises(LoaderError, match=rf"unpacks to {unpacked} bytes, over the "
+                                          rf"{unpacked - 1}-byte limit \(refused as a possible zip bomb"):
+        load_file(bomb, max_unzipped_bytes=unpacked - 1)
+    (refused,) = measure_loads((bomb, unpacked - 1))
+    assert "zip bomb" in refused["error"]
+    assert refused["peak"] < compressed
+
+
+def _inflated_size(path: Path, member: str) -> int:
+    """What `member`'s deflate stream really unpacks to, inflated here piece by piece."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    with path.open("rb") as raw:
+        raw.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", raw.read(4))
+        raw.seek(name_len + extra_len, 1)
+        inflate, left, size = zlib.decompressobj(-15), info.compress_size, 0
+        while not inflate.eof and (left or inflate.unconsumed_tail):
+            data = inflate.unconsumed_tail or raw.read(min(left, 1 << 16))
+            left -= 0 if inflate.unconsumed_tail else len(data)
+            size += len(inflate.decompress(data, 1 << 20))
+    return size
+
+
+@pytest.mark.parametrize(("make", "suffix", "member"), [
+    (make_docx, ".docx", "word/document.xml"),
+    (make_xlsx, ".xlsx", "xl/worksheets/sheet1.xml"),
+])
+def test_a_member_that_unpacks_past_its_declared_size_is_refused(
+        tmp_path: Path, make: Callable[[Path], Path], suffix: str, member: str) -> None:
+    """A ~300 KB file whose main XML declares its real few KB but inflates 256 MiB past them.
+    A reader that stops at the declared size gets the real XML with a matching CRC, so it
+    would load; but zipfile's read() inflates the whole stream first (before the guard
+    inflated members itself, loading this docx peaked at 735 MB traced and 1 GB RSS). The guard
+    refuses it, under the default limit and under any other, within the file's own size."""
+    bomb = understated_bomb(make(tmp_path / f"src{suffix}"), tmp_path / f"bomb{suffix}", member,
+                            256 * _MiB)
+    compressed = bomb.stat().st_size
+    with zipfile.ZipFile(bomb) as archive, archive.open(member) as stream:
+        declared = archive.getinfo(member).file_size
+        seen = b"".join(iter(lambda: stream.read(4096), b""))  # CRC checked at the end
+    assert len(seen) == declared < 64 * 1024 and seen.rstrip().endswith(b">")
+    assert _inflated_size(bomb, member) > 256 * _MiB > 500 * compressed  # it is a bomb
+    for outcome in measure_loads((bomb, None), (bomb, 1 << 40)):
+        assert outcome["error"], outcome
+        assert f"{member} unpacks to more than the {declared} bytes it declares" in outcome["error"]
+        assert outcome["peak"] < compressed
 
 
 def test_binary_file_named_txt(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ come from real structure only: Markdown/HTML heading tags, DOCX heading styles, 
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
@@ -34,6 +35,7 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 # Office files are zip archives; a few KB can unpack to gigabytes (a "zip bomb").
 DEFAULT_MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
+_ZIP_PROBE_BYTES = 16 * 1024
 
 _ZIP_FORMATS = {".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -105,17 +107,46 @@ def _checked_path(path: Path, max_bytes: int) -> Path:
 
 
 def _check_zip(path: Path, kind: str, max_unzipped_bytes: int) -> None:
-    """Refuse a non-zip or one whose members unpack past the limit (zipfile enforces the sizes)."""
+    """Refuse a non-zip, one whose members declare more than the limit, or one with a member
+    that unpacks to more than it declares (see `_member_problem`)."""
+    problems: list[str] = []
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
+            if unpacked <= max_unzipped_bytes:
+                problems = [problem for info in archive.infolist()
+                            if (problem := _member_problem(archive, info))]
+    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
         raise _corrupt(path, kind, exc) from exc
     if unpacked > max_unzipped_bytes:
         raise LoaderError(
             f"{path.name}: unpacks to {unpacked} bytes, over the {max_unzipped_bytes}-byte limit "
             "(refused as a possible zip bomb)"
         )
+    if problems:
+        raise LoaderError(f"{path.name}: {problems[0]} (refused as a possible zip bomb)")
+
+
+def _member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """Why a member could unpack past its declared size, after inflating it in small pieces.
+
+    zipfile's read() inflates a member's whole stream in one call (up to 2 GB) and only then
+    cuts it to the declared size, so a few hundred KB declaring a few KB took gigabytes. Office
+    files store or deflate their members; zipfile inflates other methods (bzip2, lzma) with no
+    bound at all, so those are refused.
+    """
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return f"{info.filename} uses compression method {info.compress_type}, not one of Office's"
+    probe = copy.copy(info)
+    probe.file_size = info.file_size + 1  # one byte past the declared size, if there is one
+    probe.CRC = None  # no CRC check here: the loader checks it when it reads the member
+    size = 0
+    with archive.open(probe) as member:
+        while piece := member.read(_ZIP_PROBE_BYTES):
+            size += len(piece)
+    if size > info.file_size:
+        return f"{info.filename} unpacks to more than the {info.file_size} bytes it declares"
+    return None
 
 
 def _corrupt(path: Path, kind: str, exc: BaseException) -> LoaderError:
