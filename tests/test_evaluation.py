@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -146,11 +147,76 @@ def test_a_variant_identical_to_plain_aborts_before_answering(tiny_llm_folder: P
 
 # ---------------------------------------------------------------- end to end, default model
 
+# CMRC 2018's official scorer (cmrc2018_evaluate.py), re-written here without kbqa.metrics so
+# the per-question scores of a run are checked against an independent implementation: lower
+# case, its punctuation list removed, each CJK character a token and other runs split into
+# words (nltk.word_tokenize there, \w+ or one symbol here), F1 from the longest common
+# *substring* of the token lists, EM on the strings with that punctuation removed; max over golds.
+_CMRC_SP_CHAR = ['-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！',
+                 '“', '”', '；', '’', '《', '》', '……', '·', '、', '「', '」', '（', '）', '－', '～',
+                 '『', '』']
+
+
+def _cmrc_segments(text: str) -> list[str]:
+    segments, run = [], ""
+    for char in text.lower().strip():
+        if char in _CMRC_SP_CHAR or "\u4e00" <= char <= "\u9fa5":
+            segments += re.findall(r"\w+|[^\w\s]", run)
+            run = ""
+            if char not in _CMRC_SP_CHAR:
+                segments.append(char)
+        else:
+            run += char
+    return segments + re.findall(r"\w+|[^\w\s]", run)
+
+
+def _cmrc_f1(prediction: str, golds: list[str]) -> float:
+    predicted, best = _cmrc_segments(prediction), 0.0
+    for gold in map(_cmrc_segments, golds):
+        common = max((k for i in range(len(gold)) for j in range(len(predicted))
+                      for k in range(1, min(len(gold) - i, len(predicted) - j) + 1)
+                      if gold[i:i + k] == predicted[j:j + k]), default=0)
+        if common:
+            precision, recall = common / len(predicted), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def _cmrc_em(prediction: str, golds: list[str]) -> float:
+    def clean(text: str) -> str:
+        return "".join(c for c in text.lower().strip() if c not in _CMRC_SP_CHAR)
+    return float(any(clean(prediction) == clean(gold) for gold in golds))
+
+
+def test_the_independent_cmrc_scorer_on_hand_worked_cases():
+    # 河北省曲阳县城 vs 河北省曲阳县: 7 and 6 tokens, common substring 6 → P = 6/7, R = 1
+    assert _cmrc_f1("河北省曲阳县城", ["河北省曲阳县"]) == pytest.approx(12 / 13)
+    # 2023, 年 common with [iphone, 15, 发, 布, 于, 2023, 年]: P = 2/7, R = 1
+    assert _cmrc_f1("iPhone 15发布于2023年。", ["x", "2023年"]) == pytest.approx(4 / 9)
+    # common substring 1 (not the subsequence 甲丙): P = 1/4, R = 1/2
+    assert _cmrc_f1("甲乙丙丁", ["甲丙"]) == pytest.approx(1 / 3)
+    # the end-to-end run's answers against its replaced golds: 河北省 or 曲阳县 in common with
+    # the first (P = 3/6, R = 3/9: 0.4; a subsequence would give 0.8), all of the second
+    # (P = 3/6, R = 1)
+    assert _cmrc_f1("河北省曲阳县", ["河北省保定市曲阳县", "曲阳县"]) == pytest.approx(2 / 3)
+    # 9 of the gold's 10 tokens (…院, cast; the full-width brackets dropped): P = 1, R = 9/10
+    assert _cmrc_f1("中国空间技术研究院", ["中国空间技术研究院（CAST）"]) == pytest.approx(18 / 19)
+    assert _cmrc_em("“允明”。", ["神策军", "允明"]) == 1.0 and _cmrc_em("允明。", ["允"]) == 0.0
+
 
 @pytest.mark.slow
 def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
                                                        tmp_path: Path):
     questions, docs = cmrc_sample(tmp_path, 4)
+    # The model answers all four exactly (允明, 神策军, 河北省曲阳县, 中国空间技术研究院), so two gold
+    # lists are replaced by other spans (CMRC lists several golds per question): partial F1, the
+    # max over golds, longest common substring (not subsequence) and punctuation get exercised.
+    golds = {q["qid"]: q["answers"] for q in map(json.loads, questions.read_text().splitlines())}
+    golds["DEV_58_QUERY_2"] = ["河北省保定市曲阳县", "曲阳县"]  # the second scores higher
+    golds["DEV_77_QUERY_0"] = ["中国空间技术研究院（CAST）"]
+    questions.write_text("".join(
+        json.dumps({**q, "answers": golds[q["qid"]]}, ensure_ascii=False) + "\n"
+        for q in map(json.loads, questions.read_text().splitlines())), encoding="utf-8")
     with questions.open("a", encoding="utf-8") as handle:
         handle.write('{"qid": "broken", "question": \n')
     settings = load_settings({"home": tmp_path / "home", "llm": str(default_llm_folder),
@@ -172,12 +238,24 @@ def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
     answerable = [r for r in rows if r["kind"] == "answerable"]
     assert all(0.0 <= r["f1"] <= 1.0 and r["em"] in (0.0, 1.0) for r in answerable)
     saved = json.loads((out / "metrics.json").read_text())
+    # every answerable row's EM and F1 as the independent CMRC scorer above gives them, from the
+    # row's answer and the gold answers in the questions file; the saved means are theirs
+    by_hand = {(r["variant"], r["qid"]): (_cmrc_em(r["answer"], golds[r["qid"]]),
+                                          _cmrc_f1(r["answer"], golds[r["qid"]]))
+               for r in answerable}
+    assert len(by_hand) == 8
+    for row in answerable:
+        em, f1 = by_hand[row["variant"], row["qid"]]
+        assert (row["em"], row["f1"]) == (em, pytest.approx(f1)), row
+    assert {em for em, _ in by_hand.values()} == {0.0, 1.0}  # both outcomes checked
+    assert any(0 < f1 < 1 for _, f1 in by_hand.values())  # and partial F1
     for name in ("plain", "direct"):
         assert saved[name]["n"] == 4
         assert set(saved[name]["retrieval"]) >= {"hit@1", "hit@5", "mrr"}
         assert set(saved[name]["answer"]) >= {"em", "f1", "rouge_l", "refusal_rate"}
-        f1s = [r["f1"] for r in answerable if r["variant"] == name]
-        assert saved[name]["answer"]["f1"] == pytest.approx(sum(f1s) / 4)
+        mine = [score for (variant, _), score in by_hand.items() if variant == name]
+        assert saved[name]["answer"]["em"] == pytest.approx(sum(em for em, _ in mine) / 4)
+        assert saved[name]["answer"]["f1"] == pytest.approx(sum(f1 for _, f1 in mine) / 4)
     comparison = saved["comparisons"]["direct"]
     assert comparison["n"] == 4 and sum(comparison["win_tie_loss_f1"].values()) == 4
     assert comparison["f1_delta"]["low"] <= comparison["f1_delta"]["mean"] <= comparison["f1_delta"]["high"]
