@@ -7,6 +7,8 @@ fixture in conftest.py): FAISS, and Milvus Lite when pymilvus and milvus-lite ar
 from __future__ import annotations
 
 import pickle
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -342,22 +344,95 @@ def test_second_writer_times_out_and_reader_sees_new_generation(
 # ------------------------------------------------------------------ persistence format
 
 
-def test_no_pickle_anywhere(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch,
-                            vector_store: VectorStoreConfig) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("pickle must not be used")
+def _starts_a_pickle(data: bytes) -> bool:
+    """Pickle protocols 2-5 open with the PROTO opcode (0x80) and the protocol number."""
+    return len(data) >= 2 and data[0] == pickle.PROTO[0] and 2 <= data[1] <= 5
 
-    for attr in ["load", "loads", "dump", "dumps"]:
-        monkeypatch.setattr(pickle, attr, refuse)
-    monkeypatch.setattr(pickle, "Unpickler", refuse)
-    root = tmp_path / "kbs"
-    with KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store) as base:
-        base.ingest([docs])
-    with KnowledgeBase.open(root, "kb", fake_embeddings()) as base:
-        assert base.similarity_search("杭州西湖", k=1)
-    files = [p for p in (root / "kb").rglob("*") if p.is_file()]
-    assert not [p for p in files if p.suffix in {".pkl", ".pickle"}]
-    assert {p.name for p in files} >= {"kb.sqlite3", ".lock"}
+
+def pickles_under(folder: Path) -> tuple[list[str], list[Path], int]:
+    """Every pickle stream stored under `folder`: a file that starts with one, or a value in any
+    table of any SQLite database (found by its header, whatever its name) that does. Also
+    returns the files and the number of SQLite BLOB values looked at."""
+    found: list[str] = []
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    blobs = 0
+    for path in files:
+        with path.open("rb") as stream:
+            head = stream.read(16)
+        if _starts_a_pickle(head):
+            found.append(str(path.relative_to(folder)))
+        if not head.startswith(b"SQLite format 3\x00"):
+            continue
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for row in db.execute(f'SELECT * FROM "{table}"'):
+                    for value in row:
+                        if isinstance(value, bytes):
+                            blobs += 1
+                            if _starts_a_pickle(value):
+                                found.append(f"{path.relative_to(folder)}:{table}")
+        finally:
+            db.close()
+    return found, files, blobs
+
+
+def test_no_pickle_anywhere(tmp_path: Path, docs: Path, vector_store: VectorStoreConfig) -> None:
+    """Everything kbqa persists in its home (config, API keys, a knowledge base after ingest,
+    upload, removal and queries: chunks, BM25 counts, the real embedder's cache, the vector
+    index; ingestion jobs) holds no pickle stream, in any file or any SQLite BLOB. The detector
+    flags real pickles planted in files and in the knowledge base's own embedding cache."""
+    from kbqa.config import load_settings
+    from kbqa.server.auth import add_key
+    from kbqa.server.jobstore import JobStore
+    from kbqa.service import KbqaService
+
+    service = KbqaService(load_settings({"vector_store": vector_store.kind}))
+    service.update_settings({"retrieval_mode": "hybrid", "top_k": 2})
+    home = service.settings.home
+    assert service.ingest([docs], "kb")
+    outcomes = service.ingest_uploads("kb", [("价格.txt", "标准版每年九百九十元。".encode("utf-8")),
+                                             ("旧.txt", "这份文件随后被删除。".encode("utf-8"))])
+    assert [o.status for o in outcomes] == ["added", "added"]
+    kb = service.knowledge_base("kb")
+    gone = next(d.source for d in kb.documents() if d.filename == "旧.txt")
+    assert service.remove_document("kb", gone) >= 1
+    assert service.retrieve("杭州西湖在哪里？", "kb")
+    kb.close()
+    jobs = JobStore(home / "serve")
+    job = jobs.add("kb", ["价格.txt"])
+    jobs.update(job.id, "done", outcomes=[{"name": "价格.txt", "status": "added"}])
+    jobs.close()
+    add_key(service.settings.keys_path, "ci", ["kb"])
+
+    reopened = KbqaService(load_settings())  # what was persisted is what a new process reads
+    assert reopened.settings.retrieval_mode == "hybrid"
+    hits = reopened.retrieve("龙井茶产于哪里？", "kb")
+    assert hits and hits[0].metadata["filename"] == "tea.md"
+    reopened.knowledge_base("kb").close()
+
+    found, files, blobs = pickles_under(home)
+    assert found == []
+    names = {p.name for p in files}
+    assert {"config.toml", "api_keys.json", "kb.sqlite3", "jobs.sqlite3", "价格.txt"} <= names
+    if vector_store.kind == "faiss":
+        assert any(name.endswith(".faiss") for name in names)
+    assert blobs >= 5  # the embedding cache's vectors, BM25 rows, ... were read
+
+    # positive control: the same detector flags real pickles, in files and in kbqa's own tables
+    control = tmp_path / "control"
+    shutil.copytree(home / "kb" / "kb", control, ignore=shutil.ignore_patterns(".lock", "milvus.db"))
+    vector = np.ones(4, dtype=np.float32)
+    for protocol in range(2, 6):
+        (control / f"cache-{protocol}.bin").write_bytes(pickle.dumps({"v": vector}, protocol=protocol))
+    db = sqlite3.connect(control / "kb.sqlite3")
+    with db:
+        db.execute("UPDATE embedding_cache SET vector = ? WHERE text_sha256 = "
+                   "(SELECT MIN(text_sha256) FROM embedding_cache)", (pickle.dumps(vector, protocol=2),))
+    db.close()
+    found, _, _ = pickles_under(control)
+    assert sorted(found) == [f"cache-{p}.bin" for p in range(2, 6)] + ["kb.sqlite3:embedding_cache"]
 
 
 # ------------------------------------------------------------------ LangChain interface
