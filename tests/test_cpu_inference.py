@@ -10,8 +10,8 @@ What is not exact: a packed weight is multiplied by another oneDNN kernel than F
 may sum in another order (AMX does; so does AVX-512 without BF16, `ONEDNN_MAX_CPU_ISA=AVX512_CORE`).
 Those outputs are held to the rounding bounds of tests/numerics.py, derived from the dtype and
 the reduction length; whole-model logits, where no closed bound is practical, are held to the
-error bfloat16 itself makes against float32 on the same model and prompt: reordering a float32
-sum perturbs far less than rounding every weight and activation to 8 bits does.
+error bfloat16 itself makes against float32 on the same model and prompt (RMS over ~10^6 logits):
+the fast path may round differently, not worse.
 CI runs this file again under emulated ISAs (AVX-512 without BF16, AVX2) to show these hold.
 """
 
@@ -93,28 +93,34 @@ def _rms(difference: torch.Tensor) -> float:
     return float(difference.pow(2).mean().sqrt())
 
 
+def _independent(first: float, second: float) -> float:
+    """The RMS of the difference of two errors of these sizes that are not anti-correlated:
+    what two bf16 paths rounding independently differ by, at most."""
+    return (first ** 2 + second ** 2) ** 0.5
+
+
 def test_prompt_logits_stay_within_bf16s_own_error(fast: LocalLLM, stock: LocalLLM,
                                                    reference: LocalLLM) -> None:
     """Packed weights (where oneDNN packs) change which bf16 roundings happen, not how many: the
     fast path is as far from float32 as the stock path (RMS over every logit of the prompt,
-    ~10^6 values, within 25%), and the two differ from each other by less than bf16 differs
-    from float32."""
+    ~10^6 values, within 25%), and the two differ from each other by no more than two
+    independent bf16 roundings would."""
     ids = _ids(stock)
     with torch.inference_mode():
         got, want = fast.model(ids).logits[0].float(), stock.model(ids).logits[0].float()
         ref = reference.model(ids).logits[0].float()
-    bf16_error = _rms(want - ref)
+    bf16_error, fast_error = _rms(want - ref), _rms(got - ref)
     assert bf16_error > 0  # the reference is float32 and the model bf16: they must differ
-    assert _rms(got - ref) <= 1.25 * bf16_error
-    assert _rms(got - want) <= bf16_error
+    assert fast_error <= 1.25 * bf16_error
+    assert _rms(got - want) <= _independent(fast_error, bf16_error)
 
 
 def test_decoding_gives_the_stock_tokens_and_logits(fast: LocalLLM, stock: LocalLLM,
                                                     reference: LocalLLM) -> None:
     """Greedy decoding through every speed-up (packed weights, folded attention, growing cache):
     each step's logits are as far from float32's (on the same tokens) as the stock path's, and
-    while both have picked the same tokens, they differ by less than bf16 differs from float32
-    (a later near-tie may send them apart: either token is then a correct bf16 result)."""
+    while both have picked the same tokens, they differ by no more than two independent bf16
+    roundings would (a later near-tie may send them apart: either token is then bf16-correct)."""
     steps = 12
     tokens, logits = _step_logits(fast, steps)
     stock_tokens, stock_logits = _step_logits(stock, steps)
@@ -125,7 +131,8 @@ def test_decoding_gives_the_stock_tokens_and_logits(fast: LocalLLM, stock: Local
     new, stock_new = tokens[0, -steps:], stock_tokens[0, -steps:]
     agreed = int((new != stock_new).long().argmax()) if (new != stock_new).any() else steps
     if agreed:
-        assert _rms(logits[:agreed] - stock_logits[:agreed]) <= _rms(stock_error[:agreed])
+        assert _rms(logits[:agreed] - stock_logits[:agreed]) <= _independent(
+            _rms(fast_error[:agreed]), _rms(stock_error[:agreed]))
 
 
 def test_decoding_in_float32_matches_to_rounding(tiny_llm: LocalLLM, reference: LocalLLM,
