@@ -6,7 +6,7 @@
 # the fact and its source.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d /tmp/kbqa-fresh.XXXXXX)"
+work="$(mktemp -d /tmp/fresh-machine.XXXXXX)"
 trap 'kill "${server_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/repo" "$work/home"
 (cd "$repo" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$work/repo"
@@ -34,7 +34,8 @@ fi
 
 echo "== kbqa serve from the same venv"
 kbqa=("${clean_env[@]}" "$work/repo/.venv/bin/kbqa")
-key="$("${kbqa[@]}" keys add ci --allow '*' | grep -Eo 'kbqa-[A-Za-z0-9_-]+' | head -1)"
+key="$("${kbqa[@]}" keys add ci --allow '*' | tail -n 1)"  # the key is printed alone on the last line
+[[ "$key" == kbqa-* ]] || { echo "FAIL: 'kbqa keys add' printed no key on its last line" >&2; exit 1; }
 port="$("$work/repo/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "${kbqa[@]}" serve --port "$port" > "$work/serve.log" 2>&1 &
 server_pid=$!
