@@ -1,9 +1,12 @@
 """The real app in a real browser: `streamlit run` headless + playwright driving Debian's chromium.
 
 Uploads a Chinese file, asks a question with the default model (Qwen2.5-Coder-0.5B), checks the
-answer and its source appear, and saves a screenshot of each page under the test's tmp dir (copied
-to $KBQA_SCREENSHOT_DIR when set). It also records the time from pressing Enter to the first
-streamed token and to the full answer (timings.json next to the screenshots).
+answer and its source appear; on Compare, both variants' answers (with the fact) and the shared
+passage; on Evaluation, a report folder's metrics and answers as tables, value by value; on
+Settings, a changed value saved to config.toml and shown again after a reload. It saves a
+screenshot of each page under the test's tmp dir (copied to $KBQA_SCREENSHOT_DIR when set) and
+records the time from pressing Enter to the first streamed token and to the full answer
+(timings.json next to the screenshots).
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.ui_support import APP, DOC_TEXT, QUESTION, ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
+DIRECT_ADAPTER = "qwen0.5b-cmrc-direct"  # the first adapter in adapters/: Compare's default
 # read at import: the autouse fixture in conftest.py clears KBQA_* variables for each test
 SCREENSHOT_DIR = os.environ.get("KBQA_SCREENSHOT_DIR")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -128,7 +134,8 @@ def _ask(page, question: str, message: int) -> tuple[float, float]:
     return round(first, 3), round(full, 3)
 
 
-def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path) -> None:
+def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
+                                       default_llm_folder: Path) -> None:
     doc = tmp_path / "员工手册.md"
     doc.write_text(DOC_TEXT, encoding="utf-8")
 
@@ -162,7 +169,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path) -> Non
         shutil.copy(tmp_path / "screenshots" / "timings.json", SCREENSHOT_DIR)
     print("browser timings:", timings)
 
-    # Compare: the same question, plain and the Qwen adapter side by side
+    # Compare: the same question, plain and the Qwen adapter side by side, from the same passages
     page.goto(f"{server}/?page=compare")
     page.get_by_label("问题 / question").fill(QUESTION)
     page.get_by_label("问题 / question").press("Enter")
@@ -171,8 +178,22 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path) -> Non
     page.get_by_text("shared context", exact=False).first.wait_for()
     _idle(page)
     _shot(page, tmp_path, "compare")
+    columns = page.locator('[data-testid="stColumn"]')
+    expect(columns).to_have_count(2)
+    plain, adapter = ([line for line in columns.nth(i).inner_text().splitlines() if line.strip()]
+                      for i in range(2))
+    print("compare columns:", plain, adapter)
+    # each column: the variant's name, its own answer (with the fact), its timing, what it ran as
+    assert plain[0] == "plain" and plain[-1] == "plain model (adapters disabled, same weights)"
+    assert adapter[0] == DIRECT_ADAPTER and adapter[-1].startswith("adapter applied"), adapter
+    for column in (plain, adapter):
+        assert "10" in column[1] or "十" in column[1], column
+        assert " total " in column[2], column
+    context = page.locator('[data-testid="stExpander"]').all_inner_texts()
+    assert len(context) == 1 and "员工手册.md · 年假制度" in context[0], context
+    assert not page.locator('[data-testid="stException"]').count()
 
-    # Evaluation (a small report folder) and Settings
+    # Evaluation: a small report folder; its metrics and answers render as tables
     report = tmp_path / "eval-run"
     report.mkdir()
     (report / "metrics.json").write_text(json.dumps({
@@ -185,8 +206,42 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path) -> Non
     page.get_by_label("报告目录 / report folder").fill(str(report))
     page.get_by_label("报告目录 / report folder").press("Enter")
     page.get_by_text("has no report.html", exact=False).wait_for()
+    page.get_by_text("答案对照 / answers side by side").wait_for()
     _idle(page)
     _shot(page, tmp_path, "evaluation")
+    tables = page.locator('[data-testid="stTable"]')
+    expect(tables).to_have_count(2)  # metrics, then answers side by side
+    metrics = _table(tables.nth(0))
+    print("evaluation metrics table:", metrics)
+    assert len(metrics) == 1 and metrics[0]["variant"] == "plain"
+    shown = {key: float(value) for key, value in metrics[0].items() if key != "variant"}
+    assert shown == pytest.approx({"n": 2, "retrieval hit@1": 0.85, "retrieval hit@5": 0.91,
+                                   "retrieval mrr": 0.88, "em": 0.32, "f1": 0.54,
+                                   "rouge_l": 0.5, "refusal_rate": 0.66})
+    assert _table(tables.nth(1)) == [{"qid": "q1", "plain": "10天"}]
+    expect(page.get_by_text("指标 / metrics")).to_have_count(1)
+
+    # Settings: change top-k, save; the file holds it and a reload of the page shows it
     page.goto(f"{server}/?page=settings")
     page.get_by_text("保存 / save").wait_for()
+    top_k = page.get_by_label("top-k")
+    assert top_k.input_value() != "7"
+    top_k.fill("7")
+    page.get_by_role("button", name="保存 / save").click()
+    page.get_by_text("已保存 / saved to", exact=False).wait_for()
+    _idle(page)
     _shot(page, tmp_path, "settings")
+    saved = tomllib.loads((Path(os.environ["KBQA_HOME"]) / "config.toml").read_text("utf-8"))
+    assert saved["top_k"] == 7 and saved["llm"] == str(default_llm_folder)
+    page.reload()
+    page.get_by_text("保存 / save").wait_for()
+    assert page.get_by_label("top-k").input_value() == "7"
+
+
+def _table(locator) -> list[dict[str, str]]:
+    """A rendered st.table as rows of {header: cell text} (an unnamed index column left out)."""
+    rows = locator.evaluate("""(el) => [...el.querySelectorAll('tr')].map(
+        tr => [...tr.querySelectorAll('th, td')].map(cell => cell.innerText.trim()))""")
+    header, *body = rows
+    skip = 1 if header and header[0] == "" else 0
+    return [dict(zip(header[skip:], row[skip:], strict=True)) for row in body]
