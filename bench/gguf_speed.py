@@ -31,7 +31,7 @@ from typing import Any
 from generation_speed import CACHE, RESULTS, build_prompts, measure_bounds
 
 from machine_facts import with_machine
-from kbqa.llm import LocalLLM
+from kbqa.llm.local import LocalLLM
 from kbqa.models import DEFAULT_LLM, EMBEDDED_LLMS, joined_gguf, resolve_llm
 
 

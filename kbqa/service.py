@@ -56,7 +56,7 @@ class KbqaService:
     @cached_property
     def llm(self) -> Any:
         from kbqa.fusion import load_adapters
-        from kbqa.llm import LocalLLM
+        from kbqa.llm.local import LocalLLM
         from kbqa.models import resolve_llm
         from kbqa.remote_llm import RemoteLLM, is_remote
 
@@ -154,7 +154,7 @@ class KbqaService:
             return injected
         if self.settings.llm.startswith("openai:"):
             return self.llm  # a remote model: adapters are chosen on the serving side
-        from kbqa.llm import LocalLLM
+        from kbqa.llm.local import LocalLLM
         from kbqa.models import resolve_llm
 
         s = self.settings

@@ -54,7 +54,7 @@ def tiny_llm_folder(model_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_llm_folder: Path):
-    from kbqa.llm import LocalLLM
+    from kbqa.llm.local import LocalLLM
 
     return LocalLLM.from_folder(tiny_llm_folder, dtype="float32", max_new_tokens=12)
 

@@ -30,7 +30,7 @@ from kbqa.cpu_inference import (ATTENTION, GrowingLayer, PackedLinear, growing_c
                                 grouped_query_attention, pack_linear_weights, packing_supported,
                                 unpack_linear_weights)
 from kbqa.fusion import load_adapters
-from kbqa.llm import LocalLLM
+from kbqa.llm.local import LocalLLM
 from tests.numerics import attention_error_bound, exact_linear, linear_error_bound
 
 pytestmark = pytest.mark.numerics

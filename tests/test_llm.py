@@ -4,7 +4,7 @@ import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 
-from kbqa.llm import LocalLLM, _chatglm_round_prompt, _cut_at_stop
+from kbqa.llm.local import LocalLLM, _chatglm_round_prompt, _cut_at_stop
 
 # generation through the CPU kernels of whatever CPU runs it: CI reruns it under emulated ISAs
 pytestmark = pytest.mark.numerics

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.llm import LocalLLM
+from kbqa.llm.local import LocalLLM
 from kbqa.models import resolve_llm
 from kbqa.quantization import INT8PACK_MAX_ROWS, Int8WeightLinear, is_quantized
 from kbqa.variants import Variant, VariantModel

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.llm import LocalLLM
+from kbqa.llm.local import LocalLLM
 from kbqa.variants import Variant, VariantModel, discover_adapters
 
 from tests.ui_support import DONOR_ADAPTER, ROOT
