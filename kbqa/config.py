@@ -34,7 +34,7 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=default_home,
                        description="data directory: knowledge bases, model cache, config")
     llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
-                     "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.remote_llm)")
+                     "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.llm.remote)")
     llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
     llm_dtype: Literal["bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
         "bfloat16", description="weights of a local LLM; int8 = dynamic quantization on CPU "

@@ -58,7 +58,7 @@ class KbqaService:
         from kbqa.fusion import load_adapters
         from kbqa.llm.local import LocalLLM
         from kbqa.models import resolve_llm
-        from kbqa.remote_llm import RemoteLLM, is_remote
+        from kbqa.llm.remote import RemoteLLM, is_remote
 
         s = self.settings
         if is_remote(s.llm):

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from kbqa.chain import build_qa_chain
 from kbqa.config import Settings, load_settings
 from kbqa.errors import ConfigError, ModelError
-from kbqa.remote_llm import RemoteLLM, parse_remote
+from kbqa.llm.remote import RemoteLLM, parse_remote
 from kbqa.server.app import create_app, running
 from kbqa.server.backends import RemoteBackend
 from kbqa.server.usage import Meter, UsageRecorder

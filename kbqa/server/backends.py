@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kbqa.config import Settings
-from kbqa.remote_llm import RemoteLLM, is_remote, parse_remote
+from kbqa.llm.remote import RemoteLLM, is_remote, parse_remote
 from kbqa.server.usage import Meter, UsageRecorder
 from kbqa.variants import Variant
 
