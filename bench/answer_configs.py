@@ -38,7 +38,7 @@ from kbqa.config import load_settings
 from kbqa.evaluation.stats import paired_bootstrap
 from kbqa.llm.local import LocalLLM
 from kbqa.metrics import exact_match, f1_score
-from kbqa.models import resolve_llm
+from kbqa.llm.loading import resolve_llm
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"

@@ -56,7 +56,7 @@ from machine_facts import with_machine
 from kbqa.cpu_inference import PackedLinear
 from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm.local import LocalLLM
-from kbqa.models import resolve_llm
+from kbqa.llm.loading import resolve_llm
 from kbqa.prompts import build_prompt, format_context
 from kbqa.quantization import Int8WeightLinear
 

@@ -32,7 +32,7 @@ from generation_speed import CACHE, RESULTS, build_prompts, measure_bounds
 
 from machine_facts import with_machine
 from kbqa.llm.local import LocalLLM
-from kbqa.models import DEFAULT_LLM, EMBEDDED_LLMS, joined_gguf, resolve_llm
+from kbqa.llm.loading import DEFAULT_LLM, EMBEDDED_LLMS, joined_gguf, resolve_llm
 
 
 def timed_completion(model: Any, tokens: list[int], new_tokens: int, eos: int) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kbqa.errors import ConfigError
-from kbqa.models import default_home
+from kbqa.llm.loading import default_home
 
 if TYPE_CHECKING:
     from kbqa.vector_backends import VectorStoreConfig

@@ -57,7 +57,7 @@ class KbqaService:
     def llm(self) -> Any:
         from kbqa.fusion import load_adapters
         from kbqa.llm.local import LocalLLM
-        from kbqa.models import resolve_llm
+        from kbqa.llm.loading import resolve_llm
         from kbqa.llm.remote import RemoteLLM, is_remote
 
         s = self.settings
@@ -155,7 +155,7 @@ class KbqaService:
         if self.settings.llm.startswith("openai:"):
             return self.llm  # a remote model: adapters are chosen on the serving side
         from kbqa.llm.local import LocalLLM
-        from kbqa.models import resolve_llm
+        from kbqa.llm.loading import resolve_llm
 
         s = self.settings
         folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)

@@ -47,7 +47,7 @@ def model_cache() -> Path:
 @pytest.fixture(scope="session")
 def tiny_llm_folder(model_cache: Path) -> Path:
     """SmolLM2-135M-Instruct (llama architecture) converted from its PyPI GGUF: fast, real."""
-    from kbqa.models import resolve_llm
+    from kbqa.llm.loading import resolve_llm
 
     return resolve_llm("embedded:smollm2-135m-instruct", model_cache, "float32")
 
@@ -61,6 +61,6 @@ def tiny_llm(tiny_llm_folder: Path):
 
 @pytest.fixture(scope="session")
 def default_llm_folder(model_cache: Path) -> Path:
-    from kbqa.models import resolve_llm
+    from kbqa.llm.loading import resolve_llm
 
     return resolve_llm("embedded", model_cache)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kbqa.errors import ModelError
-from kbqa.models import EmbeddedGGUF, joined_gguf, resolve_llm
+from kbqa.llm.loading import EmbeddedGGUF, joined_gguf, resolve_llm
 
 
 def test_embedded_model_is_converted_once_and_reused(tiny_llm_folder: Path, model_cache: Path):

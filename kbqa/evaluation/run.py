@@ -170,7 +170,7 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
     _check_resumable(config.out, _fingerprint(settings, config))
     if service is None:
         # the KB lives in the output folder; the converted model stays in the user's cache
-        from kbqa.models import resolve_llm
+        from kbqa.llm.loading import resolve_llm
 
         llm = str(resolve_llm(settings.llm, settings.cache_dir, settings.llm_dtype))
         service = KbqaService(settings.model_copy(update={"home": config.out / "home",

@@ -36,7 +36,7 @@ that was skipped and why."""
 
 def _model_folder(spec: str) -> Path:
     from kbqa.config import load_settings
-    from kbqa.models import resolve_llm
+    from kbqa.llm.loading import resolve_llm
 
     settings = load_settings()
     return resolve_llm(spec, settings.cache_dir, settings.llm_dtype)
@@ -44,7 +44,7 @@ def _model_folder(spec: str) -> Path:
 
 def _portable_name(spec: str) -> str | None:
     """'embedded:NAME' for an embedded model (the same on every machine), else None."""
-    from kbqa.models import DEFAULT_LLM
+    from kbqa.llm.loading import DEFAULT_LLM
 
     return f"embedded:{DEFAULT_LLM}" if spec == "embedded" else (
         spec if spec.startswith("embedded:") else None)

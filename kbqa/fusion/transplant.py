@@ -254,7 +254,7 @@ def _donor_folder(config: Any, donor: Path | None) -> Path:
     name = config.base_model_name_or_path or ""
     if name.startswith("embedded"):
         from kbqa.config import load_settings
-        from kbqa.models import resolve_llm
+        from kbqa.llm.loading import resolve_llm
 
         return resolve_llm(name, load_settings().cache_dir)
     base = Path(name).expanduser()

@@ -91,7 +91,7 @@ class LocalLLM(LLM):
 
         from kbqa.allocator import keep_freed_memory
         from kbqa.cpu_inference import speed_up
-        from kbqa.models import weights_dtype
+        from kbqa.llm.loading import weights_dtype
         from kbqa.quantization import quantize_int8, quantize_int8_weights
 
         keep_freed_memory()
