@@ -8,7 +8,7 @@ timings the service reports (retrieve, prefill, decode, time to first token, tot
 decode tokens/s. Configurations are `PRECISION:TOP_K`; PRECISION is bf16 (the app default),
 bf16-stock (bf16 without kbqa.cpu_inference's speed-ups: transformers' own path), fp32, int8
 (torch.ao dynamic quantization of every nn.Linear of the fp32 model), or int8-weights (int8
-weight-only quantization of every nn.Linear of the bf16 model, kbqa.quantization).
+weight-only quantization of every nn.Linear of the bf16 model, kbqa.llm.quantization).
 
     python bench/answer_configs.py --home /tmp/cmrc-home                       # all 202
     python bench/answer_configs.py --home /tmp/cmrc-home --limit 40 --configs bf16:3 int8:3

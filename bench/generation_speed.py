@@ -4,7 +4,7 @@ For the embedded default (Qwen2.5-Coder-0.5B-Instruct) at a ~1k-token Chinese RA
 dev passages, chunked like ingest, formatted by kbqa.prompts and rendered through LocalLLM.render so
 the chat template is applied), measures per configuration (fp32, bf16, int8 = torch.ao dynamic
 quantization of every nn.Linear of the fp32 model, int8-weights = int8 weight-only quantization of
-every nn.Linear of the bf16 model, kbqa.quantization; all with kbqa.cpu_inference's
+every nn.Linear of the bf16 model, kbqa.llm.quantization; all with kbqa.cpu_inference's
 speed-ups, and bf16-stock = bf16 through transformers' own path, the baseline for them) and per
 torch thread count:
 
@@ -58,7 +58,7 @@ from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm.local import LocalLLM
 from kbqa.llm.loading import resolve_llm
 from kbqa.prompts import build_prompt, format_context
-from kbqa.quantization import Int8WeightLinear
+from kbqa.llm.quantization import Int8WeightLinear
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
 warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
@@ -67,7 +67,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018" / "dev"
 CACHE = Path.home() / ".cache" / "kbqa-tests"
 CONFIGS = ("fp32", "bf16-stock", "bf16", "int8", "int8-weights")
-# int8-weights prefills through dequantized bf16 weights (kbqa.quantization.INT8PACK_MAX_ROWS)
+# int8-weights prefills through dequantized bf16 weights (kbqa.llm.quantization.INT8PACK_MAX_ROWS)
 GEMM_PEAK_OF = {"int8-weights": "bf16", "bf16-stock": "bf16"}
 
 

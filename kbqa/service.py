@@ -71,7 +71,7 @@ class KbqaService:
                                    temperature=s.temperature, top_p=s.top_p,
                                    repetition_penalty=s.repetition_penalty)
         if s.adapters:
-            from kbqa.quantization import refuse_adapters
+            from kbqa.llm.quantization import refuse_adapters
 
             refuse_adapters(llm.model, s.adapters[0])
             llm.model, reports = load_adapters(llm.model, list(s.adapters))

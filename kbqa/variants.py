@@ -104,7 +104,7 @@ class VariantModel:
 
     def _load(self, folder: Path) -> str:
         from kbqa.fusion import load_adapters
-        from kbqa.quantization import refuse_adapters
+        from kbqa.llm.quantization import refuse_adapters
 
         if folder in self.names:
             return self.names[folder]

@@ -16,7 +16,7 @@ import torch
 from kbqa.errors import AdapterError
 from kbqa.llm.local import LocalLLM
 from kbqa.llm.loading import resolve_llm
-from kbqa.quantization import INT8PACK_MAX_ROWS, Int8WeightLinear, is_quantized
+from kbqa.llm.quantization import INT8PACK_MAX_ROWS, Int8WeightLinear, is_quantized
 from kbqa.variants import Variant, VariantModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.numerics]

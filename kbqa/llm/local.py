@@ -92,7 +92,7 @@ class LocalLLM(LLM):
         from kbqa.allocator import keep_freed_memory
         from kbqa.cpu_inference import speed_up
         from kbqa.llm.loading import weights_dtype
-        from kbqa.quantization import quantize_int8, quantize_int8_weights
+        from kbqa.llm.quantization import quantize_int8, quantize_int8_weights
 
         keep_freed_memory()
         folder = Path(folder)
