@@ -6,7 +6,7 @@ dev + train passages. Per configuration it prints EM / F1 (with a paired-bootstr
 ΔF1 against the first configuration), refusals, mean prompt tokens, and p50 of the stage
 timings the service reports (retrieve, prefill, decode, time to first token, total) with
 decode tokens/s. Configurations are `PRECISION:TOP_K`; PRECISION is bf16 (the app default),
-bf16-stock (bf16 without kbqa.cpu_inference's speed-ups: transformers' own path), fp32, int8
+bf16-stock (bf16 without kbqa.llm.cpu_inference's speed-ups: transformers' own path), fp32, int8
 (torch.ao dynamic quantization of every nn.Linear of the fp32 model), or int8-weights (int8
 weight-only quantization of every nn.Linear of the bf16 model, kbqa.llm.quantization).
 

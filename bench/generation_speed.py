@@ -4,7 +4,7 @@ For the embedded default (Qwen2.5-Coder-0.5B-Instruct) at a ~1k-token Chinese RA
 dev passages, chunked like ingest, formatted by kbqa.prompts and rendered through LocalLLM.render so
 the chat template is applied), measures per configuration (fp32, bf16, int8 = torch.ao dynamic
 quantization of every nn.Linear of the fp32 model, int8-weights = int8 weight-only quantization of
-every nn.Linear of the bf16 model, kbqa.llm.quantization; all with kbqa.cpu_inference's
+every nn.Linear of the bf16 model, kbqa.llm.quantization; all with kbqa.llm.cpu_inference's
 speed-ups, and bf16-stock = bf16 through transformers' own path, the baseline for them) and per
 torch thread count:
 
@@ -53,7 +53,7 @@ from langchain_core.documents import Document
 from transformers import LogitsProcessorList
 
 from machine_facts import with_machine
-from kbqa.cpu_inference import PackedLinear
+from kbqa.llm.cpu_inference import PackedLinear
 from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm.local import LocalLLM
 from kbqa.llm.loading import resolve_llm

@@ -32,7 +32,7 @@ def machine_facts() -> dict[str, object]:
     """CPU model, ISA flags and limits, the kernels torch picked, cores and library versions."""
     import torch
 
-    from kbqa.cpu_inference import packing_supported
+    from kbqa.llm.cpu_inference import packing_supported
 
     model, flags = _cpuinfo()
     return {

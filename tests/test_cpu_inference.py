@@ -1,4 +1,4 @@
-"""kbqa.cpu_inference changes speed only: packed weights, folded single-query attention and the
+"""kbqa.llm.cpu_inference changes speed only: packed weights, folded single-query attention and the
 growing cache must give what the stock transformers path gives, on a real model (SmolLM2-135M,
 llama architecture with 9 query heads over 3 key/value heads) and on hand-made tensors.
 
@@ -26,7 +26,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import DynamicCache
 
-from kbqa.cpu_inference import (ATTENTION, GrowingLayer, PackedLinear, growing_cache,
+from kbqa.llm.cpu_inference import (ATTENTION, GrowingLayer, PackedLinear, growing_cache,
                                 grouped_query_attention, pack_linear_weights, packing_supported,
                                 unpack_linear_weights)
 from kbqa.fusion import load_adapters

@@ -108,12 +108,12 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
 
     All adapters are active together; `peft_model.disable_adapter()` gives the plain model back
     without reloading it. After an AdapterError the model may already be wrapped: discard it.
-    Linear layers packed by kbqa.cpu_inference are unpacked first, in place.
+    Linear layers packed by kbqa.llm.cpu_inference are unpacked first, in place.
     """
     from peft import PeftModel, get_peft_model
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from kbqa.cpu_inference import unpack_linear_weights
+    from kbqa.llm.cpu_inference import unpack_linear_weights
 
     unpack_linear_weights(model)  # peft wraps plain nn.Linear only; unpacking is exact
     reports: list[AdapterReport] = []

@@ -68,7 +68,7 @@ class LocalLLM(LLM):
     repetition_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     max_input_tokens: int = 3072
-    # kbqa.cpu_inference: packed weights, folded attention, a growing cache (same computation)
+    # kbqa.llm.cpu_inference: packed weights, folded attention, a growing cache (same computation)
     cpu_speedups: bool = True
     # Shared by this LLM's adapter views (kbqa.variants), keyed by the weights in use; None = off.
     prefix_cache: PrefixCache | None = Field(default_factory=PrefixCache, exclude=True)
@@ -83,14 +83,14 @@ class LocalLLM(LLM):
         dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
         (`quantize_int8`); "int8-weights" loads bfloat16 weights and stores every nn.Linear's
         weights in int8 (`quantize_int8_weights`). Both are CPU only, and LoRA adapters cannot
-        attach to them. The `cpu_speedups` field applies kbqa.cpu_inference (the same
+        attach to them. The `cpu_speedups` field applies kbqa.llm.cpu_inference (the same
         computation, faster; off only to measure transformers' own path).
         """
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         from kbqa.allocator import keep_freed_memory
-        from kbqa.cpu_inference import speed_up
+        from kbqa.llm.cpu_inference import speed_up
         from kbqa.llm.loading import weights_dtype
         from kbqa.llm.quantization import quantize_int8, quantize_int8_weights
 
@@ -151,7 +151,7 @@ class LocalLLM(LLM):
         """generate() arguments, and the prefix-cache lease to return once generation ends."""
         import torch
 
-        from kbqa.cpu_inference import is_transformers_native
+        from kbqa.llm.cpu_inference import is_transformers_native
 
         inputs = self.tokenizer(self.render(prompt), return_tensors="pt", add_special_tokens=False)
         input_ids = inputs["input_ids"][:, -self.max_input_tokens:]
@@ -183,14 +183,14 @@ class LocalLLM(LLM):
         transformers' own without cpu_speedups."""
         from transformers import DynamicCache
 
-        from kbqa.cpu_inference import growing_cache
+        from kbqa.llm.cpu_inference import growing_cache
 
         config = self.model.config
         return growing_cache(config) if self.cpu_speedups else DynamicCache(config=config)
 
     def _lease_cache(self, ids: list[int]) -> _Lease | None:
         """The stored cache of this prompt's longest known prefix, or a fresh one to fill."""
-        from kbqa.cpu_inference import is_transformers_native
+        from kbqa.llm.cpu_inference import is_transformers_native
 
         if self.prefix_cache is None or not is_transformers_native(self.model):
             return None
