@@ -1,4 +1,4 @@
-"""Time to first token with and without the prefix key/value cache (kbqa.prefix_cache).
+"""Time to first token with and without the prefix key/value cache (kbqa.llm.prefix_cache).
 
 Asks CMRC 2018 dev questions in file order, which groups them by article (3–5 questions on
 one passage, like a user's follow-ups), through `KbqaService.ask` on the dev + train KB with
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from machine_facts import with_machine
 from kbqa.config import load_settings
-from kbqa.prefix_cache import PrefixCache
+from kbqa.llm.prefix_cache import PrefixCache
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"

@@ -120,7 +120,7 @@ def test_generation_info_says_stop_when_a_stop_string_ends_it(tiny_llm: LocalLLM
 
 
 def test_prefix_cache_reuses_the_shared_prefix_and_keeps_answers(tiny_llm: LocalLLM):
-    from kbqa.prefix_cache import PrefixCache
+    from kbqa.llm.prefix_cache import PrefixCache
 
     cached = tiny_llm.model_copy(update={"prefix_cache": PrefixCache()})
     fresh = tiny_llm.model_copy(update={"prefix_cache": None})
@@ -137,7 +137,7 @@ def test_prefix_cache_reuses_the_shared_prefix_and_keeps_answers(tiny_llm: Local
 
 
 def test_prefix_cache_is_kept_apart_per_adapter_state(tiny_llm: LocalLLM):
-    from kbqa.prefix_cache import PrefixCache
+    from kbqa.llm.prefix_cache import PrefixCache
 
     shared = PrefixCache()
     plain = tiny_llm.model_copy(update={"prefix_cache": shared})

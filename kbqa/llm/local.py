@@ -27,7 +27,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
-from kbqa.prefix_cache import PrefixCache
+from kbqa.llm.prefix_cache import PrefixCache
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
