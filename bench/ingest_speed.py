@@ -36,7 +36,7 @@ from pathlib import Path
 from zh_corpus import chunk_texts, write_documents
 
 from machine_facts import with_machine
-from kbqa.embeddings import EncoderEmbeddings, load_embedded_default
+from kbqa.embeddings.embedders import EncoderEmbeddings, load_embedded_default
 from kbqa.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"

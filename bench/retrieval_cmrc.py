@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from machine_facts import with_machine
-from kbqa.embeddings import load_embedded_default
+from kbqa.embeddings.embedders import load_embedded_default
 from kbqa.rerank import Reranker, load_reranker
 from kbqa.retrieval import (KnowledgeBaseRetriever, bm25_index, candidate_count,
                             reciprocal_rank_fusion)

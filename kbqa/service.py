@@ -47,7 +47,7 @@ class KbqaService:
 
     @cached_property
     def embeddings(self) -> Any:
-        from kbqa.embeddings import load_embedded_default, load_sentence_transformer
+        from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
 
         if self.settings.embedder == "embedded":
             return load_embedded_default()

@@ -49,7 +49,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from tqdm.auto import tqdm
 
-from kbqa.embeddings import EncoderEmbeddings
+from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
 from kbqa.lexical import TOKENIZER_VERSION, encode_row
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
@@ -219,7 +219,7 @@ def _require_kbqa_embedder(embeddings: Embeddings) -> EncoderEmbeddings:
     if not isinstance(embeddings, EncoderEmbeddings):
         raise KnowledgeBaseError(
             f"{type(embeddings).__name__} does not state a model name and dimension; wrap the model "
-            "in kbqa.embeddings.EncoderEmbeddings so the knowledge base can record which embedder built it")
+            "in kbqa.embeddings.embedders.EncoderEmbeddings so the knowledge base can record which embedder built it")
     return embeddings
 
 

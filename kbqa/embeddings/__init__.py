@@ -1,0 +1,1 @@
+"""kbqa.embeddings.embedders."""
