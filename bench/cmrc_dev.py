@@ -25,7 +25,7 @@ from machine_facts import with_machine
 from kbqa.chain import build_qa_chain, is_refusal
 from kbqa.config import load_settings
 from kbqa.metrics import exact_match, f1_score
-from kbqa.prompts import build_prompt
+from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"

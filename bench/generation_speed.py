@@ -1,7 +1,7 @@
 """Generation speed on CPU for the default model, against the machine's own physical bounds.
 
 For the embedded default (Qwen2.5-Coder-0.5B-Instruct) at a ~1k-token Chinese RAG prompt (CMRC 2018
-dev passages, chunked like ingest, formatted by kbqa.prompts and rendered through LocalLLM.render so
+dev passages, chunked like ingest, formatted by kbqa.qa.prompts and rendered through LocalLLM.render so
 the chat template is applied), measures per configuration (fp32, bf16, int8 = torch.ao dynamic
 quantization of every nn.Linear of the fp32 model, int8-weights = int8 weight-only quantization of
 every nn.Linear of the bf16 model, kbqa.llm.quantization; all with kbqa.llm.cpu_inference's
@@ -57,7 +57,7 @@ from kbqa.llm.cpu_inference import PackedLinear
 from kbqa.ingest.splitter import ChineseTextSplitter
 from kbqa.llm.local import LocalLLM
 from kbqa.llm.loading import resolve_llm
-from kbqa.prompts import build_prompt, format_context
+from kbqa.qa.prompts import build_prompt, format_context
 from kbqa.llm.quantization import Int8WeightLinear
 
 warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")

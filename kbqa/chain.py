@@ -19,7 +19,7 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
-from kbqa.prompts import REFUSAL, build_prompt, format_context, format_history
+from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
 
 SNIPPET_CHARS = 120
 

@@ -12,7 +12,7 @@ from typing import Any
 from kbqa.chain import Source, build_qa_chain, is_refusal
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
-from kbqa.prompts import build_prompt
+from kbqa.qa.prompts import build_prompt
 from kbqa.timing import StageTimer
 
 

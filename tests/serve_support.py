@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.config import Settings
-from kbqa.prompts import build_prompt, format_context, format_history
+from kbqa.qa.prompts import build_prompt, format_context, format_history
 from kbqa.server import auth
 from kbqa.server.app import create_app, running
 from kbqa.service import KbqaService

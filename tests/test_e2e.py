@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kbqa.config import load_settings
-from kbqa.prompts import REFUSAL
+from kbqa.qa.prompts import REFUSAL
 from kbqa.service import KbqaService
 
 KNOWLEDGE = Path(__file__).resolve().parents[1] / "knowledge"

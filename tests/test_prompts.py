@@ -4,7 +4,7 @@ import pytest
 from langchain_core.documents import Document
 
 from kbqa.errors import ConfigError
-from kbqa.prompts import REFUSAL, build_prompt, format_context, format_history
+from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
 
 
 def test_default_prompt_numbers_passages_and_states_the_refusal():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kbqa.config import load_settings
-from kbqa.prompts import REFUSAL
+from kbqa.qa.prompts import REFUSAL
 from kbqa.service import KbqaService
 
 from tests.ui_support import QUESTION, app_test, texts, write_config, write_doc

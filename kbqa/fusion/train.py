@@ -65,7 +65,7 @@ def cmrc_examples(folder: Path, window: int = 120, limit: int | None = None,
     """RAG-style examples from questions.jsonl + docs.jsonl: a passage around the answer."""
     from langchain_core.documents import Document
 
-    from kbqa.prompts import build_prompt, format_context
+    from kbqa.qa.prompts import build_prompt, format_context
 
     folder = Path(folder)
     docs = {d["doc_id"]: d for d in _jsonl(folder / "docs.jsonl")}

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kbqa.chain import Source, build_qa_chain
 from kbqa.errors import KbqaError
-from kbqa.prompts import build_prompt
+from kbqa.qa.prompts import build_prompt
 from kbqa.server import schemas
 from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view

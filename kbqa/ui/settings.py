@@ -8,7 +8,7 @@ import streamlit as st
 
 from kbqa.config import Settings
 from kbqa.errors import ConfigError
-from kbqa.prompts import DEFAULT_TEMPLATE
+from kbqa.qa.prompts import DEFAULT_TEMPLATE
 from kbqa.ui.common import REPO_ADAPTERS, service
 
 
