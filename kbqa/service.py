@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from kbqa.chain import Source, build_qa_chain, is_refusal
+from kbqa.qa.chain import Source, build_qa_chain, is_refusal
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.qa.prompts import build_prompt

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from kbqa.chain import build_qa_chain
+from kbqa.qa.chain import build_qa_chain
 from kbqa.config import Settings, load_settings
 from kbqa.errors import ConfigError, ModelError
 from kbqa.llm.remote import RemoteLLM, parse_remote

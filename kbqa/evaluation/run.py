@@ -19,7 +19,7 @@ from langchain_core.documents import Document
 from langchain_core.runnables import RunnableLambda
 from tqdm import tqdm
 
-from kbqa.chain import build_qa_chain, is_refusal
+from kbqa.qa.chain import build_qa_chain, is_refusal
 from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.evaluation.data import Question, Variant, materialise_docs, parse_variant, read_questions

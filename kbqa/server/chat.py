@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.runnables import RunnableLambda
 from starlette.concurrency import run_in_threadpool
 
-from kbqa.chain import Source, build_qa_chain
+from kbqa.qa.chain import Source, build_qa_chain
 from kbqa.errors import KbqaError
 from kbqa.qa.prompts import build_prompt
 from kbqa.server import schemas
