@@ -13,7 +13,7 @@ from kbqa.qa.chain import Source, build_qa_chain, is_refusal
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.qa.prompts import build_prompt
-from kbqa.timing import StageTimer
+from kbqa.qa.timing import StageTimer
 
 
 @dataclass
@@ -349,7 +349,7 @@ def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
     """Run the chain streaming: ('sources', [Source]), ('token', str)..., ('done', Answer).
 
     Timings: retrieve, first_token and total from the start; prompt, prefill and decode
-    per stage (kbqa.timing.StageTimer).
+    per stage (kbqa.qa.timing.StageTimer).
     """
     start = time.perf_counter()
     timer = StageTimer()
