@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kbqa.evaluation.cli import add_eval_parser
 
     add_eval_parser(commands, _add_common, _add_model_options)
-    from kbqa.fusion.cli import add_adapters_parser
+    from kbqa.adapters.cli import add_adapters_parser
 
     add_adapters_parser(commands)
     return parser
@@ -260,7 +260,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_adapters(args: argparse.Namespace) -> int:
-    from kbqa.fusion.cli import run_adapters_command
+    from kbqa.adapters.cli import run_adapters_command
 
     return run_adapters_command(args)
 

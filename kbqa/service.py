@@ -55,7 +55,7 @@ class KbqaService:
 
     @cached_property
     def llm(self) -> Any:
-        from kbqa.fusion import load_adapters
+        from kbqa.adapters import load_adapters
         from kbqa.llm.local import LocalLLM
         from kbqa.llm.loading import resolve_llm
         from kbqa.llm.remote import RemoteLLM, is_remote
@@ -321,7 +321,7 @@ class VariantAnswer:
     text: str
     refused: bool
     timings: dict[str, float] = field(default_factory=dict)
-    applied: Any = None  # kbqa.fusion.verify.VerifyReport for adapter variants
+    applied: Any = None  # kbqa.adapters.verify.VerifyReport for adapter variants
     error: str | None = None
 
 

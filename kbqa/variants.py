@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kbqa.errors import AdapterError
 
 if TYPE_CHECKING:  # torch is imported only when a check runs
-    from kbqa.fusion.verify import VerifyReport
+    from kbqa.adapters.verify import VerifyReport
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -66,7 +66,7 @@ def discover_adapters(configured: Iterable[Path | str], roots: Iterable[Path | s
 
 
 def _peft_name(folder: Path) -> str:
-    # what kbqa.fusion.load_adapters names a folder's adapter when it is loaded on its own
+    # what kbqa.adapters.load_adapters names a folder's adapter when it is loaded on its own
     return "adapter0_" + re.sub(r"[^0-9A-Za-z_-]", "_", folder.name)
 
 
@@ -103,7 +103,7 @@ class VariantModel:
         return self.base_llm.tokenizer
 
     def _load(self, folder: Path) -> str:
-        from kbqa.fusion import load_adapters
+        from kbqa.adapters import load_adapters
         from kbqa.llm.quantization import refuse_adapters
 
         if folder in self.names:
@@ -158,7 +158,7 @@ class VariantModel:
     def check_applied(self, variant: Variant, probe: str | None = None,
                       tolerance: float = 1e-3) -> VerifyReport:
         """Adapters active vs disabled on a probe prompt: do the logits move? (cached per variant)"""
-        from kbqa.fusion.verify import DEFAULT_PROBE, VerifyReport, check_loaded
+        from kbqa.adapters.verify import DEFAULT_PROBE, VerifyReport, check_loaded
 
         if variant.is_plain:
             return VerifyReport(applied=False, max_logit_diff=0.0, modules=0,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.fusion import load_adapters
+from kbqa.adapters import load_adapters
 
 
 def _model(folder: Path):

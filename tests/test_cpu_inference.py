@@ -29,7 +29,7 @@ from transformers import DynamicCache
 from kbqa.llm.cpu_inference import (ATTENTION, GrowingLayer, PackedLinear, growing_cache,
                                 grouped_query_attention, pack_linear_weights, packing_supported,
                                 unpack_linear_weights)
-from kbqa.fusion import load_adapters
+from kbqa.adapters import load_adapters
 from kbqa.llm.local import LocalLLM
 from tests.numerics import attention_error_bound, exact_linear, linear_error_bound
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.fusion.layermap import donor_layers_for
-from kbqa.fusion.profiles import profile_for, profile_for_folder
+from kbqa.adapters.layermap import donor_layers_for
+from kbqa.adapters.profiles import profile_for, profile_for_folder
 
 
 def _names(model: torch.nn.Module) -> set[str]:

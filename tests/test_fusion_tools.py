@@ -9,7 +9,7 @@ import torch
 
 from kbqa.cli import main
 from kbqa.errors import AdapterError
-from kbqa.fusion.train import Example, TrainOptions, encode, train_lora
+from kbqa.adapters.train import Example, TrainOptions, encode, train_lora
 from tests.fusion_models import adapter_delta, save_adapter, save_llama
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -56,7 +56,7 @@ def _model(folder: Path):
 
 
 def test_cat_fuse_is_the_exact_weighted_sum(llama, tmp_path):
-    from kbqa.fusion.fuse import fuse_adapters
+    from kbqa.adapters.fuse import fuse_adapters
 
     peft_model = fuse_adapters(_model(llama["model"]), [llama["a"], llama["b"]], [0.7, 0.3],
                                method="cat")
@@ -72,7 +72,7 @@ def test_cat_fuse_is_the_exact_weighted_sum(llama, tmp_path):
 def test_merge_writes_a_standalone_model_with_the_adapter_logits(llama, tmp_path):
     from peft import PeftModel
 
-    from kbqa.fusion.merge import merge_to_folder
+    from kbqa.adapters.merge import merge_to_folder
 
     out = merge_to_folder(llama["model"], [llama["a"]], tmp_path / "merged", dtype="float32")
     probe = torch.tensor([[1, 2, 3, 4]])

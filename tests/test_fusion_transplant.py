@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.fusion import load_adapters
-from kbqa.fusion.transplant import TransplantOptions, refactor, transplant
-from kbqa.fusion.verify import verify_adapter
+from kbqa.adapters import load_adapters
+from kbqa.adapters.transplant import TransplantOptions, refactor, transplant
+from kbqa.adapters.verify import verify_adapter
 from tests.fusion_models import (ChatGLMv1Toy, adapter_delta, save_adapter, save_config,
                                  save_llama, save_qwen2)
 

@@ -11,7 +11,7 @@ spent its time elsewhere, in three places this module removes:
   order: on AVX-512 with BF16 the outputs are the same bits, on AMX and on AVX-512 without BF16
   they differ within bf16 rounding (tests/test_cpu_inference.py states the bounds). Where oneDNN
   cannot pack bf16 (AVX2 only) the plain layout runs. peft cannot wrap a packed layer, so
-  `kbqa.fusion.load_adapters` unpacks (`unpack_linear_weights`, exact) before attaching.
+  `kbqa.adapters.load_adapters` unpacks (`unpack_linear_weights`, exact) before attaching.
 * **Attention of one query.** With grouped-query attention and no mask, transformers calls
   SDPA with `enable_gqa=True`; torch's CPU kernel then took ~1 ms a layer at 1k tokens. Folding
   the query heads onto their key/value heads (14 heads -> 2 x 7 queries) gives the same

@@ -157,14 +157,14 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.adapter is not None:
         _print_adapter(args.adapter)
     if args.model is not None:
-        from kbqa.fusion.profiles import profile_for_folder
+        from kbqa.adapters.profiles import profile_for_folder
 
         print(json.dumps(profile_for_folder(_model_folder(args.model)).summary(), indent=2))
     return 0
 
 
 def _print_adapter(folder: Path) -> None:
-    from kbqa.fusion.loading import read_adapter_config, read_adapter_weights
+    from kbqa.adapters.loading import read_adapter_config, read_adapter_weights
 
     config = read_adapter_config(folder)
     weights = read_adapter_weights(folder)
@@ -189,7 +189,7 @@ def _print_adapter(folder: Path) -> None:
 
 
 def _transplant(args: argparse.Namespace) -> int:
-    from kbqa.fusion.transplant import TransplantOptions, transplant
+    from kbqa.adapters.transplant import TransplantOptions, transplant
 
     options = TransplantOptions(layer_map=args.layer_map, rank=args.rank, max_rank=args.max_rank,
                                 subspace_rank=args.subspace_rank,
@@ -209,7 +209,7 @@ def _transplant(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from kbqa.fusion.verify import DEFAULT_PROBE, verify_adapter
+    from kbqa.adapters.verify import DEFAULT_PROBE, verify_adapter
 
     report = verify_adapter(_model_folder(args.model), None, args.adapters,
                             probe=args.probe or DEFAULT_PROBE, tolerance=args.tolerance)
@@ -228,8 +228,8 @@ def _fuse(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kbqa.errors import AdapterError
-    from kbqa.fusion.fuse import fuse_adapters
-    from kbqa.fusion.verify import check_loaded
+    from kbqa.adapters.fuse import fuse_adapters
+    from kbqa.adapters.verify import check_loaded
 
     try:
         weights = ([float(w) for w in args.weights.split(",")] if args.weights
@@ -261,7 +261,7 @@ def _flatten_selected(out: Path, name: str) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from kbqa.fusion.merge import merge_to_folder
+    from kbqa.adapters.merge import merge_to_folder
 
     out = merge_to_folder(_model_folder(args.model), list(args.adapters), args.out, args.dtype)
     print(f"merged {len(args.adapters)} adapter(s) into {out} ({args.dtype}); "
@@ -270,7 +270,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from kbqa.fusion.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
+    from kbqa.adapters.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
 
     examples = (alpaca_examples(args.alpaca) if args.alpaca
                 else cmrc_examples(args.cmrc, seed=args.seed))

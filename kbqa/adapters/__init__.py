@@ -1,6 +1,6 @@
 """LoRA adapter work: strict loading, architecture profiles, cross-model transplant, verification,
 training, fusing and merging. Heavy submodules are imported on use."""
 
-from kbqa.fusion.loading import AdapterReport, load_adapters
+from kbqa.adapters.loading import AdapterReport, load_adapters
 
 __all__ = ["AdapterReport", "load_adapters"]

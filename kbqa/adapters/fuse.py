@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.errors import AdapterError
-from kbqa.fusion.loading import load_adapters
+from kbqa.adapters.loading import load_adapters
 
 FUSE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 

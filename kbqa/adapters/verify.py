@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kbqa.fusion.loading import AdapterReport, load_adapters
+from kbqa.adapters.loading import AdapterReport, load_adapters
 
 DEFAULT_PROBE = "根据资料回答问题。资料：长城是中国古代的军事防御工程。问题：长城是什么？答案："
 

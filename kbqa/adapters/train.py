@@ -128,7 +128,7 @@ def _restore_checkpoint(folder: Path, peft_model: Any,
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from kbqa.fusion.loading import read_adapter_weights
+    from kbqa.adapters.loading import read_adapter_weights
 
     set_peft_model_state_dict(peft_model, read_adapter_weights(folder))
     flat = load_file(str(folder / "optimizer.safetensors"))

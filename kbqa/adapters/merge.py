@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kbqa.fusion.loading import load_adapters
+from kbqa.adapters.loading import load_adapters
 
 
 def merge_to_folder(model_folder: Path, adapter_folders: list[Path], out: Path,

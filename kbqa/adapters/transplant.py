@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 from kbqa.errors import AdapterError
-from kbqa.fusion.alignment import Subspace, align_delta, subspace
-from kbqa.fusion.base_weights import BaseWeights
-from kbqa.fusion.layermap import donor_layers_for
-from kbqa.fusion.loading import read_adapter_config, read_adapter_weights
-from kbqa.fusion.profiles import ArchitectureProfile, ModuleSpec, profile_for, read_model_config
+from kbqa.adapters.alignment import Subspace, align_delta, subspace
+from kbqa.adapters.base_weights import BaseWeights
+from kbqa.adapters.layermap import donor_layers_for
+from kbqa.adapters.loading import read_adapter_config, read_adapter_weights
+from kbqa.adapters.profiles import ArchitectureProfile, ModuleSpec, profile_for, read_model_config
 
 KEY_PATTERN = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])"
                          r"(?:\.[^.]+)?\.weight$")
