@@ -148,7 +148,7 @@ class KbqaService:
 
     @cached_property
     def base_llm(self) -> Any:
-        """The LLM without adapters (variants add them on top, see kbqa.variants); loaded once."""
+        """The LLM without adapters (variants add them on top, see kbqa.adapters.variants); loaded once."""
         injected = self.__dict__.get("llm")
         if injected is not None and not self.settings.adapters:
             return injected
@@ -165,7 +165,7 @@ class KbqaService:
 
     @cached_property
     def variant_model(self) -> Any:
-        from kbqa.variants import VariantModel
+        from kbqa.adapters.variants import VariantModel
 
         return VariantModel(self.base_llm)
 
@@ -209,12 +209,12 @@ class KbqaService:
 
     def adapter_choices(self, roots: Iterable[Path] = ()) -> list[Path]:
         """Configured adapters, then adapter folders under HOME/adapters and the given roots."""
-        from kbqa.variants import discover_adapters
+        from kbqa.adapters.variants import discover_adapters
 
         return discover_adapters(self.settings.adapters, [self.settings.home / "adapters", *roots])
 
     def default_variant(self) -> Any:
-        from kbqa.variants import Variant
+        from kbqa.adapters.variants import Variant
 
         return Variant.of(self.settings.adapters)
 
@@ -317,7 +317,7 @@ class KbqaService:
 class VariantAnswer:
     """One variant's answer to a shared context (the Compare page's column)."""
 
-    variant: Any  # kbqa.variants.Variant
+    variant: Any  # kbqa.adapters.variants.Variant
     text: str
     refused: bool
     timings: dict[str, float] = field(default_factory=dict)
@@ -327,7 +327,7 @@ class VariantAnswer:
 
 def _settings_problem(settings: Settings) -> str | None:
     """Checks pydantic cannot do: the prompt template, and that named folders exist."""
-    from kbqa.variants import is_adapter_folder
+    from kbqa.adapters.variants import is_adapter_folder
 
     try:
         build_prompt(settings.prompt_template)

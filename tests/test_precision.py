@@ -17,7 +17,7 @@ from kbqa.errors import AdapterError
 from kbqa.llm.local import LocalLLM
 from kbqa.llm.loading import resolve_llm
 from kbqa.llm.quantization import INT8PACK_MAX_ROWS, Int8WeightLinear, is_quantized
-from kbqa.variants import Variant, VariantModel
+from kbqa.adapters.variants import Variant, VariantModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.numerics]
 PROBES = ["已知信息：王处直，字允明，京兆万年人。问题：王处直的字是什么？答案：",

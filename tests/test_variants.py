@@ -9,7 +9,7 @@ import torch
 
 from kbqa.errors import AdapterError
 from kbqa.llm.local import LocalLLM
-from kbqa.variants import Variant, VariantModel, discover_adapters
+from kbqa.adapters.variants import Variant, VariantModel, discover_adapters
 
 from tests.ui_support import DONOR_ADAPTER, ROOT
 

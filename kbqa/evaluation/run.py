@@ -27,8 +27,8 @@ from kbqa.evaluation.scoring import summarise
 from kbqa.metrics import exact_match, f1_score, rouge_l
 from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
-from kbqa.variants import Variant as ModelVariant
-from kbqa.variants import VariantModel
+from kbqa.adapters.variants import Variant as ModelVariant
+from kbqa.adapters.variants import VariantModel
 
 __all__ = ["EvalConfig", "Variant", "parse_variant", "read_questions", "run_eval"]
 

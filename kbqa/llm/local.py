@@ -70,7 +70,7 @@ class LocalLLM(LLM):
     max_input_tokens: int = 3072
     # kbqa.llm.cpu_inference: packed weights, folded attention, a growing cache (same computation)
     cpu_speedups: bool = True
-    # Shared by this LLM's adapter views (kbqa.variants), keyed by the weights in use; None = off.
+    # Shared by this LLM's adapter views (kbqa.adapters.variants), keyed by the weights in use; None = off.
     prefix_cache: PrefixCache | None = Field(default_factory=PrefixCache, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

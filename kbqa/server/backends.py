@@ -1,7 +1,7 @@
 """Which LLM answers a request: the API's `model` names a variant of the one shared model.
 
 Local: one base model is loaded once; each variant is a set of LoRA adapters switched on it
-(`kbqa.variants.VariantModel`, whose lock serialises use of the model). 'plain' is always served,
+(`kbqa.adapters.variants.VariantModel`, whose lock serialises use of the model). 'plain' is always served,
 'default' too when `adapters` is set, plus every entry of the `variants` setting.
 Remote (`llm = "openai:URL#MODEL"`): the model is served elsewhere (vLLM serves LoRA adapters under
 their own names), so a variant name is forwarded as the remote model name and nothing is locked.
@@ -17,7 +17,7 @@ from typing import Any
 from kbqa.config import Settings
 from kbqa.llm.remote import RemoteLLM, is_remote, parse_remote
 from kbqa.server.usage import Meter, UsageRecorder
-from kbqa.variants import Variant
+from kbqa.adapters.variants import Variant
 
 
 class UnknownModel(LookupError):

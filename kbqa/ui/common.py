@@ -9,7 +9,7 @@ import streamlit as st
 from kbqa.qa.chain import Source
 from kbqa.config import load_settings
 from kbqa.service import KbqaService
-from kbqa.variants import Variant
+from kbqa.adapters.variants import Variant
 
 # adapters/ next to streamlit_app.py (the repository's own adapters) is offered as well
 REPO_ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
