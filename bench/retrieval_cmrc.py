@@ -33,7 +33,7 @@ import numpy as np
 from machine_facts import with_machine
 from kbqa.embeddings.embedders import load_embedded_default
 from kbqa.rerank import Reranker, load_reranker
-from kbqa.retrieval import (KnowledgeBaseRetriever, bm25_index, candidate_count,
+from kbqa.retrieval.search import (KnowledgeBaseRetriever, bm25_index, candidate_count,
                             reciprocal_rank_fusion)
 from kbqa.store import KnowledgeBase
 
@@ -129,7 +129,7 @@ def evaluate_mode(kb: KnowledgeBase, mode: str, questions: list[dict], k: int,
 
 def hybrid_candidates(kb: KnowledgeBase, vector: np.ndarray, question: str,
                       exclude: set[int], k: int) -> list[tuple[int, float]]:
-    """The hybrid fused list (as kbqa.retrieval.search builds it) with dense cosines, minus `exclude`."""
+    """The hybrid fused list (as kbqa.retrieval.search.search builds it) with dense cosines, minus `exclude`."""
     n = candidate_count(k)
     dense = [(i, s) for i, s in kb.search_vector(vector, n + len(exclude)) if i not in exclude][:n]
     lexical = bm25_index(kb)

@@ -108,7 +108,7 @@ class KbqaService:
         return kb.ingest([Path(p) for p in paths], progress=progress)
 
     def retriever(self, kb_name: str | None = None, top_k: int | None = None) -> Any:
-        from kbqa.retrieval import KnowledgeBaseRetriever
+        from kbqa.retrieval.search import KnowledgeBaseRetriever
 
         s = self.settings
         return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval_mode,

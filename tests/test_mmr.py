@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kbqa.config import load_settings
-from kbqa.retrieval import KnowledgeBaseRetriever, mmr_select, search
+from kbqa.retrieval.search import KnowledgeBaseRetriever, mmr_select, search
 from kbqa.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 

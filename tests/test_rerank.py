@@ -10,7 +10,7 @@ import pytest
 
 from kbqa.errors import ModelError
 from kbqa.rerank import CrossEncoderReranker, load_reranker
-from kbqa.retrieval import KnowledgeBaseRetriever, search
+from kbqa.retrieval.search import KnowledgeBaseRetriever, search
 from kbqa.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 

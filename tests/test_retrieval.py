@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from kbqa.retrieval import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
+from kbqa.retrieval.search import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
                             reciprocal_rank_fusion, search, tokenize)
 from kbqa.lexical import query_tokens
 from kbqa.store import KnowledgeBase

@@ -1,0 +1,1 @@
+"""kbqa.retrieval.search."""
