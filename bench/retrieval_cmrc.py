@@ -32,7 +32,7 @@ import numpy as np
 
 from machine_facts import with_machine
 from kbqa.embeddings.embedders import load_embedded_default
-from kbqa.rerank import Reranker, load_reranker
+from kbqa.retrieval.rerank import Reranker, load_reranker
 from kbqa.retrieval.search import (KnowledgeBaseRetriever, bm25_index, candidate_count,
                             reciprocal_rank_fusion)
 from kbqa.store import KnowledgeBase

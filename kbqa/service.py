@@ -119,7 +119,7 @@ class KbqaService:
     @cached_property
     def reranker(self) -> Any:
         """The configured cross-encoder (None by default), loaded once."""
-        from kbqa.rerank import load_reranker
+        from kbqa.retrieval.rerank import load_reranker
 
         return load_reranker(self.settings.rerank)
 

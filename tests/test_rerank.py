@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kbqa.errors import ModelError
-from kbqa.rerank import CrossEncoderReranker, load_reranker
+from kbqa.retrieval.rerank import CrossEncoderReranker, load_reranker
 from kbqa.retrieval.search import KnowledgeBaseRetriever, search
 from kbqa.store import KnowledgeBase
 from tests.test_store import fake_embeddings

@@ -28,7 +28,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 from kbqa.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
-from kbqa.rerank import Reranker
+from kbqa.retrieval.rerank import Reranker
 from kbqa.store import KnowledgeBase, LexicalRow
 
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
@@ -355,7 +355,7 @@ class KnowledgeBaseRetriever(BaseRetriever):
     `min_coverage`: minimum IDF-weighted share of the query's terms a chunk must contain (0..1);
     None keeps everything. When nothing passes, the QA chain refuses without calling the LLM.
     `mmr`: None, or the MMR balance in 0..1 (1 = relevance only) for diverse top-k chunks.
-    `reranker`: None, or a kbqa.rerank.Reranker that reorders the candidates.
+    `reranker`: None, or a kbqa.retrieval.rerank.Reranker that reorders the candidates.
     Each Document's metadata carries chunk_id, score, dense_score, bm25_score and rank (1-based).
     """
 
