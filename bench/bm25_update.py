@@ -33,7 +33,7 @@ from machine_facts import with_machine
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.lexical import query_tokens, tokenize
 from kbqa.retrieval.search import BM25_B, BM25_K1, Bm25Index, bm25_index
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

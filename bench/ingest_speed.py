@@ -37,7 +37,7 @@ from zh_corpus import chunk_texts, write_documents
 
 from machine_facts import with_machine
 from kbqa.embeddings.embedders import EncoderEmbeddings, load_embedded_default
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("parse", "split", "embed", "index", "commit")

@@ -35,7 +35,7 @@ from kbqa.embeddings.embedders import load_embedded_default
 from kbqa.retrieval.rerank import Reranker, load_reranker
 from kbqa.retrieval.search import (KnowledgeBaseRetriever, bm25_index, candidate_count,
                             reciprocal_rank_fusion)
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 
 DATA = Path("/work/shared/eval/cmrc2018")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -221,7 +221,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_kb(args: argparse.Namespace) -> int:
-    from kbqa.store import KnowledgeBase
+    from kbqa.kb.store import KnowledgeBase
 
     service = _service(args)
     root = service.settings.kb_root

@@ -80,7 +80,7 @@ class KbqaService:
 
     def knowledge_base(self, name: str | None = None, *, create: bool = False) -> Any:
         """Open (or create) a knowledge base by name; opened ones are reused."""
-        from kbqa.store import KnowledgeBase
+        from kbqa.kb.store import KnowledgeBase
 
         name = name or self.settings.kb
         if name not in self._kbs:
@@ -171,13 +171,13 @@ class KbqaService:
 
     def list_knowledge_bases(self) -> list[str]:
         """Knowledge bases under the data directory, sorted."""
-        from kbqa.store import KnowledgeBase
+        from kbqa.kb.store import KnowledgeBase
 
         return KnowledgeBase.list_names(self.settings.kb_root)
 
     def create_knowledge_base(self, name: str) -> Any:
         """Create an empty knowledge base (KnowledgeBaseError if the name is unsafe or taken)."""
-        from kbqa.store import validate_name
+        from kbqa.kb.store import validate_name
 
         name = validate_name(name.strip())
         if name in self.list_knowledge_bases():
@@ -186,7 +186,7 @@ class KbqaService:
 
     def delete_knowledge_base(self, name: str) -> None:
         """Delete a knowledge base with its uploaded files (waits for a running write)."""
-        from kbqa.store import KnowledgeBase
+        from kbqa.kb.store import KnowledgeBase
 
         kb = self._kbs.pop(name, None)
         if kb is not None:

@@ -19,7 +19,7 @@ import pytest
 from kbqa.config import Settings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.service import KbqaService
-from kbqa.store import KnowledgeBase, _exclusive_lock
+from kbqa.kb.store import KnowledgeBase, _exclusive_lock
 from kbqa.vector_backends import VectorStoreConfig
 from tests.conftest import HAVE_MILVUS, MILVUS_MISSING
 from tests.test_store import (DOCS, REPO, BigramHashEncoder, assert_consistent, fake_embeddings,
@@ -118,7 +118,7 @@ def test_missing_pymilvus_names_the_extra(tmp_path: Path, lite_kb: KnowledgeBase
 
 def test_failure_before_commit_is_compensated(lite_kb: KnowledgeBase, docs: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import kbqa.store as store
+    import kbqa.kb.store as store
 
     before = sqlite_ids(lite_kb)
 
@@ -223,7 +223,7 @@ import sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from kbqa.errors import KnowledgeBaseError
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 try:
     kb = KnowledgeBase.open({root!r}, "kb", fake_embeddings())

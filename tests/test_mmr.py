@@ -9,7 +9,7 @@ import pytest
 
 from kbqa.config import load_settings
 from kbqa.retrieval.search import KnowledgeBaseRetriever, mmr_select, search
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 
 

@@ -11,7 +11,7 @@ import pytest
 from kbqa.errors import ModelError
 from kbqa.retrieval.rerank import CrossEncoderReranker, load_reranker
 from kbqa.retrieval.search import KnowledgeBaseRetriever, search
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 
 TEXTS = {"lake": "西湖在杭州，湖边有苏堤和白堤。", "tea": "龙井茶产于杭州西湖一带的山中。",

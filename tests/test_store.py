@@ -22,7 +22,7 @@ from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.store import KnowledgeBase, validate_name
+from kbqa.kb.store import KnowledgeBase, validate_name
 from kbqa.vector_backends import VectorStoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ _CRASH_SCRIPT = """
 import importlib, os, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-import kbqa.store as store
+import kbqa.kb.store as store
 from tests.test_store import fake_embeddings
 
 def crash(*args, **kwargs):
@@ -256,7 +256,7 @@ def test_crash_before_commit_keeps_previous_state(tmp_path: Path, docs: Path,
     with KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store) as base:
         base.ingest([docs / "beijing.txt"])
         before, generation = base.documents(), base.generation
-    _crash_during_ingest(root, docs / "hangzhou.txt", target="kbqa.store:_commit")
+    _crash_during_ingest(root, docs / "hangzhou.txt", target="kbqa.kb.store:_commit")
     if vector_store.kind == "faiss":
         assert (root / "kb" / f"index.{generation + 1}.faiss").exists()  # written, never committed
     else:  # the vectors went in, and the journal says which ids to check against the manifest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 
 from tests.ui_support import app_test, home, texts, write_doc
 

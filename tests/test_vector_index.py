@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from kbqa.store import KnowledgeBase
+from kbqa.kb.store import KnowledgeBase
 from kbqa.vector_index import build, choose_type, kind_of, updated
 from tests.test_store import fake_embeddings
 

@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field
 
 from kbqa.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
 from kbqa.retrieval.rerank import Reranker
-from kbqa.store import KnowledgeBase, LexicalRow
+from kbqa.kb.store import KnowledgeBase, LexicalRow
 
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 
