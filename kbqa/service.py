@@ -197,13 +197,13 @@ class KbqaService:
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
                        on_progress: Any = None) -> list[Any]:
         """Store uploaded (name, bytes) files inside the KB and ingest them; one outcome each."""
-        from kbqa.uploads import ingest_uploads
+        from kbqa.kb.uploads import ingest_uploads
 
         return ingest_uploads(self.knowledge_base(kb_name), uploads,
                               max_file_mb=self.settings.max_file_mb, on_progress=on_progress)
 
     def remove_document(self, kb_name: str, source: str) -> int:
-        from kbqa.uploads import remove_document
+        from kbqa.kb.uploads import remove_document
 
         return remove_document(self.knowledge_base(kb_name), source)
 

@@ -19,7 +19,7 @@ from kbqa.server import auth
 from kbqa.server.jobs import Jobs
 from kbqa.server.jobstore import Job, JobStore
 from kbqa.server.queue import GenerationQueue, QueueFull
-from kbqa.uploads import UploadOutcome
+from kbqa.kb.uploads import UploadOutcome
 
 
 def test_keys_are_stored_hashed_and_looked_up(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from kbqa.config import load_settings
 from kbqa.service import KbqaService
-from kbqa.uploads import (MAX_NAME_BYTES, UploadError, files_folder, sanitize_filename,
+from kbqa.kb.uploads import (MAX_NAME_BYTES, UploadError, files_folder, sanitize_filename,
                           store_upload)
 
 from tests.ui_support import DOC_TEXT

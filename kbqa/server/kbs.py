@@ -23,7 +23,7 @@ from kbqa.errors import KnowledgeBaseError
 from kbqa.server.auth import ApiKey
 from kbqa.server.schemas import CreateKb
 from kbqa.server.state import ApiError, require_key, state_of
-from kbqa.uploads import UploadError, sanitize_filename
+from kbqa.kb.uploads import UploadError, sanitize_filename
 
 router = APIRouter(prefix="/v1/kbs")
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes

@@ -8,7 +8,7 @@ import streamlit as st
 
 from kbqa.errors import KbqaError
 from kbqa.ui.common import service
-from kbqa.uploads import supported_suffixes
+from kbqa.kb.uploads import supported_suffixes
 
 RESULTS_KEY = "kb_last_results"
 STATUS_LABEL = {"added": "added 新增", "updated": "updated 更新", "skipped": "skipped 未变",
