@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kbqa.retrieval.search as retrieval
-from kbqa.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
+from kbqa.kb.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
                           term_ids, text_term_ids, tokenize)
 from kbqa.retrieval.search import BM25_B, BM25_K1, Bm25Index, bm25_index, search
 from kbqa.kb.store import DB_FILENAME, KnowledgeBase

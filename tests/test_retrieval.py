@@ -9,7 +9,7 @@ from langchain_core.runnables import RunnableLambda
 
 from kbqa.retrieval.search import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
                             reciprocal_rank_fusion, search, tokenize)
-from kbqa.lexical import query_tokens
+from kbqa.kb.lexical import query_tokens
 from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings, write
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
-from kbqa.lexical import TOKENIZER_VERSION, encode_row
+from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   initialise, new_meta, open_backend)
 from kbqa.vector_backends import drop as drop_vectors

@@ -2,7 +2,7 @@
 
 Lexical matching matters for Chinese knowledge-base questions: names, numbers and rare terms are
 copied verbatim from the passage, and a small multilingual embedder misses many of them. BM25 runs
-over CJK characters and character bigrams plus lowercase ASCII words (kbqa.lexical), which needs
+over CJK characters and character bigrams plus lowercase ASCII words (kbqa.kb.lexical), which needs
 no word segmenter and beat jieba on CMRC 2018. Hybrid mode fuses the two candidate lists with
 reciprocal rank fusion (RRF), which needs no score calibration between the two score scales.
 
@@ -27,7 +27,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from kbqa.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
+from kbqa.kb.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
 from kbqa.retrieval.rerank import Reranker
 from kbqa.kb.store import KnowledgeBase, LexicalRow
 
@@ -159,7 +159,7 @@ _NO_COUNTS = np.zeros(0, dtype=np.float32)
 class Bm25Index:
     """BM25 (Lucene variant, as bm25s computes it) over one generation of a knowledge base's chunks.
 
-    Built from the term counts the store persists (kbqa.lexical), never by re-tokenising the
+    Built from the term counts the store persists (kbqa.kb.lexical), never by re-tokenising the
     base: `caught_up` reads only chunks added since and marks deleted ones dead, so a write costs
     a reader time proportional to the write. Statistics (N, document frequency, average length)
     count live chunks only, so scores equal a fresh index's. `worn_out` says when dead postings
@@ -231,7 +231,7 @@ class Bm25Index:
         """BM25 score of every chunk (aligned with `chunk_ids`); zeros if nothing matches.
 
         A term repeated in the query counts once per repetition, as in bm25s; question words
-        (什么, 哪里, ...) are left out (kbqa.lexical.query_tokens).
+        (什么, 哪里, ...) are left out (kbqa.kb.lexical.query_tokens).
         """
         result = np.zeros(len(self.chunk_ids), dtype=np.float32)
         terms, repeats = np.unique(term_ids(query_tokens(query)), return_counts=True)
