@@ -30,8 +30,8 @@ import faiss
 import numpy as np
 
 from machine_facts import with_machine
-from kbqa import vector_index
-from kbqa.vector_index import build, search
+from kbqa.vector_backends import faiss_index as vector_index
+from kbqa.vector_backends.faiss_index import build, search
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIMENSION = 512

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kbqa.kb.store import KnowledgeBase
-from kbqa.vector_index import build, choose_type, kind_of, updated
+from kbqa.vector_backends.faiss_index import build, choose_type, kind_of, updated
 from tests.test_store import fake_embeddings
 
 # Real small data: short Chinese sentences embedded by the tests' bigram-hash embedder.

@@ -55,7 +55,7 @@ from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   initialise, new_meta, open_backend)
 from kbqa.vector_backends import drop as drop_vectors
-from kbqa.vector_index import AUTO_IVF_MIN_CHUNKS, IndexType
+from kbqa.vector_backends.faiss_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "kb.sqlite3"

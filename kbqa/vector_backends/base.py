@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kbqa.vector_index import AUTO_IVF_MIN_CHUNKS, IndexType
+from kbqa.vector_backends.faiss_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
 
 @dataclass

@@ -20,8 +20,8 @@ import numpy as np
 
 from kbqa.errors import KnowledgeBaseError
 from kbqa.vector_backends.base import IndexChoice, StoredVectors, VectorDelta, atomic_write
-from kbqa.vector_index import empty_flat, kind_of, updated
-from kbqa.vector_index import search as search_index
+from kbqa.vector_backends.faiss_index import empty_flat, kind_of, updated
+from kbqa.vector_backends.faiss_index import search as search_index
 
 _INDEX_FILE_RE = re.compile(r"^index\.(\d+)\.faiss$")
 
