@@ -37,7 +37,7 @@ from machine_facts import with_machine
 from kbqa.config import load_settings
 from kbqa.evaluation.stats import paired_bootstrap
 from kbqa.llm.local import LocalLLM
-from kbqa.metrics import exact_match, f1_score
+from kbqa.evaluation.metrics import exact_match, f1_score
 from kbqa.llm.loading import resolve_llm
 from kbqa.service import KbqaService
 

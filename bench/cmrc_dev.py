@@ -24,7 +24,7 @@ from langchain_core.runnables import RunnableLambda
 from machine_facts import with_machine
 from kbqa.qa.chain import build_qa_chain, is_refusal
 from kbqa.config import load_settings
-from kbqa.metrics import exact_match, f1_score
+from kbqa.evaluation.metrics import exact_match, f1_score
 from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
 

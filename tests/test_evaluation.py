@@ -13,7 +13,7 @@ from kbqa.config import load_settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.evaluation import EvalConfig, parse_variant, read_questions, run_eval
 from kbqa.evaluation.stats import mcnemar_exact, paired_bootstrap, win_tie_loss
-from kbqa.metrics import exact_match, f1_score, rouge_l
+from kbqa.evaluation.metrics import exact_match, f1_score, rouge_l
 from kbqa.service import KbqaService
 
 from tests.cmrc_sample import cmrc_sample
@@ -147,7 +147,7 @@ def test_a_variant_identical_to_plain_aborts_before_answering(tiny_llm_folder: P
 
 # ---------------------------------------------------------------- end to end, default model
 
-# CMRC 2018's official scorer (cmrc2018_evaluate.py), re-written here without kbqa.metrics so
+# CMRC 2018's official scorer (cmrc2018_evaluate.py), re-written here without kbqa.evaluation.metrics so
 # the per-question scores of a run are checked against an independent implementation: lower
 # case, its punctuation list removed, each CJK character a token and other runs split into
 # words (nltk.word_tokenize there, \w+ or one symbol here), F1 from the longest common

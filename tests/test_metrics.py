@@ -2,7 +2,7 @@
 
 import pytest
 
-from kbqa.metrics import exact_match, f1_score, remove_punctuation, segment
+from kbqa.evaluation.metrics import exact_match, f1_score, remove_punctuation, segment
 
 
 def test_segment_mixes_cjk_characters_and_words():

@@ -24,7 +24,7 @@ from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.evaluation.data import Question, Variant, materialise_docs, parse_variant, read_questions
 from kbqa.evaluation.scoring import summarise
-from kbqa.metrics import exact_match, f1_score, rouge_l
+from kbqa.evaluation.metrics import exact_match, f1_score, rouge_l
 from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
 from kbqa.adapters.variants import Variant as ModelVariant
