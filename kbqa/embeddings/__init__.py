@@ -1,1 +1,1 @@
-"""kbqa.embeddings.embedders."""
+"""Text to vectors: LangChain Embeddings, and the embedded default encoder (USE multilingual) run in torch."""

@@ -1,1 +1,1 @@
-"""kbqa.kb."""
+"""The knowledge base: SQLite manifest and vectors, incremental ingest, BM25 terms, uploaded files."""
