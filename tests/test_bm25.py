@@ -13,7 +13,8 @@ import kbqa.retrieval.search as retrieval
 from kbqa.kb.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
                           term_ids, text_term_ids, tokenize)
 from kbqa.retrieval.search import BM25_B, BM25_K1, Bm25Index, bm25_index, search
-from kbqa.kb.store import DB_FILENAME, KnowledgeBase
+from kbqa.kb.manifest import DB_FILENAME
+from kbqa.kb.store import KnowledgeBase
 from tests.test_retrieval import PASSAGES
 from tests.test_retrieval import kb  # noqa: F401  (the shared knowledge-base fixture)
 from tests.test_store import fake_embeddings, write

@@ -118,14 +118,14 @@ def test_missing_pymilvus_names_the_extra(tmp_path: Path, lite_kb: KnowledgeBase
 
 def test_failure_before_commit_is_compensated(lite_kb: KnowledgeBase, docs: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import kbqa.kb.store as store
+    from kbqa.kb import manifest
 
     before = sqlite_ids(lite_kb)
 
     def fail(conn) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "_commit", fail)
+    monkeypatch.setattr(manifest, "commit", fail)
     write(docs / "beijing.txt", DOCS["beijing.txt"] + "\n\n天坛是明清两代皇帝祭天的地方。")
     with pytest.raises(RuntimeError, match="disk full"):  # removes old chunks, adds new ones
         lite_kb.ingest([docs / "beijing.txt", docs / "hangzhou.txt"])

@@ -256,7 +256,7 @@ def test_crash_before_commit_keeps_previous_state(tmp_path: Path, docs: Path,
     with KnowledgeBase.create(root, "kb", fake_embeddings(), vector_store=vector_store) as base:
         base.ingest([docs / "beijing.txt"])
         before, generation = base.documents(), base.generation
-    _crash_during_ingest(root, docs / "hangzhou.txt", target="kbqa.kb.store:_commit")
+    _crash_during_ingest(root, docs / "hangzhou.txt", target="kbqa.kb.manifest:commit")
     if vector_store.kind == "faiss":
         assert (root / "kb" / f"index.{generation + 1}.faiss").exists()  # written, never committed
     else:  # the vectors went in, and the journal says which ids to check against the manifest

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -39,7 +38,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,59 +49,16 @@ from tqdm.auto import tqdm
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError, LoaderError
-from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row
+from kbqa.kb import manifest
+from kbqa.kb.lexical import TOKENIZER_VERSION
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
-                                  initialise, new_meta, open_backend)
+                                  new_meta, open_backend)
 from kbqa.vector_backends import drop as drop_vectors
 from kbqa.vector_backends.faiss_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
-SCHEMA_VERSION = 1
-DB_FILENAME = "kb.sqlite3"
-LOCK_FILENAME = ".lock"
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 # A name becomes a folder: no separators, no leading dot or space, nothing Windows rejects.
 _NAME_RE = re.compile(r'^(?![.\s])[^/\\\x00-\x1f\x7f:*?"<>|]{1,64}(?<!\s)$')
-_SQL_BATCH = 500
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE documents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL UNIQUE,
-    filename TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    document_id INTEGER REFERENCES documents(id),
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL
-);
-CREATE INDEX chunks_by_document ON chunks(document_id);
-CREATE TABLE embedding_cache (
-    text_sha256 TEXT NOT NULL,
-    embedder TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (text_sha256, embedder)
-) WITHOUT ROWID;
-"""
-
-# Per-chunk BM25 term counts (see lexical.py), kept in step with `chunks` inside each transaction:
-# rows are inserted with their chunk and deleted by the trigger. IF NOT EXISTS: bases made before
-# this table existed get it (and a backfill) at their next write.
-_LEXICAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bm25_terms (
-    chunk_id INTEGER PRIMARY KEY,
-    length INTEGER NOT NULL,
-    terms BLOB NOT NULL,
-    counts BLOB NOT NULL,
-    tokenizer INTEGER NOT NULL DEFAULT 1
-);
-CREATE TRIGGER IF NOT EXISTS bm25_terms_follow_chunks AFTER DELETE ON chunks
-BEGIN DELETE FROM bm25_terms WHERE chunk_id = old.id; END;
-"""
 
 LexicalRow = tuple[int, int | None, bytes | None, bytes | None, str | None]
 IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
@@ -166,10 +121,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -177,20 +128,6 @@ def _text_sha256(text: str) -> str:
 def _file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _connect(db_path: Path) -> sqlite3.Connection:
-    """Autocommit connection: transactions are explicit, so readers never hold a stale snapshot."""
-    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit must be durable before the old index file it supersedes is deleted.
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def _commit(conn: sqlite3.Connection) -> None:
-    """The single point at which a write becomes visible (tests simulate crashes around it)."""
-    conn.execute("COMMIT")
 
 
 @contextlib.contextmanager
@@ -278,7 +215,7 @@ class KnowledgeBase(VectorStore):
         self.ivf_min_chunks = ivf_min_chunks
         self.last_ingest_stats: IngestStats | None = None
         self._lock = threading.RLock()
-        self._conn = _connect(folder / DB_FILENAME)
+        self._conn = manifest.connect(folder / manifest.DB_FILENAME)
         try:
             meta = self._read_meta()
             self._check_meta(meta)
@@ -317,7 +254,7 @@ class KnowledgeBase(VectorStore):
         vector_meta = new_meta(vector_store, name)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=root))
         try:
-            _initialise(staging, embeddings, chunk_size, chunk_overlap, vector_meta)
+            manifest.initialise(staging, embeddings, chunk_size, chunk_overlap, vector_meta)
             os.rename(staging, folder)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -351,7 +288,7 @@ class KnowledgeBase(VectorStore):
         embeddings = _require_kbqa_embedder(embeddings)
         root = Path(root).expanduser()
         folder = root / validate_name(name)
-        if not (folder / DB_FILENAME).is_file():
+        if not (folder / manifest.DB_FILENAME).is_file():
             available = ", ".join(cls.list_names(root)) or "none"
             raise KnowledgeBaseError(
                 f"no knowledge base named {name!r} in {root} (available: {available})")
@@ -374,7 +311,7 @@ class KnowledgeBase(VectorStore):
                        index_type: IndexType = "auto",
                        vector_store: VectorStoreConfig | None = None) -> KnowledgeBase:
         """Open `name` if it exists (its own chunk settings and vector store win), else create it."""
-        if (Path(root).expanduser() / validate_name(name) / DB_FILENAME).is_file():
+        if (Path(root).expanduser() / validate_name(name) / manifest.DB_FILENAME).is_file():
             return cls.open(root, name, embeddings, lock_timeout=lock_timeout,
                             index_type=index_type, vector_store=vector_store)
         return cls.create(root, name, embeddings, chunk_size=chunk_size,
@@ -388,7 +325,7 @@ class KnowledgeBase(VectorStore):
         if not root.is_dir():
             return []
         return sorted(entry.name for entry in root.iterdir()
-                      if _NAME_RE.match(entry.name) and (entry / DB_FILENAME).is_file())
+                      if _NAME_RE.match(entry.name) and (entry / manifest.DB_FILENAME).is_file())
 
     @staticmethod
     def delete_kb(root: Path | str, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
@@ -397,11 +334,11 @@ class KnowledgeBase(VectorStore):
         waits for (or refuses during) a running write. `vector_store` supplies a Milvus token."""
         root = Path(root).expanduser()
         folder = root / validate_name(name)
-        if not (folder / DB_FILENAME).is_file():
+        if not (folder / manifest.DB_FILENAME).is_file():
             raise KnowledgeBaseError(f"no knowledge base named {name!r} in {root}")
         graveyard = root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
-        with _exclusive_lock(folder / LOCK_FILENAME, lock_timeout, name):
-            conn = _connect(folder / DB_FILENAME)
+        with _exclusive_lock(folder / manifest.LOCK_FILENAME, lock_timeout, name):
+            conn = manifest.connect(folder / manifest.DB_FILENAME)
             try:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             finally:
@@ -430,10 +367,10 @@ class KnowledgeBase(VectorStore):
             return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     def _check_meta(self, meta: dict[str, str]) -> None:
-        if int(meta.get("schema_version", -1)) != SCHEMA_VERSION:
+        if int(meta.get("schema_version", -1)) != manifest.SCHEMA_VERSION:
             raise KnowledgeBaseError(
                 f"knowledge base {self.name!r} has schema version {meta.get('schema_version')}; "
-                f"this kbqa reads version {SCHEMA_VERSION}")
+                f"this kbqa reads version {manifest.SCHEMA_VERSION}")
         stored = (meta["embedder"], int(meta["dimension"]))
         given = (self._embeddings.name, self._embeddings.dimension)
         if stored != given:
@@ -484,7 +421,7 @@ class KnowledgeBase(VectorStore):
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                generation = _generation_of(self._conn)
+                generation = manifest.generation_of(self._conn)
                 rows = self._conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
             finally:
                 self._conn.execute("COMMIT")
@@ -502,14 +439,14 @@ class KnowledgeBase(VectorStore):
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                generation = _generation_of(self._conn)
+                generation = manifest.generation_of(self._conn)
                 ids = np.fromiter((row[0] for row in self._conn.execute(
                     "SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
                 has_table = self._conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE name = 'bm25_terms'").fetchone()
                 # rows of another tokenizer (or a base written before the `tokenizer`
                 # column) come as text only, to be counted again by the reader
-                fresh = ("t.tokenizer = ?" if has_table and _has_tokenizer_column(self._conn)
+                fresh = ("t.tokenizer = ?" if has_table and manifest.has_tokenizer_column(self._conn)
                          else "0 AND ?")
                 query = (f"SELECT c.id, t.length, CASE WHEN {fresh} THEN t.terms END, t.counts, "
                          f"CASE WHEN t.chunk_id IS NULL OR NOT ({fresh}) THEN c.text END "
@@ -528,13 +465,13 @@ class KnowledgeBase(VectorStore):
         found: dict[int, Document] = {}
         unique = list(dict.fromkeys(int(i) for i in chunk_ids))
         with self._lock:
-            for start in range(0, len(unique), _SQL_BATCH):
-                batch = unique[start:start + _SQL_BATCH]
+            for start in range(0, len(unique), manifest.SQL_BATCH):
+                batch = unique[start:start + manifest.SQL_BATCH]
                 marks = ",".join("?" * len(batch))
                 rows = self._conn.execute(
                     f"SELECT id, key, text, metadata FROM chunks WHERE id IN ({marks})", batch)
                 for chunk_id, key, text, metadata in rows:
-                    found[chunk_id] = _to_document(chunk_id, key, text, metadata)
+                    found[chunk_id] = manifest.to_document(chunk_id, key, text, metadata)
         return found
 
     # ----------------------------------------------------------------- index loading
@@ -542,7 +479,7 @@ class KnowledgeBase(VectorStore):
     def _refresh(self) -> None:
         """Reload the vectors' state if another writer committed a new generation since we looked."""
         with self._lock:
-            if _generation_of(self._conn) != self._generation:
+            if manifest.generation_of(self._conn) != self._generation:
                 self._load_index()
 
     def _load_index(self) -> None:
@@ -550,14 +487,14 @@ class KnowledgeBase(VectorStore):
         for _ in range(5):
             self._conn.execute("BEGIN")
             try:
-                generation = _generation_of(self._conn)
+                generation = manifest.generation_of(self._conn)
                 count = int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
             finally:
                 self._conn.execute("COMMIT")
             try:
                 self._vectors.load(generation, count)
             except KnowledgeBaseError:
-                if _generation_of(self._conn) != generation:
+                if manifest.generation_of(self._conn) != generation:
                     continue
                 raise
             self._generation = generation
@@ -574,10 +511,10 @@ class KnowledgeBase(VectorStore):
         ingest runs in another thread. First undoes what an interrupted write left in the
         vector store (`recover=False` for a rebuild, which replaces it all anyway).
         """
-        with _exclusive_lock(self.folder / LOCK_FILENAME, self.lock_timeout, self.name):
-            conn = _connect(self.folder / DB_FILENAME)
+        with _exclusive_lock(self.folder / manifest.LOCK_FILENAME, self.lock_timeout, self.name):
+            conn = manifest.connect(self.folder / manifest.DB_FILENAME)
             try:
-                _ensure_lexical(conn)
+                manifest.ensure_lexical(conn)
                 if recover:
                     self._recover(conn)
                 yield conn
@@ -600,7 +537,7 @@ class KnowledgeBase(VectorStore):
                                 IndexChoice(self.index_type, self.ivf_min_chunks))
             indexed = time.perf_counter()
             conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
-            _commit(conn)
+            manifest.commit(conn)
             stats.index_s += indexed - changed
             stats.commit_s += (changed - started) + (time.perf_counter() - indexed)
         except BaseException as exc:
@@ -635,10 +572,10 @@ class KnowledgeBase(VectorStore):
             return
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_exclusive_lock(self.folder / LOCK_FILENAME, 0, self.name))
+                stack.enter_context(_exclusive_lock(self.folder / manifest.LOCK_FILENAME, 0, self.name))
             except KnowledgeBaseError:
                 return
-            conn = stack.enter_context(contextlib.closing(_connect(self.folder / DB_FILENAME)))
+            conn = stack.enter_context(contextlib.closing(manifest.connect(self.folder / manifest.DB_FILENAME)))
             self._recover(conn)
 
     def _committed_vectors(self, conn: sqlite3.Connection,
@@ -649,8 +586,8 @@ class KnowledgeBase(VectorStore):
             rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
         else:
             rows = []
-            for start in range(0, len(chunk_ids), _SQL_BATCH):
-                batch = chunk_ids[start:start + _SQL_BATCH]
+            for start in range(0, len(chunk_ids), manifest.SQL_BATCH):
+                batch = chunk_ids[start:start + manifest.SQL_BATCH]
                 marks = ",".join("?" * len(batch))
                 rows += conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) "
                                      "ORDER BY id", batch).fetchall()
@@ -681,7 +618,7 @@ class KnowledgeBase(VectorStore):
             gone = [(doc_id, source) for doc_id, source in
                     conn.execute("SELECT id, source FROM documents").fetchall()
                     if Path(source).is_relative_to(folder) and not Path(source).exists()]
-            counts = _chunk_counts(conn, [doc_id for doc_id, _ in gone])
+            counts = manifest.chunk_counts(conn, [doc_id for doc_id, _ in gone])
             self._write_files(conn, prepared, [doc_id for doc_id, _ in gone], progress, stats)
         removed = [IngestResult(Path(source), "removed", chunks=counts.get(doc_id, 0))
                    for doc_id, source in gone]
@@ -700,7 +637,7 @@ class KnowledgeBase(VectorStore):
                     break
             if row is None:
                 raise KnowledgeBaseError(f"{source} is not in knowledge base {self.name!r}")
-            count = _chunk_counts(conn, [row[0]]).get(row[0], 0)
+            count = manifest.chunk_counts(conn, [row[0]]).get(row[0], 0)
             self._write_files(conn, [], [row[0]], False, IngestStats())
         return count
 
@@ -711,7 +648,7 @@ class KnowledgeBase(VectorStore):
             rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
             vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress)
             with self._lock:
-                self._generation = _generation_of(conn)
+                self._generation = manifest.generation_of(conn)
 
             def change(_: sqlite3.Connection) -> VectorDelta:
                 return VectorDelta(added_ids=[row[0] for row in rows],
@@ -737,7 +674,7 @@ class KnowledgeBase(VectorStore):
             try:
                 digest = _file_sha256(path)
                 if previous and previous[1] == digest:
-                    count = _chunk_counts(conn, [previous[0]]).get(previous[0], 0)
+                    count = manifest.chunk_counts(conn, [previous[0]]).get(previous[0], 0)
                     results.append(IngestResult(path, "skipped", chunks=count))
                     continue
                 chunks = self._parse_and_split(path, splitter, stats)
@@ -784,7 +721,7 @@ class KnowledgeBase(VectorStore):
         def change(tx: sqlite3.Connection) -> VectorDelta:
             delta = VectorDelta()
             stale = removals + [item.previous_id for item in prepared if item.previous_id]
-            delta.removed = _delete_documents(tx, stale, keep_rows=[
+            delta.removed = manifest.delete_documents(tx, stale, keep_rows=[
                 item.previous_id for item in prepared if item.previous_id])
             for item in prepared:
                 ids = _upsert_document(tx, item)
@@ -804,7 +741,7 @@ class KnowledgeBase(VectorStore):
         dimension = self._embeddings.dimension
         result = np.zeros((len(texts), dimension), dtype=np.float32)
         hashes = [_text_sha256(text) for text in texts]
-        cached = _cache_lookup(conn, self._embeddings.name, set(hashes), dimension)
+        cached = manifest.cached_vectors(conn, self._embeddings.name, set(hashes), dimension)
         todo: dict[str, str] = {}
         for position, (digest, text) in enumerate(zip(hashes, texts)):
             if digest in cached:
@@ -914,10 +851,10 @@ class KnowledgeBase(VectorStore):
             vectors, _ = self._embed_documents(conn, texts, progress=False)
 
             def change(tx: sqlite3.Connection) -> VectorDelta:
-                delta = VectorDelta(removed=_delete_chunks_by_key(tx, keys))
+                delta = VectorDelta(removed=manifest.delete_chunks_by_key(tx, keys))
                 for position, (key, text) in enumerate(zip(keys, texts)):
                     metadata = dict(metadatas[position]) if metadatas else {}
-                    delta.added_ids.append(_insert_chunk(tx, key, None, text, metadata))
+                    delta.added_ids.append(manifest.insert_chunk(tx, key, None, text, metadata))
                 delta.added_vectors.append(vectors)
                 return delta
 
@@ -935,7 +872,7 @@ class KnowledgeBase(VectorStore):
                     tx.execute("DELETE FROM chunks")
                     tx.execute("DELETE FROM documents")
                     return VectorDelta(removed=removed)
-                return VectorDelta(removed=_delete_chunks_by_key(tx, [str(i) for i in ids]))
+                return VectorDelta(removed=manifest.delete_chunks_by_key(tx, [str(i) for i in ids]))
 
             self._transact(conn, change)
         return True
@@ -948,7 +885,7 @@ class KnowledgeBase(VectorStore):
                 row = self._conn.execute(
                     "SELECT id, key, text, metadata FROM chunks WHERE key = ?", (key,)).fetchone()
                 if row:
-                    found.append(_to_document(*row))
+                    found.append(manifest.to_document(*row))
         return found
 
     @classmethod
@@ -967,91 +904,11 @@ class KnowledgeBase(VectorStore):
         return kb
 
 
-# --------------------------------------------------------------------- SQL helpers
-
-
-def _initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
-                chunk_overlap: int, vector_meta: dict[str, str]) -> None:
-    initialise(folder, embeddings.dimension, vector_meta)
-    conn = _connect(folder / DB_FILENAME)
-    try:
-        conn.executescript(_SCHEMA + _LEXICAL_SCHEMA)
-        meta = {"schema_version": SCHEMA_VERSION, "embedder": embeddings.name,
-                "dimension": embeddings.dimension, "chunk_size": chunk_size,
-                "chunk_overlap": chunk_overlap, "generation": 0, "created_at": _now(),
-                **vector_meta}
-        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                         [(key, str(value)) for key, value in meta.items()])
-    finally:
-        conn.close()
-    (folder / LOCK_FILENAME).touch()
-
-
-def _generation_of(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-
-
-def _to_document(chunk_id: int, key: str, text: str, metadata: str) -> Document:
-    data = json.loads(metadata)
-    data["chunk_id"] = chunk_id
-    return Document(id=key, page_content=text, metadata=data)
 
 
 def _describe(path: Path, exc: Exception) -> str:
     message = str(exc) or type(exc).__name__
     return message if path.name in message else f"{path.name}: {message}"
-
-
-def _chunk_counts(conn: sqlite3.Connection, document_ids: list[int]) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for start in range(0, len(document_ids), _SQL_BATCH):
-        batch = document_ids[start:start + _SQL_BATCH]
-        marks = ",".join("?" * len(batch))
-        counts.update(conn.execute(
-            f"SELECT document_id, count(*) FROM chunks WHERE document_id IN ({marks}) "
-            "GROUP BY document_id", batch).fetchall())
-    return counts
-
-
-def _cache_lookup(conn: sqlite3.Connection, embedder: str, hashes: set[str],
-                  dimension: int) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-    wanted = list(hashes)
-    for start in range(0, len(wanted), _SQL_BATCH):
-        batch = wanted[start:start + _SQL_BATCH]
-        marks = ",".join("?" * len(batch))
-        rows = conn.execute(
-            f"SELECT text_sha256, vector FROM embedding_cache WHERE embedder = ? "
-            f"AND text_sha256 IN ({marks})", [embedder, *batch])
-        for digest, blob in rows:
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (dimension,):
-                found[digest] = vector
-    return found
-
-
-def _delete_documents(conn: sqlite3.Connection, document_ids: list[int],
-                      keep_rows: list[int]) -> list[int]:
-    """Delete the documents' chunks (and their rows, except `keep_rows`); returns chunk ids."""
-    removed: list[int] = []
-    keep = set(keep_rows)
-    for doc_id in document_ids:
-        removed.extend(row[0] for row in conn.execute(
-            "SELECT id FROM chunks WHERE document_id = ?", (doc_id,)))
-        conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
-        if doc_id not in keep:
-            conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-    return removed
-
-
-def _delete_chunks_by_key(conn: sqlite3.Connection, keys: list[str]) -> list[int]:
-    removed: list[int] = []
-    for key in keys:
-        row = conn.execute("SELECT id FROM chunks WHERE key = ?", (key,)).fetchone()
-        if row:
-            removed.append(row[0])
-            conn.execute("DELETE FROM chunks WHERE id = ?", (row[0],))
-    return removed
 
 
 def _upsert_document(conn: sqlite3.Connection, item: _PreparedFile) -> list[int]:
@@ -1060,45 +917,11 @@ def _upsert_document(conn: sqlite3.Connection, item: _PreparedFile) -> list[int]
     if item.previous_id is None:
         doc_id = conn.execute(
             "INSERT INTO documents (source, filename, sha256, updated_at) VALUES (?, ?, ?, ?)",
-            (item.source, filename, item.sha256, _now())).lastrowid
+            (item.source, filename, item.sha256, manifest.now())).lastrowid
     else:
         doc_id = item.previous_id
         conn.execute("UPDATE documents SET filename = ?, sha256 = ?, updated_at = ? WHERE id = ?",
-                     (filename, item.sha256, _now(), doc_id))
-    return [_insert_chunk(conn, f"{item.source}#{position}", doc_id, chunk.page_content,
+                     (filename, item.sha256, manifest.now(), doc_id))
+    return [manifest.insert_chunk(conn, f"{item.source}#{position}", doc_id, chunk.page_content,
                           _chunk_metadata(chunk, item.source, filename, position))
             for position, chunk in enumerate(item.chunks)]
-
-
-def _insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, text: str,
-                  metadata: dict[str, Any]) -> int:
-    metadata = {name: value for name, value in metadata.items() if name != "chunk_id"}
-    chunk_id = conn.execute(
-        "INSERT INTO chunks (key, document_id, text, metadata) VALUES (?, ?, ?, ?)",
-        (key, document_id, text, json.dumps(metadata, ensure_ascii=False, default=str))).lastrowid
-    conn.execute("INSERT INTO bm25_terms (chunk_id, length, terms, counts, tokenizer) "
-                 "VALUES (?, ?, ?, ?, ?)", (chunk_id, *encode_row(text), TOKENIZER_VERSION))
-    return chunk_id
-
-
-def _has_tokenizer_column(conn: sqlite3.Connection) -> bool:
-    return any(row[1] == "tokenizer" for row in conn.execute("PRAGMA table_info(bm25_terms)"))
-
-
-def _ensure_lexical(conn: sqlite3.Connection) -> None:
-    """Create the BM25 table if this base predates it, add the `tokenizer` column if it predates
-    that, and (re)count the rows that are missing or were written by another tokenizer (readers
-    count those from text until this runs)."""
-    conn.executescript(_LEXICAL_SCHEMA)
-    if not _has_tokenizer_column(conn):  # rows written before it are version 1's
-        conn.execute("ALTER TABLE bm25_terms ADD COLUMN tokenizer INTEGER NOT NULL DEFAULT 1")
-    stale = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
-                         "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL OR t.tokenizer != ?",
-                         (TOKENIZER_VERSION,)).fetchall()
-    if stale:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT OR REPLACE INTO bm25_terms "
-                         "(chunk_id, length, terms, counts, tokenizer) VALUES (?, ?, ?, ?, ?)",
-                         [(chunk_id, *encode_row(text), TOKENIZER_VERSION)
-                          for chunk_id, text in stale])
-        conn.execute("COMMIT")
