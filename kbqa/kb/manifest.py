@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
@@ -117,23 +116,6 @@ def chunk_counts(conn: sqlite3.Connection, document_ids: list[int]) -> dict[int,
             f"SELECT document_id, count(*) FROM chunks WHERE document_id IN ({marks}) "
             "GROUP BY document_id", batch).fetchall())
     return counts
-
-
-def cached_vectors(conn: sqlite3.Connection, embedder: str, hashes: set[str],
-                  dimension: int) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-    wanted = list(hashes)
-    for start in range(0, len(wanted), SQL_BATCH):
-        batch = wanted[start:start + SQL_BATCH]
-        marks = ",".join("?" * len(batch))
-        rows = conn.execute(
-            f"SELECT text_sha256, vector FROM embedding_cache WHERE embedder = ? "
-            f"AND text_sha256 IN ({marks})", [embedder, *batch])
-        for digest, blob in rows:
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (dimension,):
-                found[digest] = vector
-    return found
 
 
 def delete_documents(conn: sqlite3.Connection, document_ids: list[int],

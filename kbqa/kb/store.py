@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -39,17 +38,17 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
-from tqdm.auto import tqdm
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
-from kbqa.errors import KnowledgeBaseError, LoaderError
-from kbqa.kb import manifest
+from kbqa.errors import KnowledgeBaseError
+from kbqa.kb import embedding_cache, indexing, manifest
+from kbqa.kb.indexing import IngestResult, IngestStats
 from kbqa.kb.lexical import TOKENIZER_VERSION
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   new_meta, open_backend)
@@ -61,17 +60,12 @@ DEFAULT_LOCK_TIMEOUT_S = 10.0
 _NAME_RE = re.compile(r'^(?![.\s])[^/\\\x00-\x1f\x7f:*?"<>|]{1,64}(?<!\s)$')
 
 LexicalRow = tuple[int, int | None, bytes | None, bytes | None, str | None]
-IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
-
-
 @dataclass(frozen=True)
-class IngestResult:
-    """What happened to one file in an ingest or sync."""
+class WriteTimings:
+    """Where one write transaction spent its time."""
 
-    path: Path
-    status: IngestStatus
-    chunks: int = 0
-    error: str | None = None
+    index_s: float  # staging the vector changes (FAISS: building and writing the index file)
+    commit_s: float  # SQL writes of chunks, BM25 term counts and manifest, and the commit
 
 
 @dataclass(frozen=True)
@@ -85,33 +79,6 @@ class DocumentRecord:
     updated_at: str
 
 
-@dataclass
-class IngestStats:
-    """Where the last ingest spent its time; for benchmarks and CLI summaries."""
-
-    files: int = 0
-    chunks: int = 0
-    embedded: int = 0
-    cached: int = 0
-    parse_s: float = 0.0
-    split_s: float = 0.0
-    embed_s: float = 0.0
-    index_s: float = 0.0  # staging the vector changes (FAISS: building and writing the index file)
-    commit_s: float = 0.0  # SQL writes of chunks, BM25 term counts and manifest, and the commit
-
-
-@dataclass
-class _PreparedFile:
-    """A parsed and split file waiting to be written in the batch's transaction."""
-
-    path: Path
-    source: str
-    sha256: str
-    chunks: list[Document]
-    previous_id: int | None
-    vectors: np.ndarray | None = None
-
-
 def validate_name(name: str) -> str:
     """Return `name` if it can safely be a knowledge base folder, else raise KnowledgeBaseError."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -119,15 +86,6 @@ def validate_name(name: str) -> str:
             f"invalid knowledge base name {name!r}: use 1-64 characters, no path separators, "
             "no leading dot or whitespace, none of :*?\"<>|")
     return name
-
-
-def _text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @contextlib.contextmanager
@@ -158,38 +116,6 @@ def _require_kbqa_embedder(embeddings: Embeddings) -> EncoderEmbeddings:
             f"{type(embeddings).__name__} does not state a model name and dimension; wrap the model "
             "in kbqa.embeddings.embedders.EncoderEmbeddings so the knowledge base can record which embedder built it")
     return embeddings
-
-
-def _is_hidden(path: Path, base: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(base).parts)
-
-
-def _expand_paths(paths: Iterable[Path | str]) -> tuple[list[Path], list[IngestResult]]:
-    """Files to ingest (folders recursed, hidden and unsupported files skipped), plus missing paths."""
-    # kbqa.ingest is imported only by writers: it pulls in the parsers, which a reader never needs.
-    from kbqa.ingest import SUPPORTED_SUFFIXES
-
-    files: dict[str, Path] = {}
-    missing: list[IngestResult] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if (child.is_file() and child.suffix.lower() in SUPPORTED_SUFFIXES
-                        and not _is_hidden(child, path)):
-                    files.setdefault(str(child.resolve()), child)
-        elif path.is_file():
-            files.setdefault(str(path.resolve()), path)
-        else:
-            missing.append(IngestResult(path, "failed", error=f"{path}: no such file or folder"))
-    return list(files.values()), missing
-
-
-def _chunk_metadata(chunk: Document, source: str, filename: str, index: int) -> dict[str, Any]:
-    metadata = dict(chunk.metadata)
-    metadata.update(source=source, filename=filename)
-    metadata.setdefault("chunk_index", index)
-    return metadata
 
 
 class KnowledgeBase(VectorStore):
@@ -504,12 +430,13 @@ class KnowledgeBase(VectorStore):
     # ----------------------------------------------------------------- writing
 
     @contextlib.contextmanager
-    def _writer(self, *, recover: bool = True) -> Iterator[sqlite3.Connection]:
+    def writer(self, *, recover: bool = True, refresh: bool = False) -> Iterator[sqlite3.Connection]:
         """Exclusive writer: the cross-process lock plus a connection of its own.
 
         A separate connection keeps this instance's readers on committed data while a long
         ingest runs in another thread. First undoes what an interrupted write left in the
-        vector store (`recover=False` for a rebuild, which replaces it all anyway).
+        vector store (`recover=False` for a rebuild, which replaces it all anyway); `refresh`
+        then catches up with writes other processes made before the lock was taken.
         """
         with _exclusive_lock(self.folder / manifest.LOCK_FILENAME, self.lock_timeout, self.name):
             conn = manifest.connect(self.folder / manifest.DB_FILENAME)
@@ -517,16 +444,16 @@ class KnowledgeBase(VectorStore):
                 manifest.ensure_lexical(conn)
                 if recover:
                     self._recover(conn)
+                if refresh:
+                    self._refresh()
                 yield conn
             finally:
                 conn.close()
 
-    def _transact(self, conn: sqlite3.Connection,
-                  change: Callable[[sqlite3.Connection], VectorDelta],
-                  stats: IngestStats | None = None) -> None:
+    def transact(self, conn: sqlite3.Connection,
+                 change: Callable[[sqlite3.Connection], VectorDelta]) -> WriteTimings:
         """Apply `change` (SQL) and its vector delta atomically: vectors staged first, SQLite
         commit last; on failure the rollback is followed by the backend's recovery."""
-        stats = stats or IngestStats()
         generation = self._generation + 1
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -538,8 +465,8 @@ class KnowledgeBase(VectorStore):
             indexed = time.perf_counter()
             conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             manifest.commit(conn)
-            stats.index_s += indexed - changed
-            stats.commit_s += (changed - started) + (time.perf_counter() - indexed)
+            timings = WriteTimings(index_s=indexed - changed,
+                                   commit_s=(changed - started) + (time.perf_counter() - indexed))
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -549,6 +476,7 @@ class KnowledgeBase(VectorStore):
         with self._lock:
             self._vectors.publish(generation)
             self._generation = generation
+        return timings
 
     # ----------------------------------------------------------------- recovery
 
@@ -591,62 +519,27 @@ class KnowledgeBase(VectorStore):
                 marks = ",".join("?" * len(batch))
                 rows += conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) "
                                      "ORDER BY id", batch).fetchall()
-        vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress=False)
+        vectors, _ = embedding_cache.embed_texts(conn, self._embeddings, [text for _, text in rows], progress=False)
         return [row[0] for row in rows], vectors
 
     def ingest(self, paths: Iterable[Path | str], *, progress: bool = False) -> list[IngestResult]:
-        """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
-
-        Folders are recursed (hidden entries and unsupported extensions skipped). A file that
-        fails is reported as "failed" and the rest of the batch goes on; what was stored before
-        is kept. All successful files are committed together in one transaction.
-        """
-        files, missing = _expand_paths(paths)
-        with self._writer() as conn:
-            self._refresh()
-            results, prepared, stats = self._prepare(conn, files, progress)
-            self._write_files(conn, prepared, [], progress, stats)
-        return results + missing
+        """Add new files, replace changed ones, skip unchanged ones (see kbqa.kb.indexing.ingest)."""
+        return indexing.ingest(self, paths, progress=progress)
 
     def sync(self, folder: Path | str, *, progress: bool = False) -> list[IngestResult]:
-        """Make the knowledge base mirror `folder`: ingest it and purge its files that are gone."""
-        folder = Path(folder).expanduser().resolve()
-        files, missing = _expand_paths([folder]) if folder.is_dir() else ([], [])
-        with self._writer() as conn:
-            self._refresh()
-            results, prepared, stats = self._prepare(conn, files, progress)
-            gone = [(doc_id, source) for doc_id, source in
-                    conn.execute("SELECT id, source FROM documents").fetchall()
-                    if Path(source).is_relative_to(folder) and not Path(source).exists()]
-            counts = manifest.chunk_counts(conn, [doc_id for doc_id, _ in gone])
-            self._write_files(conn, prepared, [doc_id for doc_id, _ in gone], progress, stats)
-        removed = [IngestResult(Path(source), "removed", chunks=counts.get(doc_id, 0))
-                   for doc_id, source in gone]
-        return results + missing + removed
+        """Make the knowledge base mirror `folder` (see kbqa.kb.indexing.sync)."""
+        return indexing.sync(self, folder, progress=progress)
 
     def remove_document(self, source: Path | str) -> int:
-        """Remove one source file's chunks; returns how many. Raises if it is not in the base."""
-        candidates = [str(Path(source).expanduser().resolve()), str(source)]
-        with self._writer() as conn:
-            self._refresh()
-            row = None
-            for candidate in candidates:
-                row = conn.execute("SELECT id FROM documents WHERE source = ?",
-                                   (candidate,)).fetchone()
-                if row:
-                    break
-            if row is None:
-                raise KnowledgeBaseError(f"{source} is not in knowledge base {self.name!r}")
-            count = manifest.chunk_counts(conn, [row[0]]).get(row[0], 0)
-            self._write_files(conn, [], [row[0]], False, IngestStats())
-        return count
+        """Remove one source file's chunks; returns how many (see kbqa.kb.indexing.remove)."""
+        return indexing.remove(self, source)
 
     def rebuild_index(self, *, progress: bool = False) -> None:
         """Re-create the vectors (FAISS index or Milvus collection) from the manifest's chunk
         texts (embedding cache first)."""
-        with self._writer(recover=False) as conn:
+        with self.writer(recover=False) as conn:
             rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-            vectors, _ = self._embed_documents(conn, [text for _, text in rows], progress)
+            vectors, _ = embedding_cache.embed_texts(conn, self._embeddings, [text for _, text in rows], progress)
             with self._lock:
                 self._generation = manifest.generation_of(conn)
 
@@ -654,137 +547,7 @@ class KnowledgeBase(VectorStore):
                 return VectorDelta(added_ids=[row[0] for row in rows],
                                    added_vectors=[vectors], rebuild=True)
 
-            self._transact(conn, change)
-
-    def _prepare(self, conn: sqlite3.Connection, files: list[Path],
-                 progress: bool) -> tuple[list[IngestResult], list[_PreparedFile], IngestStats]:
-        """Hash, parse and split each file; nothing is written yet. Starts `last_ingest_stats`."""
-        from kbqa.ingest import ChineseTextSplitter
-
-        stats = IngestStats(files=len(files))
-        self.last_ingest_stats = stats
-        splitter = ChineseTextSplitter(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
-        known = {source: (doc_id, sha) for doc_id, source, sha in
-                 conn.execute("SELECT id, source, sha256 FROM documents").fetchall()}
-        results: list[IngestResult] = []
-        prepared: list[_PreparedFile] = []
-        for path in tqdm(files, desc="reading", unit="file", disable=not progress):
-            source = str(path.resolve())
-            previous = known.get(source)
-            try:
-                digest = _file_sha256(path)
-                if previous and previous[1] == digest:
-                    count = manifest.chunk_counts(conn, [previous[0]]).get(previous[0], 0)
-                    results.append(IngestResult(path, "skipped", chunks=count))
-                    continue
-                chunks = self._parse_and_split(path, splitter, stats)
-            # Loaders wrap third-party parsers that raise anything; one bad file must not end the batch.
-            except Exception as exc:  # noqa: BLE001
-                results.append(IngestResult(path, "failed", error=_describe(path, exc)))
-                continue
-            status: IngestStatus = "updated" if previous else "added"
-            prepared.append(_PreparedFile(path, source, digest, chunks,
-                                          previous[0] if previous else None))
-            results.append(IngestResult(path, status, chunks=len(chunks)))
-        return results, prepared, stats
-
-    def _parse_and_split(self, path: Path, splitter: Any, stats: IngestStats) -> list[Document]:
-        from kbqa.ingest import load_file, split_elements
-
-        started = time.perf_counter()
-        elements = load_file(path)
-        parsed = time.perf_counter()
-        chunks = split_elements(elements, splitter)
-        stats.parse_s += parsed - started
-        stats.split_s += time.perf_counter() - parsed
-        if not any(chunk.page_content.strip() for chunk in chunks):
-            raise LoaderError(f"{path.name}: no text to index")
-        return [chunk for chunk in chunks if chunk.page_content.strip()]
-
-    def _write_files(self, conn: sqlite3.Connection, prepared: list[_PreparedFile],
-                     removals: list[int], progress: bool, stats: IngestStats) -> None:
-        """Embed the prepared files' chunks, then write them and the removals in one transaction."""
-        if not prepared and not removals:
-            return
-        texts = [chunk.page_content for item in prepared for chunk in item.chunks]
-        started = time.perf_counter()
-        vectors, cached = self._embed_documents(conn, texts, progress)
-        stats.embed_s += time.perf_counter() - started
-        stats.chunks += len(texts)
-        stats.cached += cached
-        stats.embedded += len(texts) - cached
-        offset = 0
-        for item in prepared:
-            item.vectors = vectors[offset:offset + len(item.chunks)]
-            offset += len(item.chunks)
-
-        def change(tx: sqlite3.Connection) -> VectorDelta:
-            delta = VectorDelta()
-            stale = removals + [item.previous_id for item in prepared if item.previous_id]
-            delta.removed = manifest.delete_documents(tx, stale, keep_rows=[
-                item.previous_id for item in prepared if item.previous_id])
-            for item in prepared:
-                ids = _upsert_document(tx, item)
-                delta.added_ids.extend(ids)
-                delta.added_vectors.append(item.vectors)
-            return delta
-
-        self._transact(conn, change, stats)
-
-    def _embed_documents(self, conn: sqlite3.Connection, texts: list[str],
-                         progress: bool) -> tuple[np.ndarray, int]:
-        """Vectors for `texts`, from the cache where possible; returns (vectors, cache hits).
-
-        New vectors are cached in their own small commits as they are computed, so an interrupted
-        ingest of a large folder resumes without re-embedding what it already did.
-        """
-        dimension = self._embeddings.dimension
-        result = np.zeros((len(texts), dimension), dtype=np.float32)
-        hashes = [_text_sha256(text) for text in texts]
-        cached = manifest.cached_vectors(conn, self._embeddings.name, set(hashes), dimension)
-        todo: dict[str, str] = {}
-        for position, (digest, text) in enumerate(zip(hashes, texts)):
-            if digest in cached:
-                result[position] = cached[digest]
-            else:
-                todo.setdefault(digest, text)
-        hits = len(texts) - sum(1 for digest in hashes if digest not in cached)
-        fresh = self._embed_missing(conn, todo, progress)
-        for position, digest in enumerate(hashes):
-            if digest in fresh:
-                result[position] = fresh[digest]
-        return result, hits
-
-    def _embed_missing(self, conn: sqlite3.Connection, todo: dict[str, str],
-                       progress: bool) -> dict[str, np.ndarray]:
-        fresh: dict[str, np.ndarray] = {}
-        items = list(todo.items())
-        # One embed call gets a batch per worker, so a parallel embedder has work for each.
-        batch = max(1, self._embeddings.batch_size) * max(1, self._embeddings.workers)
-        # Cache rows are derived data: a power cut may lose the last few (they are re-embedded),
-        # never corrupt them (WAL). Skipping the fsync per batch saved 43-107 ms a batch, 8-19% of
-        # the embed stage (bench/ingest_speed.py). The transaction that publishes chunks stays FULL.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._embed_batches(conn, items, batch, fresh, progress)
-        finally:
-            conn.execute("PRAGMA synchronous=FULL")
-        return fresh
-
-    def _embed_batches(self, conn: sqlite3.Connection, items: list[tuple[str, str]], batch: int,
-                       fresh: dict[str, np.ndarray], progress: bool) -> None:
-        """Embed `items` (digest, text) batch by batch, caching each batch in its own commit."""
-        with tqdm(total=len(items), desc="embedding", unit="chunk", disable=not progress) as bar:
-            for start in range(0, len(items), batch):
-                part = items[start:start + batch]
-                vectors = self._embeddings.embed_array([text for _, text in part])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO embedding_cache (text_sha256, embedder, vector) "
-                    "VALUES (?, ?, ?)",
-                    [(digest, self._embeddings.name, vector.astype(np.float32).tobytes())
-                     for (digest, _), vector in zip(part, vectors)])
-                fresh.update((digest, vector) for (digest, _), vector in zip(part, vectors))
-                bar.update(len(part))
+            self.transact(conn, change)
 
     # ----------------------------------------------------------------- searching
 
@@ -846,9 +609,9 @@ class KnowledgeBase(VectorStore):
         keys = [str(key) if key else uuid.uuid4().hex for key in (ids or [None] * len(texts))]
         if not texts:
             return []
-        with self._writer() as conn:
+        with self.writer() as conn:
             self._refresh()
-            vectors, _ = self._embed_documents(conn, texts, progress=False)
+            vectors, _ = embedding_cache.embed_texts(conn, self._embeddings, texts, progress=False)
 
             def change(tx: sqlite3.Connection) -> VectorDelta:
                 delta = VectorDelta(removed=manifest.delete_chunks_by_key(tx, keys))
@@ -858,12 +621,12 @@ class KnowledgeBase(VectorStore):
                 delta.added_vectors.append(vectors)
                 return delta
 
-            self._transact(conn, change)
+            self.transact(conn, change)
         return keys
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete chunks by id (the Document.id values); `ids=None` empties the knowledge base."""
-        with self._writer() as conn:
+        with self.writer() as conn:
             self._refresh()
 
             def change(tx: sqlite3.Connection) -> VectorDelta:
@@ -874,7 +637,7 @@ class KnowledgeBase(VectorStore):
                     return VectorDelta(removed=removed)
                 return VectorDelta(removed=manifest.delete_chunks_by_key(tx, [str(i) for i in ids]))
 
-            self._transact(conn, change)
+            self.transact(conn, change)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
@@ -902,26 +665,3 @@ class KnowledgeBase(VectorStore):
         kb = cls.open_or_create(root, name, embedding, **kwargs)
         kb.add_texts(texts, metadatas, ids=ids)
         return kb
-
-
-
-
-def _describe(path: Path, exc: Exception) -> str:
-    message = str(exc) or type(exc).__name__
-    return message if path.name in message else f"{path.name}: {message}"
-
-
-def _upsert_document(conn: sqlite3.Connection, item: _PreparedFile) -> list[int]:
-    """Write the document row and its chunks; returns the new chunk ids in order."""
-    filename = item.path.name
-    if item.previous_id is None:
-        doc_id = conn.execute(
-            "INSERT INTO documents (source, filename, sha256, updated_at) VALUES (?, ?, ?, ?)",
-            (item.source, filename, item.sha256, manifest.now())).lastrowid
-    else:
-        doc_id = item.previous_id
-        conn.execute("UPDATE documents SET filename = ?, sha256 = ?, updated_at = ? WHERE id = ?",
-                     (filename, item.sha256, manifest.now(), doc_id))
-    return [manifest.insert_chunk(conn, f"{item.source}#{position}", doc_id, chunk.page_content,
-                          _chunk_metadata(chunk, item.source, filename, position))
-            for position, chunk in enumerate(item.chunks)]
