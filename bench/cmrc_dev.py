@@ -22,10 +22,9 @@ from pathlib import Path
 from langchain_core.runnables import RunnableLambda
 
 from machine_facts import with_machine
-from kbqa.qa.chain import build_qa_chain, is_refusal
+from kbqa.qa.chain import is_refusal, qa_chain
 from kbqa.config import load_settings
 from kbqa.evaluation.metrics import exact_match, f1_score
-from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"
@@ -99,8 +98,7 @@ def refusals_without_gold(service: KbqaService, questions: list[dict]) -> dict:
             docs = [d for d in wide.invoke(question) if _doc_id(d) != gold]
             return docs[: service.settings.top_k]
 
-        chain = build_qa_chain(RunnableLambda(without_gold), service.llm,
-                               build_prompt(service.settings.prompt_template))
+        chain = qa_chain(service.settings, RunnableLambda(without_gold), service.llm)
         result = chain.invoke({"question": q["question"]})
         gated += not result["docs"]
         refused += is_refusal(result["answer"])

@@ -158,7 +158,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def _validated(values: dict[str, Any]) -> Settings:
+def validate_settings(values: dict[str, Any]) -> Settings:
+    """Settings from raw values, or ConfigError naming each invalid key and why."""
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -179,7 +180,7 @@ def load_settings(overrides: dict[str, Any] | None = None, *, config_file: Path 
     file_values = _read_toml(path) if path.is_file() else {}
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
-    return _validated({**file_values, **env_values, **given, "home": home})
+    return validate_settings({**file_values, **env_values, **given, "home": home})
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:

@@ -1,84 +1,137 @@
-"""The service layer the CLI and the web app share: settings in, models loaded once, answers out."""
+"""The service layer the CLI, web app, server and evaluator share: settings in, models loaded once, answers out."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from kbqa.qa.chain import Source, build_qa_chain, is_refusal
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseLLM
+from langchain_core.runnables import Runnable
+
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
+from kbqa.qa.answers import Answer, Source, VariantAnswer
+from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
 from kbqa.qa.prompts import build_prompt
 from kbqa.qa.timing import StageTimer
 
+if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first used
+    from kbqa.adapters.variants import Variant, VariantModel
+    from kbqa.embeddings.embedders import EncoderEmbeddings
+    from kbqa.kb.indexing import IngestResult
+    from kbqa.kb.store import KnowledgeBase
+    from kbqa.kb.uploads import UploadOutcome
+    from kbqa.llm.local import LocalLLM
+    from kbqa.retrieval.rerank import Reranker
+    from kbqa.retrieval.search import KnowledgeBaseRetriever
 
-@dataclass
-class Answer:
-    """A finished answer with its sources and where the time went (seconds)."""
-
-    question: str
-    text: str
-    sources: list[Source]
-    refused: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    usage: dict[str, int] = field(default_factory=dict)  # prompt/completion/total tokens, if known
-    finish_reason: str | None = None  # "stop" or "length" (the max_new_tokens budget ran out)
-
-    def decode_rate(self) -> float | None:
-        """Generated tokens per second after the first one, when the model reported its usage."""
-        tokens, seconds = self.usage.get("completion_tokens", 0), self.timings.get("decode", 0.0)
-        return (tokens - 1) / seconds if tokens > 1 and seconds > 0 else None
+# what `stream`, `stream_variant` and `compare` yield: ('sources', [Source]), ('token', str),
+# ('done', Answer) or ('answer', VariantAnswer)
+Event = tuple[str, list[Source] | str | Answer | VariantAnswer]
 
 
 class KbqaService:
-    """Owns the embedder, the LLM and open knowledge bases for one process."""
+    """Owns the embedder, the LLM and open knowledge bases for one process.
 
-    def __init__(self, settings: Settings, *, embeddings: Any = None, llm: Any = None) -> None:
+    Models load on first use; `embeddings` and `llm` may be injected (tests, embedding kbqa).
+    """
+
+    def __init__(self, settings: Settings, *, embeddings: EncoderEmbeddings | None = None,
+                 llm: BaseLLM | None = None) -> None:
         self.settings = settings
-        if embeddings is not None:
-            self.__dict__["embeddings"] = embeddings
-        if llm is not None:
-            self.__dict__["llm"] = llm
-        self._kbs: dict[str, Any] = {}
+        self._embeddings = embeddings
+        self._llm = llm
+        self._injected_llm = llm
+        self._base_llm: BaseLLM | None = None
+        self._variant_model: VariantModel | None = None
+        self._reranker: tuple[Reranker | None] | None = None  # a 1-tuple once loaded (None is valid)
+        self._kbs: dict[str, KnowledgeBase] = {}
 
-    @cached_property
-    def embeddings(self) -> Any:
-        from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
+    @property
+    def embeddings(self) -> EncoderEmbeddings:
+        """The configured embedder, loaded once."""
+        if self._embeddings is None:
+            from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
 
-        if self.settings.embedder == "embedded":
-            return load_embedded_default()
-        return load_sentence_transformer(Path(self.settings.embedder))
+            self._embeddings = (load_embedded_default() if self.settings.embedder == "embedded"
+                                else load_sentence_transformer(Path(self.settings.embedder)))
+        return self._embeddings
 
-    @cached_property
-    def llm(self) -> Any:
-        from kbqa.adapters import load_adapters
-        from kbqa.llm.local import LocalLLM
+    @property
+    def llm(self) -> BaseLLM:
+        """The configured LLM with the configured adapters, loaded once (remote: a client)."""
+        if self._llm is None:
+            from kbqa.llm.remote import RemoteLLM, is_remote
+
+            s = self.settings
+            if is_remote(s.llm):
+                if s.adapters:
+                    raise ConfigError("adapters cannot be applied to a remote LLM: configure "
+                                      "them on the serving side and name that variant in llm")
+                self._llm = RemoteLLM.from_settings(s)
+            else:
+                self._llm = self._with_adapters(self._load_local_llm())
+        return self._llm
+
+    @property
+    def base_llm(self) -> BaseLLM:
+        """The LLM without adapters (variants add them on top, see kbqa.adapters.variants)."""
+        if self._base_llm is None:
+            from kbqa.llm.remote import is_remote
+
+            if self._injected_llm is not None and not self.settings.adapters:
+                self._base_llm = self._injected_llm
+            elif is_remote(self.settings.llm):
+                self._base_llm = self.llm  # a remote model: adapters are chosen on the serving side
+            else:
+                self._base_llm = self._load_local_llm()
+        return self._base_llm
+
+    @property
+    def variant_model(self) -> VariantModel:
+        """The base model shared by every variant (plain, the configured adapters, others)."""
+        if self._variant_model is None:
+            from kbqa.adapters.variants import VariantModel
+
+            self._variant_model = VariantModel(self.base_llm)
+        return self._variant_model
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured cross-encoder (None by default), loaded once."""
+        if self._reranker is None:
+            from kbqa.retrieval.rerank import load_reranker
+
+            self._reranker = (load_reranker(self.settings.rerank),)
+        return self._reranker[0]
+
+    def _load_local_llm(self) -> LocalLLM:
+        """The one place a local model is loaded from the settings."""
         from kbqa.llm.loading import resolve_llm
-        from kbqa.llm.remote import RemoteLLM, is_remote
+        from kbqa.llm.local import LocalLLM
 
         s = self.settings
-        if is_remote(s.llm):
-            if s.adapters:
-                raise ConfigError("adapters cannot be applied to a remote LLM: configure them "
-                                  "on the serving side and name that variant in llm")
-            return RemoteLLM.from_settings(s)
         folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)
-        llm = LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
-                                   temperature=s.temperature, top_p=s.top_p,
-                                   repetition_penalty=s.repetition_penalty)
-        if s.adapters:
-            from kbqa.llm.quantization import refuse_adapters
+        return LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
+                                    temperature=s.temperature, top_p=s.top_p,
+                                    repetition_penalty=s.repetition_penalty)
 
-            refuse_adapters(llm.model, s.adapters[0])
-            llm.model, reports = load_adapters(llm.model, list(s.adapters))
-            llm.adapters = [report.folder for report in reports]
+    def _with_adapters(self, llm: LocalLLM) -> LocalLLM:
+        """`llm` with the configured adapters loaded strictly (none: unchanged)."""
+        if not self.settings.adapters:
+            return llm
+        from kbqa.adapters import load_adapters
+        from kbqa.llm.quantization import refuse_adapters
+
+        refuse_adapters(llm.model, self.settings.adapters[0])
+        llm.model, reports = load_adapters(llm.model, list(self.settings.adapters))
+        llm.adapters = [report.folder for report in reports]
         return llm
 
-    def knowledge_base(self, name: str | None = None, *, create: bool = False) -> Any:
+    def knowledge_base(self, name: str | None = None, *, create: bool = False) -> KnowledgeBase:
         """Open (or create) a knowledge base by name; opened ones are reused."""
         from kbqa.kb.store import KnowledgeBase
 
@@ -103,11 +156,14 @@ class KbqaService:
         return self._kbs[name]
 
     def ingest(self, paths: Iterable[Path], kb_name: str | None = None,
-               progress: bool = False) -> list[Any]:
+               progress: bool = False) -> list[IngestResult]:
+        """Ingest files or folders into a knowledge base, creating it if needed."""
         kb = self.knowledge_base(kb_name, create=True)
         return kb.ingest([Path(p) for p in paths], progress=progress)
 
-    def retriever(self, kb_name: str | None = None, top_k: int | None = None) -> Any:
+    def retriever(self, kb_name: str | None = None,
+                  top_k: int | None = None) -> KnowledgeBaseRetriever:
+        """The configured retriever over a knowledge base."""
         from kbqa.retrieval.search import KnowledgeBaseRetriever
 
         s = self.settings
@@ -116,21 +172,13 @@ class KbqaService:
                                       min_coverage=s.min_coverage, mmr=s.mmr,
                                       reranker=self.reranker)
 
-    @cached_property
-    def reranker(self) -> Any:
-        """The configured cross-encoder (None by default), loaded once."""
-        from kbqa.retrieval.rerank import load_reranker
-
-        return load_reranker(self.settings.rerank)
-
-    def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Any:
-        return build_qa_chain(self.retriever(kb_name, top_k), self.llm,
-                              build_prompt(self.settings.prompt_template),
-                              history_turns=self.settings.history_turns)
+    def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Runnable:
+        """retriever | prompt | llm with the configured model (see kbqa.qa.chain.qa_chain)."""
+        return qa_chain(self.settings, self.retriever(kb_name, top_k), self.llm)
 
     def stream(self, question: str, kb_name: str | None = None,
                history: list[tuple[str, str]] | None = None,
-               top_k: int | None = None) -> Iterator[tuple[str, Any]]:
+               top_k: int | None = None) -> Iterator[Event]:
         """Events: ('sources', [Source]) once, then ('token', str) as generated, then ('done', Answer)."""
         if not question.strip():
             raise KnowledgeBaseError("the question is empty")
@@ -143,31 +191,7 @@ class KbqaService:
                 return value
         raise AssertionError("stream ended without an answer")  # pragma: no cover
 
-    # ------------------------------------------------------------------ for the web UI
-    # Added for the Streamlit front end: nothing here renders; kbqa/ui/ pages only call these.
-
-    @cached_property
-    def base_llm(self) -> Any:
-        """The LLM without adapters (variants add them on top, see kbqa.adapters.variants); loaded once."""
-        injected = self.__dict__.get("llm")
-        if injected is not None and not self.settings.adapters:
-            return injected
-        if self.settings.llm.startswith("openai:"):
-            return self.llm  # a remote model: adapters are chosen on the serving side
-        from kbqa.llm.local import LocalLLM
-        from kbqa.llm.loading import resolve_llm
-
-        s = self.settings
-        folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)
-        return LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
-                                    temperature=s.temperature, top_p=s.top_p,
-                                    repetition_penalty=s.repetition_penalty)
-
-    @cached_property
-    def variant_model(self) -> Any:
-        from kbqa.adapters.variants import VariantModel
-
-        return VariantModel(self.base_llm)
+    # ------------------------------------------------------------------ variants, KB admin, settings
 
     def list_knowledge_bases(self) -> list[str]:
         """Knowledge bases under the data directory, sorted."""
@@ -175,7 +199,7 @@ class KbqaService:
 
         return KnowledgeBase.list_names(self.settings.kb_root)
 
-    def create_knowledge_base(self, name: str) -> Any:
+    def create_knowledge_base(self, name: str) -> KnowledgeBase:
         """Create an empty knowledge base (KnowledgeBaseError if the name is unsafe or taken)."""
         from kbqa.kb.store import validate_name
 
@@ -195,7 +219,8 @@ class KbqaService:
                                 vector_store=self.settings.vector_store_config)
 
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
-                       on_progress: Any = None) -> list[Any]:
+                       on_progress: Callable[[int, int, str], None] | None = None
+                       ) -> list[UploadOutcome]:
         """Store uploaded (name, bytes) files inside the KB and ingest them; one outcome each."""
         from kbqa.kb.uploads import ingest_uploads
 
@@ -203,6 +228,7 @@ class KbqaService:
                               max_file_mb=self.settings.max_file_mb, on_progress=on_progress)
 
     def remove_document(self, kb_name: str, source: str) -> int:
+        """Remove a document and, when it was uploaded, its stored copy."""
         from kbqa.kb.uploads import remove_document
 
         return remove_document(self.knowledge_base(kb_name), source)
@@ -213,14 +239,15 @@ class KbqaService:
 
         return discover_adapters(self.settings.adapters, [self.settings.home / "adapters", *roots])
 
-    def default_variant(self) -> Any:
+    def default_variant(self) -> Variant:
+        """The variant the settings configure (their adapters, or plain)."""
         from kbqa.adapters.variants import Variant
 
         return Variant.of(self.settings.adapters)
 
-    def stream_variant(self, question: str, variant: Any = None,
+    def stream_variant(self, question: str, variant: Variant | None = None,
                        kb_name: str | None = None, history: list[tuple[str, str]] | None = None,
-                       top_k: int | None = None) -> Iterator[tuple[str, Any]]:
+                       top_k: int | None = None) -> Iterator[Event]:
         """Like `stream`, with the shared base model in `variant`'s state (None: the configured one).
 
         The model stays locked to this variant until the generator finishes or is closed.
@@ -230,22 +257,19 @@ class KbqaService:
         variant = self.default_variant() if variant is None else variant
         retriever = self.retriever(kb_name, top_k)
         with self.variant_model.activate(variant) as llm:
-            chain = build_qa_chain(retriever, llm, build_prompt(self.settings.prompt_template),
-                                   history_turns=self.settings.history_turns)
+            chain = qa_chain(self.settings, retriever, llm)
             yield from _events(chain, question, history)
 
     def retrieve(self, question: str, kb_name: str | None = None,
-                 top_k: int | None = None) -> list[Any]:
+                 top_k: int | None = None) -> list[Document]:
         """The passages that would go into the prompt (after the coverage gate); may be empty."""
         if not question.strip():
             raise KnowledgeBaseError("the question is empty")
         return self.retriever(kb_name, top_k).invoke(question)
 
-    def answer_with_context(self, question: str, docs: list[Any],
-                            variant: Any) -> VariantAnswer:
+    def answer_with_context(self, question: str, docs: list[Document],
+                            variant: Variant) -> VariantAnswer:
         """Answer from a fixed context with one variant; refusal without a model call when empty."""
-        from langchain_core.runnables import RunnableLambda
-
         from kbqa.errors import KbqaError
 
         applied = None
@@ -253,8 +277,7 @@ class KbqaService:
             if not variant.is_plain:
                 applied = self.variant_model.check_applied(variant)
             with self.variant_model.activate(variant) as llm:
-                chain = build_qa_chain(RunnableLambda(lambda _: docs), llm,
-                                       build_prompt(self.settings.prompt_template), history_turns=0)
+                chain = qa_chain(self.settings, fixed_context(docs), llm, history=False)
                 answer = None
                 for kind, value in _events(chain, question, None):
                     if kind == "done":
@@ -267,8 +290,8 @@ class KbqaService:
         return VariantAnswer(variant=variant, text=answer.text, refused=answer.refused,
                              timings=timings, applied=applied)
 
-    def compare(self, question: str, variants: list[Any], kb_name: str | None = None,
-                top_k: int | None = None) -> Iterator[tuple[str, Any]]:
+    def compare(self, question: str, variants: list[Variant], kb_name: str | None = None,
+                top_k: int | None = None) -> Iterator[Event]:
         """Retrieve once, then every variant answers from the SAME passages.
 
         Events: ('sources', [Source]) then ('answer', VariantAnswer) per variant, in order.
@@ -278,51 +301,34 @@ class KbqaService:
         for variant in variants:
             yield "answer", self.answer_with_context(question, docs, variant)
 
-    def update_settings(self, changes: dict[str, Any]) -> Settings:
+    def update_settings(self, changes: dict[str, object]) -> Settings:
         """Validate `changes` on top of the current settings, save them to config.toml, apply them.
 
         Raises ConfigError with the reason (and writes nothing) when any value is invalid.
         Generation parameters apply at once; a new model, dtype or embedder is loaded on next use.
         """
-        from kbqa.config import _validated, save_settings
+        from kbqa.config import save_settings, validate_settings
 
         current = self.settings
-        new = _validated({**current.model_dump(), **changes, "home": current.home})
+        new = validate_settings({**current.model_dump(), **changes, "home": current.home})
         problem = _settings_problem(new)
         if problem:
             raise ConfigError(f"invalid settings: {problem}")
         save_settings(new)
         self.settings = new
         if (new.llm, new.llm_dtype) != (current.llm, current.llm_dtype):
-            for name in ("llm", "base_llm", "variant_model"):
-                self.__dict__.pop(name, None)
+            self._llm = self._injected_llm = self._base_llm = self._variant_model = None
         if new.embedder != current.embedder:
-            self.__dict__.pop("embeddings", None)
+            self._embeddings = None
             for kb in self._kbs.values():
                 kb.close()
             self._kbs.clear()
-        for llm in {id(x): x for x in (self.__dict__.get("llm"), self.__dict__.get("base_llm"))
-                    if x is not None}.values():
+        for llm in {id(x): x for x in (self._llm, self._base_llm) if x is not None}.values():
             llm.max_new_tokens = new.max_new_tokens
             llm.temperature = new.temperature
             llm.top_p = new.top_p
             llm.repetition_penalty = new.repetition_penalty
         return new
-
-
-# Helpers for the web UI methods above.
-
-
-@dataclass
-class VariantAnswer:
-    """One variant's answer to a shared context (the Compare page's column)."""
-
-    variant: Any  # kbqa.adapters.variants.Variant
-    text: str
-    refused: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    applied: Any = None  # kbqa.adapters.verify.VerifyReport for adapter variants
-    error: str | None = None
 
 
 def _settings_problem(settings: Settings) -> str | None:
@@ -344,8 +350,8 @@ def _settings_problem(settings: Settings) -> str | None:
     return None
 
 
-def _events(chain: Any, question: str, history: list[tuple[str, str]] | None
-            ) -> Iterator[tuple[str, Any]]:
+def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | None
+            ) -> Iterator[Event]:
     """Run the chain streaming: ('sources', [Source]), ('token', str)..., ('done', Answer).
 
     Timings: retrieve, first_token and total from the start; prompt, prefill and decode

@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
-from langchain_core.runnables import RunnableLambda
 from tqdm import tqdm
 
-from kbqa.qa.chain import build_qa_chain, is_refusal
+from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
 from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.evaluation.data import Question, Variant, materialise_docs, parse_variant, read_questions
 from kbqa.evaluation.scoring import summarise
 from kbqa.evaluation.metrics import exact_match, f1_score, rouge_l
-from kbqa.qa.prompts import build_prompt
 from kbqa.service import KbqaService
 from kbqa.adapters.variants import Variant as ModelVariant
 from kbqa.adapters.variants import VariantModel
@@ -128,8 +126,7 @@ def check_variants(models: VariantModel, variants: tuple[Variant, ...]) -> dict[
 
 
 def _answer(llm: Any, settings: Settings, question: Question, context: list[Document]) -> dict:
-    chain = build_qa_chain(RunnableLambda(lambda _: context), llm,
-                           build_prompt(settings.prompt_template), history_turns=0)
+    chain = qa_chain(settings, fixed_context(context), llm, history=False)
     start = time.perf_counter()
     answer = chain.invoke({"question": question.question})["answer"].strip()
     latency = time.perf_counter() - start

@@ -8,7 +8,6 @@ threshold the chain answers the fixed refusal without calling the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -19,47 +18,15 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
+from kbqa.config import Settings
 from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
-
-SNIPPET_CHARS = 120
-
-
-@dataclass(frozen=True)
-class Source:
-    """One cited passage, as the CLI, the UI and the evaluator show it."""
-
-    filename: str
-    source: str
-    score: float | None  # dense cosine similarity when known (higher = closer), else the rank score
-    snippet: str
-    page: int | None = None
-    heading: str | None = None
-    chunk_id: int | None = None
-
-    @classmethod
-    def from_document(cls, document: Document) -> "Source":
-        meta = document.metadata
-        text = " ".join(document.page_content.split())
-        return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
-                   source=str(meta.get("source", "")),
-                   score=meta["dense_score"] if meta.get("dense_score") is not None else meta.get("score"),
-                   snippet=text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
-                   page=meta.get("page"), heading=meta.get("heading"),
-                   chunk_id=meta.get("chunk_id"))
-
-    def location(self) -> str:
-        """'handbook.md · 年假' or 'price.pdf p.2': where a reader finds the passage."""
-        if self.page:
-            return f"{self.filename} p.{self.page}"
-        return f"{self.filename} · {self.heading}" if self.heading else self.filename
-
 
 def is_refusal(answer: str) -> bool:
     """Whether an answer is the template's fixed 'cannot answer' phrase (allowing punctuation)."""
     return REFUSAL in answer.replace(" ", "")
 
 
-def build_qa_chain(retriever: BaseRetriever, llm: BaseLanguageModel,
+def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
                    prompt: PromptTemplate | None = None, history_turns: int = 3) -> Runnable:
     """Compose retriever | prompt | llm; any LangChain retriever and LLM fit."""
     prompt = prompt or build_prompt()
@@ -77,3 +44,17 @@ def build_qa_chain(retriever: BaseRetriever, llm: BaseLanguageModel,
 
     return (RunnablePassthrough.assign(docs=itemgetter("question") | retriever)
             | RunnablePassthrough.assign(answer=RunnableLambda(route)))
+
+
+def qa_chain(settings: Settings, retriever: BaseRetriever | Runnable, llm: BaseLanguageModel, *,
+             history: bool = True) -> Runnable:
+    """The app's QA chain: `build_qa_chain` with the configured template and history turns
+    (none when `history` is False); the CLI, web app, server and evaluator all build this one."""
+    return build_qa_chain(retriever, llm, build_prompt(settings.prompt_template),
+                          history_turns=settings.history_turns if history else 0)
+
+
+def fixed_context(docs: list[Document]) -> Runnable:
+    """A retriever stand-in that returns `docs` whatever the question: answering from a given
+    context (Compare, the server's shared retrieval, evaluation with the gold passage hidden)."""
+    return RunnableLambda(lambda _: docs)

@@ -18,12 +18,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from langchain_core.runnables import RunnableLambda
 from starlette.concurrency import run_in_threadpool
 
-from kbqa.qa.chain import Source, build_qa_chain
+from kbqa.qa.answers import Source
+from kbqa.qa.chain import fixed_context, qa_chain
 from kbqa.errors import KbqaError
-from kbqa.qa.prompts import build_prompt
 from kbqa.server import schemas
 from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view
@@ -70,9 +69,7 @@ def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | Non
         if docs is None:
             yield from (piece for piece in llm.stream(body.question) if piece)
             return
-        chain = build_qa_chain(RunnableLambda(lambda _: docs), llm,
-                               build_prompt(state.settings.prompt_template),
-                               history_turns=state.settings.history_turns)
+        chain = qa_chain(state.settings, fixed_context(docs), llm)
         for part in chain.stream({"question": body.question, "history": body.history}):
             if part.get("answer"):
                 yield part["answer"]

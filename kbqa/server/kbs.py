@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from kbqa.qa.chain import Source
+from kbqa.qa.answers import Source
 from kbqa.errors import KnowledgeBaseError
 from kbqa.server.auth import ApiKey
 from kbqa.server.schemas import CreateKb

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from kbqa.qa.chain import Source
+from kbqa.qa.answers import Source
 from kbqa.config import load_settings
 from kbqa.service import KbqaService
 from kbqa.adapters.variants import Variant

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kbqa.errors import KbqaError
-from kbqa.service import VariantAnswer
+from kbqa.qa.answers import VariantAnswer
 from kbqa.ui.common import kb_picker, render_refusal, render_sources, service, variant_options
 
 RESULT_KEY = "compare_result"

@@ -1,0 +1,74 @@
+"""What an answer is, as every front end shows it: the text, its cited passages, its timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from langchain_core.documents import Document
+
+if TYPE_CHECKING:
+    from kbqa.adapters.variants import Variant
+    from kbqa.adapters.verify import VerifyReport
+
+SNIPPET_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Source:
+    """One cited passage, as the CLI, the UI and the evaluator show it."""
+
+    filename: str
+    source: str
+    score: float | None  # dense cosine similarity when known (higher = closer), else the rank score
+    snippet: str
+    page: int | None = None
+    heading: str | None = None
+    chunk_id: int | None = None
+
+    @classmethod
+    def from_document(cls, document: Document) -> "Source":
+        meta = document.metadata
+        text = " ".join(document.page_content.split())
+        return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
+                   source=str(meta.get("source", "")),
+                   score=meta["dense_score"] if meta.get("dense_score") is not None else meta.get("score"),
+                   snippet=text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
+                   page=meta.get("page"), heading=meta.get("heading"),
+                   chunk_id=meta.get("chunk_id"))
+
+    def location(self) -> str:
+        """'handbook.md · 年假' or 'price.pdf p.2': where a reader finds the passage."""
+        if self.page:
+            return f"{self.filename} p.{self.page}"
+        return f"{self.filename} · {self.heading}" if self.heading else self.filename
+
+
+@dataclass
+class Answer:
+    """A finished answer with its sources and where the time went (seconds)."""
+
+    question: str
+    text: str
+    sources: list[Source]
+    refused: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # prompt/completion/total tokens, if known
+    finish_reason: str | None = None  # "stop" or "length" (the max_new_tokens budget ran out)
+
+    def decode_rate(self) -> float | None:
+        """Generated tokens per second after the first one, when the model reported its usage."""
+        tokens, seconds = self.usage.get("completion_tokens", 0), self.timings.get("decode", 0.0)
+        return (tokens - 1) / seconds if tokens > 1 and seconds > 0 else None
+
+
+@dataclass
+class VariantAnswer:
+    """One variant's answer to a shared context (the Compare page's column)."""
+
+    variant: Variant
+    text: str
+    refused: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    applied: VerifyReport | None = None  # for adapter variants: did the adapters change the model
+    error: str | None = None
