@@ -7,9 +7,14 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError
+
+if TYPE_CHECKING:  # imported on use, so `kbqa --help` stays fast
+    from kbqa.config import Settings
+    from kbqa.qa.answers import Answer
+    from kbqa.service import KbqaService
 
 DESCRIPTION = """\
 kbqa — offline knowledge-base question answering (Chinese first).
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Settings:
     from kbqa.config import load_settings
 
     keys = ("home", "kb", "llm", "adapters", "top_k", "retrieval_mode", "score_threshold",
@@ -137,13 +142,13 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(overrides, config_file=args.config)
 
 
-def _service(args: argparse.Namespace) -> Any:
+def _service(args: argparse.Namespace) -> KbqaService:
     from kbqa.service import KbqaService
 
     return KbqaService(_settings(args))
 
 
-def _print_sources(answer: Any) -> None:
+def _print_sources(answer: Answer) -> None:
     if not answer.sources:
         print("\n来源 / sources: （无相关段落 / no passage above the threshold）")
         return
@@ -153,22 +158,27 @@ def _print_sources(answer: Any) -> None:
         print(f"  [{number}] {source.location()}  (score {score})\n      {source.snippet}")
 
 
-def _answer(service: Any, question: str, history: list[tuple[str, str]],
-            verbose: bool) -> Any:
+def _answer(service: KbqaService, question: str, history: list[tuple[str, str]],
+            verbose: bool) -> Answer:
+    """Stream the answer to stdout, then its sources (and timings with -v)."""
+    from kbqa.qa.answers import Answer
+
     answer = None
     for kind, value in service.stream(question, history=history):
-        if kind == "token":
+        if kind == "token" and isinstance(value, str):
             print(value, end="", flush=True)
-        elif kind == "done":
+        elif kind == "done" and isinstance(value, Answer):
             answer = value
     print()
+    if answer is None:  # pragma: no cover - stream always ends with 'done'
+        raise KbqaError("the answer stream ended without an answer")
     _print_sources(answer)
     if verbose:
         _print_timings(answer)
     return answer
 
 
-def _print_timings(answer: Any) -> None:
+def _print_timings(answer: Answer) -> None:
     """Where the time went, to stderr: stages, then token counts and decode speed if known."""
     order = ("retrieve", "prompt", "prefill", "decode", "first_token", "total")
     stages = [f"{name} {answer.timings[name]:.2f}s" for name in order if name in answer.timings]
@@ -241,8 +251,8 @@ def _cmd_kb(args: argparse.Namespace) -> int:
         print(f"{len(kb.documents())} documents, {kb.chunk_count} chunks")
         print(f"vector store: {kb.vector_store}")
         return 0
-    if args.document:
-        kb.remove_document(args.document)
+    if args.document:  # through the service: an uploaded copy of the file goes too
+        service.remove_document(kb.name, str(args.document))
         print(f"removed {args.document} from '{kb.name}'")
         return 0
     if not args.yes and input(f"delete knowledge base '{kb.name}'? [y/N] ").lower() != "y":

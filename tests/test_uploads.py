@@ -123,3 +123,18 @@ def test_batch_goes_on_after_failures_and_files_live_in_the_kb(tmp_path: Path) -
     assert service.remove_document("uploads", source) >= 1
     assert not (folder / "价格.txt").exists()
     assert [d.filename for d in kb.documents()] == ["手册.md"]
+
+
+def test_cli_kb_remove_deletes_the_uploaded_copy_too() -> None:
+    """`kbqa kb remove DOC` goes through the service like the web app and server do."""
+    from kbqa.cli import main
+
+    service = KbqaService(load_settings())
+    kb = service.create_knowledge_base("uploads")
+    service.ingest_uploads("uploads", [("价格.txt", "标准版每年九百九十元。".encode("utf-8"))])
+    stored = files_folder(kb) / "价格.txt"
+    source = next(d.source for d in kb.documents())
+    assert stored.is_file()
+    assert main(["kb", "remove", source, "--kb", "uploads"]) == 0
+    assert not stored.exists()
+    assert KbqaService(load_settings()).knowledge_base("uploads").documents() == []
