@@ -32,7 +32,7 @@ from zh_corpus import CMRC, chunk_texts
 from machine_facts import with_machine
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.kb.lexical import query_tokens, tokenize
-from kbqa.retrieval.search import BM25_B, BM25_K1, Bm25Index, bm25_index
+from kbqa.retrieval.bm25 import BM25_B, BM25_K1, Bm25Index, bm25_index
 from kbqa.kb.store import KnowledgeBase
 
 RESULTS = Path(__file__).resolve().parent / "results"

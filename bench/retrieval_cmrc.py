@@ -33,8 +33,9 @@ import numpy as np
 from machine_facts import with_machine
 from kbqa.embeddings.embedders import load_embedded_default
 from kbqa.retrieval.rerank import Reranker, load_reranker
-from kbqa.retrieval.search import (KnowledgeBaseRetriever, bm25_index, candidate_count,
-                            reciprocal_rank_fusion)
+from kbqa.retrieval.bm25 import bm25_index
+from kbqa.retrieval.ranking import candidate_count, reciprocal_rank_fusion
+from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 from kbqa.kb.store import KnowledgeBase
 
 DATA = Path("/work/shared/eval/cmrc2018")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first
     from kbqa.kb.uploads import UploadOutcome
     from kbqa.llm.local import LocalLLM
     from kbqa.retrieval.rerank import Reranker
-    from kbqa.retrieval.search import KnowledgeBaseRetriever
+    from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 
 # what `stream`, `stream_variant` and `compare` yield: ('sources', [Source]), ('token', str),
 # ('done', Answer) or ('answer', VariantAnswer)
@@ -164,7 +164,7 @@ class KbqaService:
     def retriever(self, kb_name: str | None = None,
                   top_k: int | None = None) -> KnowledgeBaseRetriever:
         """The configured retriever over a knowledge base."""
-        from kbqa.retrieval.search import KnowledgeBaseRetriever
+        from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 
         s = self.settings
         return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval_mode,

@@ -9,10 +9,11 @@ import bm25s
 import numpy as np
 import pytest
 
-import kbqa.retrieval.search as retrieval
+import kbqa.retrieval.bm25 as retrieval
 from kbqa.kb.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
                           term_ids, text_term_ids, tokenize)
-from kbqa.retrieval.search import BM25_B, BM25_K1, Bm25Index, bm25_index, search
+from kbqa.retrieval.bm25 import BM25_B, BM25_K1, Bm25Index, bm25_index
+from kbqa.retrieval.search import search
 from kbqa.kb.manifest import DB_FILENAME
 from kbqa.kb.store import KnowledgeBase
 from tests.test_retrieval import PASSAGES

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from kbqa.config import load_settings
-from kbqa.retrieval.search import KnowledgeBaseRetriever, mmr_select, search
+from kbqa.retrieval.ranking import mmr_select
+from kbqa.retrieval.retriever import KnowledgeBaseRetriever
+from kbqa.retrieval.search import search
 from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 

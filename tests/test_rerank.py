@@ -10,7 +10,8 @@ import pytest
 
 from kbqa.errors import ModelError
 from kbqa.retrieval.rerank import CrossEncoderReranker, load_reranker
-from kbqa.retrieval.search import KnowledgeBaseRetriever, search
+from kbqa.retrieval.retriever import KnowledgeBaseRetriever
+from kbqa.retrieval.search import search
 from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings
 

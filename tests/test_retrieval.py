@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from kbqa.retrieval.search import (DEFAULT_MIN_COVERAGE, DEFAULT_MODE, KnowledgeBaseRetriever, bm25_index,
-                            reciprocal_rank_fusion, search, tokenize)
+from kbqa.kb.lexical import tokenize
+from kbqa.retrieval.bm25 import bm25_index
+from kbqa.retrieval.ranking import reciprocal_rank_fusion
+from kbqa.retrieval.retriever import KnowledgeBaseRetriever
+from kbqa.retrieval.search import DEFAULT_MIN_COVERAGE, DEFAULT_MODE, search
 from kbqa.kb.lexical import query_tokens
 from kbqa.kb.store import KnowledgeBase
 from tests.test_store import fake_embeddings, write
