@@ -239,3 +239,19 @@ def test_verify_zero_partial_and_dropped_adapters(models, tokenizer, tmp_path):
     save_file(dropped, str(partial / "adapter_model.safetensors"))
     with pytest.raises(AdapterError, match="4 missing"):
         verify_adapter(load(), tokenizer, [partial], probe=probe)
+
+
+def test_an_embedded_donor_must_be_resolved_by_the_caller(models, tmp_path):
+    """The library reads no app settings: an adapter whose config names an embedded base model
+    needs its folder as `donor` (the CLI resolves it with the app's model cache)."""
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(models["llama_adapter"], adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "embedded:smollm2-135m-instruct"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="embedded model 'embedded:smollm2-135m-instruct'"):
+        transplant(adapter, models["chatglm"], tmp_path / "out")
+    report = transplant(adapter, models["chatglm"], tmp_path / "out", donor=models["llama"])
+    assert report.totals()["target_modules"] > 0

@@ -194,7 +194,12 @@ def _transplant(args: argparse.Namespace) -> int:
     options = TransplantOptions(layer_map=args.layer_map, rank=args.rank, max_rank=args.max_rank,
                                 subspace_rank=args.subspace_rank,
                                 min_similarity=args.min_similarity, align_all=args.align_all)
-    donor = _model_folder(args.donor) if args.donor else None
+    from kbqa.adapters.loading import read_adapter_config
+
+    # an embedded donor named in adapter_config.json is resolved here, with the app's cache
+    recorded = read_adapter_config(args.adapter).base_model_name_or_path or ""
+    donor_spec = args.donor or (recorded if recorded.startswith("embedded") else None)
+    donor = _model_folder(donor_spec) if donor_spec else None
     report = transplant(args.adapter, _model_folder(args.target), args.out, donor=donor,
                         options=options)
     totals = report.totals()

@@ -253,10 +253,9 @@ def _donor_folder(config: Any, donor: Path | None) -> Path:
         return Path(donor).expanduser()
     name = config.base_model_name_or_path or ""
     if name.startswith("embedded"):
-        from kbqa.config import load_settings
-        from kbqa.llm.loading import resolve_llm
-
-        return resolve_llm(name, load_settings().cache_dir)
+        raise AdapterError(f"the donor base model is the embedded model {name!r}: pass its folder "
+                           "as donor (kbqa.llm.loading.resolve_llm gives it; `kbqa adapters "
+                           "transplant` does this itself)")
     base = Path(name).expanduser()
     if name and (base / "config.json").is_file():
         return base
