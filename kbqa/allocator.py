@@ -2,10 +2,9 @@
 
 torch allocates every intermediate tensor with malloc and frees it right after. By default
 glibc returns freed memory at the top of the heap to the kernel once more than 128 KB is free
-(M_TRIM_THRESHOLD), so the next batch gets its buffers back as fresh zeroed pages. Embedding
-2,000 chunks took 1.9 million page faults and 4.5 s of kernel time that way; keeping up to
-128 MB of freed memory took 26 thousand faults and 0.1 s, and 245 -> 371 chunks/s (same
-process, back to back). Peak memory is unchanged: only memory the process already used is
+(M_TRIM_THRESHOLD), so the next batch gets its buffers back as fresh zeroed pages, and the
+page faults and kernel time that costs slow embedding markedly (docs/benchmarks.md §Ingest and
+embedding speed, Allocator). Peak memory is unchanged: only memory the process already used is
 kept, and large blocks (model weights) are still mapped and unmapped on their own.
 
 Setting the trim threshold switches off glibc's dynamic mmap threshold, so that one is set

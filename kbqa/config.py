@@ -50,7 +50,8 @@ class Settings(BaseModel):
         None, ge=-1.0, le=1.0,
         description="drop passages whose dense cosine similarity is below this (higher = closer)")
     min_coverage: float | None = Field(
-        0.35, ge=0.0, le=1.0,  # = retrieval.DEFAULT_MIN_COVERAGE (measured there)
+        # = retrieval.DEFAULT_MIN_COVERAGE (calibrated in docs/benchmarks.md §Retrieval tuning)
+        0.35, ge=0.0, le=1.0,
         description="drop passages holding less than this IDF-weighted share of the question's "
                     "terms; when none is left the answer is a refusal (see retrieval.py)")
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(

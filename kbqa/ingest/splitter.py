@@ -57,9 +57,8 @@ class ChineseTextSplitter(TextSplitter):
     Chunks from :meth:`split_documents` carry their element's metadata plus ``chunk_index``
     (position among the chunks of the same ``source``); with ``prepend_heading`` (the default) the
     element's heading is put in front as "【heading】\\n" (on top of ``chunk_size``), so a chunk
-    deep in a section still names its subject: for BM25, the embedder and the LLM alike. On CMRC
-    2018 train (titles as headings) the answer-bearing chunk reached the top 5 for 0.994 of
-    questions with it, 0.979 without.
+    deep in a section still names its subject: for BM25, the embedder and the LLM alike (it put
+    more answer-bearing chunks in the top 5 on CMRC 2018: docs/benchmarks.md §Retrieval tuning).
     """
 
     def __init__(

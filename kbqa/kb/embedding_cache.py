@@ -65,8 +65,9 @@ def _embed_missing(conn: sqlite3.Connection, embeddings: EncoderEmbeddings,
     # One embed call gets a batch per worker, so a parallel embedder has work for each.
     batch = max(1, embeddings.batch_size) * max(1, embeddings.workers)
     # Cache rows are derived data: a power cut may lose the last few (they are re-embedded),
-    # never corrupt them (WAL). Skipping the fsync per batch saved 43-107 ms a batch, 8-19% of
-    # the embed stage (bench/ingest_speed.py). The transaction that publishes chunks stays FULL.
+    # never corrupt them (WAL). Skipping the fsync per batch saves a noticeable share of the embed
+    # stage (docs/benchmarks.md §Ingest and embedding speed). The transaction that publishes
+    # chunks stays FULL.
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
         _embed_batches(conn, embeddings, items, batch, fresh, progress)

@@ -24,8 +24,9 @@ import unicodedata
 
 import numpy as np
 
-# 2: CJK unigrams + bigrams (1: bigrams only). CMRC 2018 train, 2,513 questions, answer in the
-# top-1 chunk: 0.889 -> 0.906; jieba words (0.894) or jieba search mode (0.894) did not beat it.
+# 2: CJK unigrams + bigrams (1: bigrams only). Adding unigrams put the answer in the top-1 chunk
+# more often on CMRC 2018 train, and jieba words did not beat it (docs/benchmarks.md §Retrieval
+# tuning).
 TOKENIZER_VERSION = 2
 _CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2EBEF))
 _CJK_CLASS = "".join(f"{chr(low)}-{chr(high)}" for low, high in _CJK_RANGES)
@@ -79,8 +80,8 @@ def term_ids(tokens: list[str]) -> np.ndarray:
 
 def text_term_ids(text: str) -> np.ndarray:
     """`term_ids(tokenize(text))` up to order, without building a string per token: the CJK
-    unigrams and bigrams come from the code points in one numpy pass (4x faster on Chinese
-    chunks; this runs for every chunk ingested)."""
+    unigrams and bigrams come from the code points in one numpy pass (faster on Chinese chunks,
+    docs/benchmarks.md §Ingest and embedding speed; this runs for every chunk ingested)."""
     normalised = unicodedata.normalize("NFKC", text).lower()
     codes = np.frombuffer(normalised.encode("utf-32-le"), dtype="<u4").astype(np.int64)
     cjk = np.zeros(len(codes), dtype=bool)

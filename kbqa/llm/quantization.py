@@ -18,10 +18,10 @@ from kbqa.errors import AdapterError
 
 # Rows (tokens in the call) up to which Int8WeightLinear multiplies by the int8 weights directly.
 # torch's int8pack kernel costs about the same per row as a bf16 matrix-vector product, while
-# dequantizing first costs a fixed weight pass and then runs at bf16 GEMM speed. Measured on an
-# MLP layer of the 0.5B default (896 -> 4864, 1 thread, best of 20): int8pack 0.30 / 1.1 / 2.2 /
-# 4.1 ms at 1 / 8 / 16 / 32 rows, dequantize + F.linear 2.9 / 3.4 / 3.0 / 3.5 ms. Decoding
-# sends 1 row per step; prefill sends the prompt, hundreds of rows.
+# dequantizing first costs a fixed weight pass and then runs at bf16 GEMM speed, so the int8
+# kernel wins for a few rows and loses beyond this (crossover timed on one MLP layer:
+# docs/benchmarks.md §int8 and int8-weights). Decoding sends 1 row per step; prefill sends the
+# prompt, hundreds of rows.
 INT8PACK_MAX_ROWS = 16
 # torch's CPU int8pack kernel (2.13, AVX-512) needs in_features to be a multiple of 16: at 16, 32,
 # 48, 80, 112, 576, 896, 1536 and 4864 it is exact, at 8, 20, 24, 40 and 100 it segfaults or
@@ -96,7 +96,8 @@ def quantize_int8_weights(model: nn.Module) -> nn.Module:
 
 def quantize_int8(model: Any) -> Any:
     """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per
-    batch): about 3x faster decoding on CPU than bf16, measured in bench/generation_speed.py."""
+    batch): faster decoding on CPU than bf16, at a cost in answer quality (docs/benchmarks.md
+    §int8 and int8-weights)."""
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch marks torch.ao deprecated; torch is pinned

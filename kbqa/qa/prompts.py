@@ -15,9 +15,9 @@ from kbqa.errors import ConfigError
 
 REFUSAL = "根据已知信息无法回答该问题"
 
-# Chosen on CMRC dev (60 answerable + 30 unanswerable questions, bm25 top-3, 0.5B model):
-# a stricter "只根据…如果没有答案，只回答…" wording made the model refuse half of the
-# answerable questions (F1 0.22); this one asks for the short phrase from the text (F1 0.53).
+# Chosen on CMRC dev: a stricter "只根据…如果没有答案，只回答…" wording made the small model
+# refuse many answerable questions; this one asks for the short phrase from the text and
+# scores far better (docs/benchmarks.md §Answer quality on CMRC 2018 dev).
 DEFAULT_TEMPLATE = (
     "已知信息：\n{context}\n\n"
     "{history}"

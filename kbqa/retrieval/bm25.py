@@ -18,8 +18,8 @@ import numpy as np
 from kbqa.kb.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
 from kbqa.kb.store import KnowledgeBase, LexicalRow
 
-# Anserini's defaults. CMRC train hit@1: 0.921 against 0.907 for bm25s's 1.5 / 0.75 (without
-# dropping question words); k1 0.6-1.2 with b 0.3-0.5 all gave 0.922-0.929, a plateau, not a peak.
+# Anserini's defaults: on CMRC train they beat bm25s's 1.5 / 0.75, and nearby values score about
+# the same, a plateau, not a peak (docs/benchmarks.md §Retrieval tuning).
 BM25_K1 = 0.9
 BM25_B = 0.4
 BM25_MAX_SEGMENTS = 16

@@ -21,20 +21,17 @@ from kbqa.retrieval.ranking import candidate_count, mmr_select, reciprocal_rank_
 
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 
-# Chosen by bench/retrieval_cmrc.py on the CMRC 2018 train questions (2,513; KB = the 713 dev +
-# train passages; embedded USE embedder): hit@1 / hit@5 bm25 0.927 / 0.994, hybrid (RRF) 0.817 /
-# 0.972, dense 0.612 / 0.875. RRF with the dense list weighted 0.1-0.5, or max-normalised BM25 +
-# w * cosine (w 0.05-0.5), never beat bm25 alone by more than one question. Revisit with a
-# stronger embedder.
+# BM25 alone finds the answer-bearing chunk more often than dense or hybrid search with the
+# embedded embedder, and no weighting of the dense list beat it (docs/benchmarks.md §Retrieval
+# tuning). Revisit with a stronger embedder.
 DEFAULT_MODE: RetrievalMode = "bm25"
-# Measured: top-1 dense cosine separates answerable from unanswerable questions poorly (AUC 0.77);
-# even a 0.25 cut rejects only 9% of unanswerable ones while costing 6 points of hit@5. No default.
+# No default: dense cosine separates answerable from unanswerable questions poorly, so any cut
+# costs more answerable hits than it saves (docs/benchmarks.md §Retrieval tuning, Refusal gate).
 DEFAULT_SCORE_THRESHOLD: float | None = None
 # A passage must contain at least this IDF-weighted share of the question's terms (see
-# Bm25Index.coverage). On CMRC train (2,513 questions, bm25 top-1) 0.35 keeps 98.7% of answerable
-# questions and turns away 63% of the same questions asked with their gold passage removed (AUC
-# 0.95; dev: 98.5% / 69%). The bigram-only tokenizer needed 0.2 for 97.5% / 59%; with unigrams
-# 0.2 would turn away only 13%. The small default LLM refuses too rarely on its own.
+# Bm25Index.coverage): the share that keeps nearly every answerable question and turns away most
+# whose gold passage is missing, since the small default LLM refuses too rarely on its own
+# (calibration in docs/benchmarks.md §Retrieval tuning, Refusal gate).
 DEFAULT_MIN_COVERAGE: float | None = 0.35
 
 

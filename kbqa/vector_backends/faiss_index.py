@@ -1,22 +1,24 @@
 """FAISS index types for a knowledge base: exact Flat, IVF or HNSW, picked by size.
 
-Why three: an exact `Flat` scan reads every vector per query (100k x 512-d = 200 MB): at 100k
-chunks p50 7.9 ms on an idle machine, 11 ms on a busy one, growing linearly, while approximate
-indexes answer in one or two milliseconds. Flat is the default up to 100k chunks because it is exact, needs no training and
-updates in place. IVF is the default beyond: it trains in tens of seconds at 100k, supports add
-and remove natively (a KB update stays incremental) and is exact when ``nprobe == nlist``. HNSW
-is an override only: fast queries, but the slowest build, the lowest recall in our benchmark,
-and FAISS cannot remove from it, so every removal rebuilds it.
+Why three: an exact `Flat` scan reads every vector per query (100k x 512-d = 200 MB), so its
+time grows linearly with the base, while approximate indexes answer much faster
+(docs/benchmarks.md §Vector stores at scale). Flat is the default up to 100k chunks because it
+is exact, needs no training and updates in place. IVF is the default beyond: its training stays
+affordable at that size, it supports add and remove natively (a KB update stays incremental)
+and is exact when ``nprobe == nlist``. HNSW is an override only: fast queries, but the slowest
+build, the lowest recall in our benchmark, and FAISS cannot remove from it, so every removal
+rebuilds it.
 
 Flat and HNSW sit inside ``IndexIDMap2`` (chunk rowids as labels, `reconstruct(id)` works); IVF
 holds the ids itself, with a hash-table direct map so `reconstruct(id)` works there too.
 Search parameters (`nprobe`, `efSearch`) are stored in the index file by FAISS's serializer.
 
 Threads: FAISS parallelises a search over its queries, so a single query gains nothing from
-OpenMP, and its idle workers cost a lot (Flat over 100k chunks, 2 cores, back to back: p50 7.1-7.3
-ms on one thread against 15.6-16.0 ms on two when idle; 10 ms against 48-56 ms when busy).
-`search` therefore runs one query on one thread; builds use every core. The OpenMP thread count
-is per calling thread, so a search never slows down an ingest running in another thread.
+OpenMP, and its idle workers cost a lot (a single Flat query ran slower on two threads than on
+one even on an idle machine, far slower on a busy one; docs/benchmarks.md §Vector stores at
+scale). `search` therefore runs one query on one thread; builds use every core. The OpenMP
+thread count is per calling thread, so a search never slows down an ingest running in another
+thread.
 """
 
 from __future__ import annotations
@@ -32,18 +34,20 @@ IndexType = Literal["auto", "flat", "ivf", "hnsw"]
 ConcreteType = Literal["flat", "ivf", "hnsw"]
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "ivf", "hnsw")
 
-# Chosen by bench/retrieval_scale.py (2 cores, 512-d, single queries): exact Flat answers in p50
-# 7.9 ms idle (11 ms busy, p95 15 ms) at 100k chunks, inside the 20 ms budget, so auto stays exact
-# up to 100k and moves to IVF (p50 ~1.6 ms) beyond, where Flat's linear scan nears 20 ms.
+# Exact Flat stays inside the 20 ms query budget up to this size, so auto stays exact up to it
+# and moves to IVF beyond, where Flat's linear scan nears the budget (docs/benchmarks.md
+# §Vector stores at scale).
 AUTO_IVF_MIN_CHUNKS = 100_000
 # Auto leaves IVF only below this share of the threshold, so a base hovering around it does not
 # retrain at every write.
 AUTO_HYSTERESIS = 0.8
-# IVF: lists ~ 4 sqrt(n); probing 1/8 of them: recall@10 0.99 at 100k clustered vectors, p50 1.6 ms.
+# IVF: lists ~ 4 sqrt(n); probing 1/8 of them keeps recall near exact at a fraction of Flat's
+# time (docs/benchmarks.md §Vector stores at scale).
 IVF_PROBE_FRACTION = 8
 # Retrain IVF (new centroids, new nlist) once the base has grown this much past its training size.
 IVF_RETRAIN_GROWTH = 4
-# HNSW: efSearch 64 gave recall@10 0.81 at 100k, 256 gave 0.95 at p50 1.1 ms (512 adds little).
+# HNSW: efSearch 256, because lower values lost recall and higher ones added little
+# (docs/benchmarks.md §Vector stores at scale).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 256

@@ -15,11 +15,12 @@ deleted from Milvus, the others are re-inserted from the embedding cache. This i
 compensation after a failed write and the crash recovery at the next open or write alike.
 While a journal exists, `load` does not compare counts (a writer may be half-way).
 
-Milvus Lite specifics: it searches rows still in its in-memory buffer with a slow scan (~0.1 ms
-per row), so every write ends with a flush, which also moves the rows from its write-ahead log
-into data files (seconds of index building then run in Lite's background thread). A Milvus
-server needs no flush: growing segments are searched efficiently and inserts are durable once
-acknowledged. For Lite's one-process limit see milvus_connect.py.
+Milvus Lite specifics: it searches rows still in its in-memory buffer with a slow per-row scan
+(docs/benchmarks.md §Vector stores at scale), so every write ends with a flush, which also
+moves the rows from its write-ahead log into data files (seconds of index building then run in
+Lite's background thread). A Milvus server needs no flush: growing segments are searched
+efficiently and inserts are durable once acknowledged. For Lite's one-process limit see
+milvus_connect.py.
 """
 
 from __future__ import annotations
