@@ -36,8 +36,10 @@ class Settings(BaseModel):
     llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
                      "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.llm.remote)")
     llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
-    llm_dtype: Literal["bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
-        "bfloat16", description="weights of a local LLM; int8 = dynamic quantization on CPU "
+    llm_dtype: Literal["auto", "bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
+        "auto", description="weights of a local LLM; auto = bfloat16 where the CPU multiplies it "
+                            "natively (AVX512-BF16, AMX), else float32 (emulated bf16 prefills "
+                            "slower; docs/benchmarks.md); int8 = dynamic quantization on CPU "
                                 "(faster, no LoRA adapters; see README); int8-weights = int8 "
                                 "weights with bf16 activations on CPU (faster decoding, answers "
                                 "close to bf16, no LoRA adapters)")

@@ -65,16 +65,6 @@ def _resources() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "resources"
 
 
-def fast_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bfloat16 natively; elsewhere bf16 GEMMs are emulated and
-    slower than float32."""
-    import torch
-
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-
-
 class USEEncoder:
     """`encode(list[str]) -> (n, 512)` float32 array, not normalised (the caller does that).
 

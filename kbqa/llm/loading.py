@@ -165,8 +165,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
 
 def weights_dtype(dtype: str) -> str:
     """The torch dtype a precision's weights are loaded (and embedded models converted) in:
-    the quantized precisions are applied after loading (kbqa.llm.quantization), dynamic int8 to
+    "auto" is bfloat16 where the CPU multiplies it natively, else float32 (kbqa.hardware); the
+    quantized precisions are applied after loading (kbqa.llm.quantization), dynamic int8 to
     float32 weights, int8 weight-only to bfloat16 ones."""
+    if dtype == "auto":
+        from kbqa.hardware import auto_dtype
+
+        return auto_dtype()
     return {"int8": "float32", "int8-weights": "bfloat16"}.get(dtype, dtype)
 
 
