@@ -201,7 +201,7 @@ class KbqaService:
 
     def create_knowledge_base(self, name: str) -> KnowledgeBase:
         """Create an empty knowledge base (KnowledgeBaseError if the name is unsafe or taken)."""
-        from kbqa.kb.store import validate_name
+        from kbqa.kb.base import validate_name
 
         name = validate_name(name.strip())
         if name in self.list_knowledge_bases():

@@ -19,7 +19,8 @@ import pytest
 from kbqa.config import Settings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.service import KbqaService
-from kbqa.kb.store import KnowledgeBase, _exclusive_lock
+from kbqa.kb.base import _exclusive_lock
+from kbqa.kb.store import KnowledgeBase
 from kbqa.vector_backends import VectorStoreConfig
 from tests.conftest import HAVE_MILVUS, MILVUS_MISSING
 from tests.test_store import (DOCS, REPO, BigramHashEncoder, assert_consistent, fake_embeddings,

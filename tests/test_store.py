@@ -22,7 +22,8 @@ from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.kb.store import KnowledgeBase, validate_name
+from kbqa.kb.base import validate_name
+from kbqa.kb.store import KnowledgeBase
 from kbqa.vector_backends import VectorStoreConfig
 
 REPO = Path(__file__).resolve().parents[1]

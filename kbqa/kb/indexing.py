@@ -21,7 +21,7 @@ from kbqa.kb import embedding_cache, manifest
 from kbqa.vector_backends import VectorDelta
 
 if TYPE_CHECKING:
-    from kbqa.kb.store import KnowledgeBase
+    from kbqa.kb.base import KnowledgeBaseFolder
 
 IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
 
@@ -63,7 +63,7 @@ class PreparedFile:
     vectors: np.ndarray | None = None
 
 
-def ingest(kb: KnowledgeBase, paths: Iterable[Path | str], *,
+def ingest(kb: KnowledgeBaseFolder, paths: Iterable[Path | str], *,
            progress: bool = False) -> list[IngestResult]:
     """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
 
@@ -78,7 +78,7 @@ def ingest(kb: KnowledgeBase, paths: Iterable[Path | str], *,
     return results + missing
 
 
-def sync(kb: KnowledgeBase, folder: Path | str, *, progress: bool = False) -> list[IngestResult]:
+def sync(kb: KnowledgeBaseFolder, folder: Path | str, *, progress: bool = False) -> list[IngestResult]:
     """Make the knowledge base mirror `folder`: ingest it and purge its files that are gone."""
     folder = Path(folder).expanduser().resolve()
     files, missing = expand_paths([folder]) if folder.is_dir() else ([], [])
@@ -94,7 +94,7 @@ def sync(kb: KnowledgeBase, folder: Path | str, *, progress: bool = False) -> li
     return results + missing + removed
 
 
-def remove(kb: KnowledgeBase, source: Path | str) -> int:
+def remove(kb: KnowledgeBaseFolder, source: Path | str) -> int:
     """Remove one source file's chunks; returns how many. Raises if it is not in the base."""
     candidates = [str(Path(source).expanduser().resolve()), str(source)]
     with kb.writer(refresh=True) as conn:
@@ -111,7 +111,7 @@ def remove(kb: KnowledgeBase, source: Path | str) -> int:
     return count
 
 
-def _prepare(kb: KnowledgeBase, conn: sqlite3.Connection, files: list[Path],
+def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path],
              progress: bool) -> tuple[list[IngestResult], list[PreparedFile], IngestStats]:
     """Hash, parse and split each file; nothing is written yet. Starts `last_ingest_stats`."""
     from kbqa.ingest import ChineseTextSplitter
@@ -158,7 +158,7 @@ def _parse_and_split(path: Path, splitter: Any, stats: IngestStats) -> list[Docu
     return [chunk for chunk in chunks if chunk.page_content.strip()]
 
 
-def _write_files(kb: KnowledgeBase, conn: sqlite3.Connection, prepared: list[PreparedFile],
+def _write_files(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, prepared: list[PreparedFile],
                  removals: list[int], progress: bool, stats: IngestStats) -> None:
     """Embed the prepared files' chunks, then write them and the removals in one transaction."""
     if not prepared and not removals:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kbqa.kb.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
-from kbqa.kb.store import KnowledgeBase, LexicalRow
+from kbqa.kb.base import LexicalRow
+from kbqa.kb.store import KnowledgeBase
 
 # Anserini's defaults: on CMRC train they beat bm25s's 1.5 / 0.75, and nearby values score about
 # the same, a plateau, not a peak (docs/benchmarks.md §Retrieval tuning).
