@@ -21,7 +21,7 @@ from kbqa.qa.timing import StageTimer
 if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first used
     from kbqa.adapters.variants import Variant, VariantModel
     from kbqa.embeddings.embedders import EncoderEmbeddings
-    from kbqa.kb.indexing import IngestResult
+    from kbqa.kb.results import IngestResult
     from kbqa.kb.store import KnowledgeBase
     from kbqa.kb.uploads import UploadOutcome
     from kbqa.llm.local import LocalLLM

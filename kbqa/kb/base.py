@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import numpy as np
 from langchain_core.documents import Document
@@ -47,6 +47,7 @@ from langchain_core.embeddings import Embeddings
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.kb import embedding_cache, manifest
+from kbqa.kb.results import IngestStats
 from kbqa.kb.lexical import TOKENIZER_VERSION
 from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
                                   new_meta, open_backend)
@@ -114,9 +115,6 @@ def _require_kbqa_embedder(embeddings: Embeddings) -> EncoderEmbeddings:
             f"{type(embeddings).__name__} does not state a model name and dimension; wrap the model "
             "in kbqa.embeddings.embedders.EncoderEmbeddings so the knowledge base can record which embedder built it")
     return embeddings
-
-if TYPE_CHECKING:
-    from kbqa.kb.indexing import IngestStats
 
 
 class KnowledgeBaseFolder:

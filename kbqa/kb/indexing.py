@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langchain_core.documents import Document
@@ -18,38 +18,11 @@ from tqdm.auto import tqdm
 
 from kbqa.errors import KnowledgeBaseError, LoaderError
 from kbqa.kb import embedding_cache, manifest
+from kbqa.kb.results import IngestResult, IngestStats, IngestStatus
 from kbqa.vector_backends import VectorDelta
 
 if TYPE_CHECKING:
     from kbqa.kb.base import KnowledgeBaseFolder
-
-IngestStatus = Literal["added", "updated", "skipped", "removed", "failed"]
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What happened to one file in an ingest or sync."""
-
-    path: Path
-    status: IngestStatus
-    chunks: int = 0
-    error: str | None = None
-
-
-@dataclass
-class IngestStats:
-    """Where the last ingest spent its time; for benchmarks and CLI summaries."""
-
-    files: int = 0
-    chunks: int = 0
-    embedded: int = 0
-    cached: int = 0
-    parse_s: float = 0.0
-    split_s: float = 0.0
-    embed_s: float = 0.0
-    index_s: float = 0.0  # staging the vector changes (FAISS: building and writing the index file)
-    commit_s: float = 0.0  # SQL writes of chunks, BM25 term counts and manifest, and the commit
-
 
 @dataclass
 class PreparedFile:

@@ -17,7 +17,7 @@ from langchain_core.vectorstores import VectorStore
 from kbqa.kb import embedding_cache, indexing, manifest
 from kbqa.errors import KnowledgeBaseError
 from kbqa.kb.base import KnowledgeBaseFolder
-from kbqa.kb.indexing import IngestResult
+from kbqa.kb.results import IngestResult
 from kbqa.vector_backends import VectorDelta
 
 
