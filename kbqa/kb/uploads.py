@@ -19,9 +19,12 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError, KnowledgeBaseError
+
+if TYPE_CHECKING:
+    from kbqa.kb.store import KnowledgeBase
 
 FILES_DIRNAME = "files"
 MAX_NAME_BYTES = 200
@@ -84,7 +87,7 @@ def sanitize_filename(name: str) -> str:
     return f"{stem}.{suffix}"
 
 
-def files_folder(kb: Any) -> Path:
+def files_folder(kb: KnowledgeBase) -> Path:
     """Where a knowledge base keeps its uploaded files: ``<kb folder>/files``."""
     return Path(kb.folder) / FILES_DIRNAME
 
@@ -114,7 +117,7 @@ def store_upload(folder: Path, name: str, data: bytes, *, max_bytes: int | None 
     return target
 
 
-def ingest_uploads(kb: Any, uploads: Iterable[tuple[str, bytes]], *, max_file_mb: int,
+def ingest_uploads(kb: KnowledgeBase, uploads: Iterable[tuple[str, bytes]], *, max_file_mb: int,
                    on_progress: Callable[[int, int, str], None] | None = None
                    ) -> list[UploadOutcome]:
     """Store and ingest each (name, bytes) upload; one outcome per upload, in order.
@@ -133,7 +136,7 @@ def ingest_uploads(kb: Any, uploads: Iterable[tuple[str, bytes]], *, max_file_mb
     return outcomes
 
 
-def _ingest_one(kb: Any, folder: Path, name: str, data: bytes, max_bytes: int) -> UploadOutcome:
+def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: bytes, max_bytes: int) -> UploadOutcome:
     try:
         safe = sanitize_filename(name)
     except UploadError as exc:
@@ -167,7 +170,7 @@ def _restore(target: Path, backup: bytes | None) -> None:
         pass
 
 
-def remove_document(kb: Any, source: str) -> int:
+def remove_document(kb: KnowledgeBase, source: str) -> int:
     """Remove a document from the knowledge base (and its uploaded copy, if it is one of ours)."""
     chunks = kb.remove_document(source)
     path = Path(source)

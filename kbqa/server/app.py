@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -28,6 +28,9 @@ from kbqa.server.jobs import Jobs
 from kbqa.server.jobstore import JobStore
 from kbqa.server.queue import GenerationQueue
 from kbqa.server.state import ApiError, ServerState
+
+if TYPE_CHECKING:
+    from kbqa.service import KbqaService
 
 THREADS_BESIDES_QUEUE = 16  # request threads left free while every queued request waits in one
 STATE_DIRNAME = "serve"  # HOME/serve: what the server keeps between runs (ingestion jobs)
@@ -54,7 +57,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, str(exc), "server_error")
 
 
-def create_app(settings: Settings, service: Any = None) -> FastAPI:
+def create_app(settings: Settings, service: KbqaService | None = None) -> FastAPI:
     """The app over `service` (a KbqaService; built from `settings` when not given)."""
     from kbqa.service import KbqaService
 
@@ -101,7 +104,7 @@ def serve(settings: Settings) -> None:
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
+def running(app: FastAPI) -> Iterator[str]:
     """Serve `app` on a free loopback port in a thread until the block ends; yields the base URL.
 
     For tests, benchmarks and embedding: the same server `serve` runs, without a fixed port.

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kbqa.adapters.variants import Variant
 from kbqa.config import Settings
 from kbqa.llm.remote import RemoteLLM, is_remote, parse_remote
 from kbqa.server.usage import Meter, UsageRecorder
-from kbqa.adapters.variants import Variant
+
+if TYPE_CHECKING:
+    from kbqa.service import KbqaService
 
 
 class UnknownModel(LookupError):
@@ -27,7 +30,7 @@ class UnknownModel(LookupError):
 class LocalBackend:
     """Variants of the shared local model; generation holds the variant lock."""
 
-    def __init__(self, service: Any, settings: Settings) -> None:
+    def __init__(self, service: KbqaService, settings: Settings) -> None:
         self.service = service
         self.variants: dict[str, Variant] = {"plain": Variant()}
         if settings.adapters:
@@ -81,5 +84,6 @@ class RemoteBackend:
 Backend = LocalBackend | RemoteBackend
 
 
-def make_backend(service: Any, settings: Settings) -> Backend:
+def make_backend(service: KbqaService, settings: Settings) -> Backend:
+    """The remote backend for an 'openai:' LLM, else variants of the service's local model."""
     return RemoteBackend(settings) if is_remote(settings.llm) else LocalBackend(service, settings)

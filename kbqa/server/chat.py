@@ -20,9 +20,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from kbqa.errors import KbqaError
 from kbqa.qa.answers import Source
 from kbqa.qa.chain import fixed_context, qa_chain
-from kbqa.errors import KbqaError
 from kbqa.server import schemas
 from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view

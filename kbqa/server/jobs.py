@@ -10,11 +10,15 @@ job cut off by the restart reads 'interrupted').
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError
 from kbqa.server.jobstore import Job, JobStore
+
+if TYPE_CHECKING:
+    from kbqa.kb.uploads import UploadOutcome
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,8 @@ log = logging.getLogger(__name__)
 class Jobs:
     """Runs `ingest(kb, uploads)` per job on one worker; the store keeps and answers the status."""
 
-    def __init__(self, ingest: Any, store: JobStore) -> None:
+    def __init__(self, ingest: Callable[[str, list[tuple[str, bytes]]], list[UploadOutcome]],
+                 store: JobStore) -> None:
         self._ingest = ingest
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-ingest")

@@ -11,19 +11,23 @@ answered only under the job's own knowledge base, so a key sees only jobs of KBs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from kbqa.qa.answers import Source
 from kbqa.errors import KnowledgeBaseError
+from kbqa.kb.uploads import UploadError, sanitize_filename
+from kbqa.qa.answers import Source
 from kbqa.server.auth import ApiKey
 from kbqa.server.schemas import CreateKb
 from kbqa.server.state import ApiError, require_key, state_of
-from kbqa.kb.uploads import UploadError, sanitize_filename
+
+if TYPE_CHECKING:
+    from kbqa.kb.base import DocumentRecord
+    from kbqa.kb.store import KnowledgeBase
 
 router = APIRouter(prefix="/v1/kbs")
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
@@ -43,7 +47,8 @@ def source_view(source: Source) -> dict[str, Any]:
             "score": source.score, "snippet": source.snippet}
 
 
-def _documents(kb: Any) -> list[tuple[str, Any]]:
+def _documents(kb: KnowledgeBase) -> list[tuple[str, DocumentRecord]]:
+    """(public name, record) of each document: no server path leaves the API."""
     return [(public_name(record.source), record) for record in kb.documents()]
 
 

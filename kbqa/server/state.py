@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -18,6 +18,10 @@ from kbqa.server.auth import ApiKey, KeyStore
 from kbqa.server.backends import Backend
 from kbqa.server.jobs import Jobs
 from kbqa.server.queue import GenerationQueue
+
+if TYPE_CHECKING:
+    from kbqa.kb.store import KnowledgeBase
+    from kbqa.service import KbqaService
 
 
 class ApiError(Exception):
@@ -33,7 +37,7 @@ class ApiError(Exception):
 @dataclass
 class ServerState:
     settings: Settings
-    service: Any  # kbqa.service.KbqaService
+    service: KbqaService
     backend: Backend
     queue: GenerationQueue
     keys: KeyStore
@@ -44,7 +48,7 @@ class ServerState:
         with self.kb_lock:
             return self.service.list_knowledge_bases()
 
-    def open_kb(self, key: ApiKey, name: str) -> Any:
+    def open_kb(self, key: ApiKey, name: str) -> KnowledgeBase:
         """The knowledge base `name` if `key` may use it: 403 if not allowed, 404 if absent."""
         if not key.allows(name):
             raise ApiError(403, f"this API key is not allowed knowledge base {name!r}",
