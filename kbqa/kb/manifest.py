@@ -81,7 +81,8 @@ def commit(conn: sqlite3.Connection) -> None:
 
 
 def initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
-                chunk_overlap: int, vector_meta: dict[str, str]) -> None:
+               chunk_overlap: int, vector_meta: dict[str, str]) -> None:
+    """A new base's vector store, schema and meta rows, and its writer lock file."""
     initialise_vectors(folder, embeddings.dimension, vector_meta)
     conn = connect(folder / DB_FILENAME)
     try:
