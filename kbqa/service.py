@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,6 @@ class KbqaService:
         self._injected_llm = llm
         self._base_llm: BaseLLM | None = None
         self._variant_model: VariantModel | None = None
-        self._reranker: tuple[Reranker | None] | None = None  # a 1-tuple once loaded (None is valid)
         self._kbs: dict[str, KnowledgeBase] = {}
 
     @property
@@ -99,14 +99,12 @@ class KbqaService:
             self._variant_model = VariantModel(self.base_llm)
         return self._variant_model
 
-    @property
+    @cached_property
     def reranker(self) -> Reranker | None:
         """The configured cross-encoder (None by default), loaded once."""
-        if self._reranker is None:
-            from kbqa.retrieval.rerank import load_reranker
+        from kbqa.retrieval.rerank import load_reranker
 
-            self._reranker = (load_reranker(self.settings.rerank),)
-        return self._reranker[0]
+        return load_reranker(self.settings.rerank)
 
     def _load_local_llm(self) -> LocalLLM:
         """The one place a local model is loaded from the settings."""
