@@ -91,12 +91,12 @@ def evaluate(service: KbqaService, questions: list[dict], generate: bool) -> lis
 
 def refusals_without_gold(service: KbqaService, questions: list[dict]) -> dict:
     """Ask each question with its gold passage hidden: the right answer is then a refusal."""
-    wide = service.retriever(top_k=service.settings.top_k + 10)
+    wide = service.retriever(top_k=service.settings.retrieval.top_k + 10)
     refused = gated = 0
     for number, q in enumerate(questions, start=1):
         def without_gold(question: str, gold: str = q["doc_id"]) -> list:
             docs = [d for d in wide.invoke(question) if _doc_id(d) != gold]
-            return docs[: service.settings.top_k]
+            return docs[: service.settings.retrieval.top_k]
 
         chain = qa_chain(service.settings, RunnableLambda(without_gold), service.llm)
         result = chain.invoke({"question": q["question"]})
@@ -146,11 +146,11 @@ def main() -> None:
     summary = summarise(rows, generate=not args.retrieval_only)
     if args.unanswerable:
         summary["unanswerable"] = refusals_without_gold(service, questions)
-    report = {"settings": {"llm": args.llm, "mode": settings.retrieval_mode,
-                           "top_k": settings.top_k, "chunk_size": settings.chunk_size},
+    report = {"settings": {"llm": args.llm, "mode": settings.retrieval.mode,
+                           "top_k": settings.retrieval.top_k, "chunk_size": settings.kb.chunk_size},
               "ingest": ingest, "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval_mode}"
+    name = f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval.mode}"
     (args.out / f"{name}.json").write_text(json.dumps(with_machine({**report, "rows": rows}), ensure_ascii=False,
                                                       indent=1), encoding="utf-8")
     print(json.dumps(report, indent=1))

@@ -226,7 +226,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if not question:
             break
         answer = _answer(service, question, history, args.verbose)
-        history = [*history, (question, answer.text)][-service.settings.history_turns or None:]
+        history = [*history, (question, answer.text)][-service.settings.answer.history_turns or None:]
     return 0
 
 

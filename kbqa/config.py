@@ -1,7 +1,9 @@
-"""One `Settings` object, layered: defaults < config file < KBQA_* environment variables < CLI flags.
+"""One `Settings` object in sections, layered: defaults < config file < KBQA_* environment < CLI flags.
 
-The config file is TOML at `<home>/config.toml` (or the path given with
---config / KBQA_CONFIG). Unknown keys and bad values are errors, not silently
+The config file is TOML at `<home>/config.toml` (or the path given with --config / KBQA_CONFIG),
+one table per section (`[retrieval]`, `[llm]`, ...). Every setting also has a short name (`top_k`,
+`llm_dtype`): the CLI flag, the `KBQA_TOP_K` variable, and the key of config files written before
+the sections existed, which still load. Unknown keys and bad values are errors, not silently
 ignored, because a typo in a setting should never quietly change answers.
 """
 
@@ -11,11 +13,12 @@ import json
 import os
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kbqa.errors import ConfigError
 from kbqa.llm.loading import default_home
@@ -26,40 +29,49 @@ if TYPE_CHECKING:
 ENV_PREFIX = "KBQA_"
 
 
-class Settings(BaseModel):
-    """Every knob kbqa reads; the field docs are what `kbqa --help` and the UI show."""
-
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    home: Path = Field(default_factory=default_home,
-                       description="data directory: knowledge bases, model cache, config")
-    llm: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, or "
-                     "'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see kbqa.llm.remote)")
-    llm_api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM")
-    llm_dtype: Literal["auto", "bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
+
+class LLMSettings(_Section):
+    """The model that writes answers, and how it samples."""
+
+    model: str = Field("embedded", description="'embedded', 'embedded:NAME', a local model folder, "
+                       "or 'openai:BASE_URL#MODEL' for an OpenAI-compatible server (see "
+                       "kbqa.llm.remote)")
+    api_key: str | None = Field(None, description="API key sent to a remote 'openai:' LLM; read "
+                                "from the environment or a flag, never written to config.toml")
+    dtype: Literal["auto", "bfloat16", "float32", "float16", "int8", "int8-weights"] = Field(
         "auto", description="weights of a local LLM; auto = bfloat16 where the CPU multiplies it "
                             "natively (AVX512-BF16, AMX), else float32 (emulated bf16 prefills "
                             "slower; docs/benchmarks.md); int8 = dynamic quantization on CPU "
-                                "(faster, no LoRA adapters; see README); int8-weights = int8 "
-                                "weights with bf16 activations on CPU (faster decoding, answers "
-                                "close to bf16, no LoRA adapters)")
+                            "(faster, no LoRA adapters); int8-weights = int8 weights with bf16 "
+                            "activations on CPU (faster decoding, answers close to bf16, no LoRA "
+                            "adapters)")
     adapters: list[Path] = Field(default_factory=list, description="LoRA adapter folders (peft)")
-    embedder: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
-    kb: str = Field("default", description="knowledge base name")
-    top_k: int = Field(3, ge=1, le=50, description="passages put into the prompt")
-    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "bm25"
-    score_threshold: float | None = Field(
-        None, ge=-1.0, le=1.0,
-        description="drop passages whose dense cosine similarity is below this (higher = closer)")
-    min_coverage: float | None = Field(
-        # = retrieval.DEFAULT_MIN_COVERAGE (calibrated in docs/benchmarks.md §Retrieval tuning)
-        0.35, ge=0.0, le=1.0,
-        description="drop passages holding less than this IDF-weighted share of the question's "
-                    "terms; when none is left the answer is a refusal (see retrieval.py)")
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class EmbeddingSettings(_Section):
+    """The model that turns passages and questions into vectors."""
+
+    model: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
+
+
+class KnowledgeBaseSettings(_Section):
+    """Which knowledge base, how documents are cut, and where new ones keep their vectors."""
+
+    name: str = Field("default", description="knowledge base name")
+    chunk_size: int = Field(300, ge=50, le=4000)
+    chunk_overlap: int = Field(50, ge=0, le=2000)
+    max_file_mb: int = Field(200, ge=1, le=10_000)
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         "auto", description="FAISS index: auto = exact flat below 100k chunks, IVF above "
-                            "(see vector_index.py); applied at the knowledge base's next write; "
-                            "Milvus picks its own")
+                            "(see vector_backends/faiss_index.py); applied at the knowledge base's "
+                            "next write; Milvus picks its own")
     vector_store: Literal["faiss", "milvus"] = Field(
         "faiss", description="where NEW knowledge bases keep their vectors: faiss (files in the "
                              "knowledge base folder) or milvus (needs kbqa[milvus]); an existing "
@@ -69,8 +81,30 @@ class Settings(BaseModel):
                           "knowledge base folder (one process at a time), or a server/cluster "
                           "such as 'http://HOST:19530'")
     milvus_token: str | None = Field(
-        None, description="token ('user:password' or an API key) for a Milvus server; never "
-                          "stored with the knowledge base")
+        None, description="token ('user:password' or an API key) for a Milvus server; read from "
+                          "the environment or a flag, never written to disk")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Self:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                             f"chunk_size ({self.chunk_size})")
+        return self
+
+
+class RetrievalSettings(_Section):
+    """How passages are found and ranked for the prompt."""
+
+    top_k: int = Field(3, ge=1, le=50, description="passages put into the prompt")
+    mode: Literal["dense", "bm25", "hybrid"] = "bm25"
+    score_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0,
+        description="drop passages whose dense cosine similarity is below this (higher = closer)")
+    min_coverage: float | None = Field(
+        # = retrieval.search.DEFAULT_MIN_COVERAGE (calibrated in docs/benchmarks.md)
+        0.35, ge=0.0, le=1.0,
+        description="drop passages holding less than this IDF-weighted share of the question's "
+                    "terms; when none is left the answer is a refusal")
     mmr: float | None = Field(
         None, ge=0.0, le=1.0,
         description="maximal marginal relevance balance for the top-k passages (1 = relevance "
@@ -78,41 +112,106 @@ class Settings(BaseModel):
     rerank: str | None = Field(
         None, description="a local cross-encoder folder (sentence-transformers CrossEncoder, e.g. "
                           "bge-reranker-base) to reorder retrieved passages; none ships with kbqa")
-    chunk_size: int = Field(300, ge=50, le=4000)
-    chunk_overlap: int = Field(50, ge=0, le=2000)
-    max_new_tokens: int = Field(256, ge=1, le=8192)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, ge=0.5, le=2.0)
+
+
+class AnswerSettings(_Section):
+    """How the prompt is built from passages and the conversation."""
+
     history_turns: int = Field(3, ge=0, le=20, description="chat turns kept in the prompt")
-    prompt_template: str | None = Field(None, description="custom template with {context} {question}")
-    max_file_mb: int = Field(200, ge=1, le=10_000)
+    prompt_template: str | None = Field(None, description="custom template with {context} "
+                                        "{question}")
+
+
+class ServerSettings(_Section):
+    """`kbqa serve`: where it listens, how much it runs at once, which models it offers."""
+
+    host: str = Field("127.0.0.1", description="address `kbqa serve` listens on")
+    port: int = Field(8000, ge=1, le=65535)
+    concurrency: int = Field(
+        1, ge=1, le=256, description="generations run at once (1 for a local model: it is shared)")
+    queue: int = Field(
+        8, ge=0, le=10_000, description="generation requests that may wait; beyond: 503 + Retry-After")
     variants: dict[str, list[Path]] = Field(
         default_factory=dict,
-        description="`kbqa serve` model names → LoRA adapter folders ('plain' is always served)")
-    serve_host: str = Field("127.0.0.1", description="address `kbqa serve` listens on")
-    serve_port: int = Field(8000, ge=1, le=65535)
-    serve_concurrency: int = Field(
-        1, ge=1, le=256, description="generations run at once (1 for a local model: it is shared)")
-    serve_queue: int = Field(
-        8, ge=0, le=10_000, description="generation requests that may wait; beyond: 503 + Retry-After")
+        description="model names → LoRA adapter folders ('plain' is always served)")
     api_keys_file: Path | None = Field(
         None, description="hashed API keys for `kbqa serve` (default HOME/api_keys.json)")
 
-    @field_validator("chunk_overlap")
+
+SECTIONS: dict[str, type[_Section]] = {
+    "llm": LLMSettings, "embeddings": EmbeddingSettings, "kb": KnowledgeBaseSettings,
+    "retrieval": RetrievalSettings, "answer": AnswerSettings, "server": ServerSettings,
+}
+# short names that are not the field's own name (the rest are: top_k is retrieval.top_k)
+_RENAMED = {("llm", "model"): "llm", ("llm", "api_key"): "llm_api_key",
+            ("llm", "dtype"): "llm_dtype", ("embeddings", "model"): "embedder",
+            ("kb", "name"): "kb", ("retrieval", "mode"): "retrieval_mode",
+            ("server", "host"): "serve_host", ("server", "port"): "serve_port",
+            ("server", "concurrency"): "serve_concurrency", ("server", "queue"): "serve_queue"}
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    _RENAMED.get((section, field), field): (section, field)
+    for section, model in SECTIONS.items() for field in model.model_fields}
+_SHORT_BY_PLACE = {place: short for short, place in SHORT_NAMES.items()}
+SECRETS = frozenset({("llm", "api_key"), ("kb", "milvus_token")})
+_NONE_WORDS = {"", "none"}
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Short names folded into their sections ({'top_k': 5} → {'retrieval': {'top_k': 5}}).
+
+    A short name wins over the same setting given inside a section dict, because short names are
+    what flags and changes use on top of a whole dumped Settings.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            nested[key] = {**dict(value), **nested.get(key, {})}
+        elif key in SHORT_NAMES:
+            section, field = SHORT_NAMES[key]
+            section_values = nested.get(section)
+            if not isinstance(section_values, dict):
+                section_values = {}
+            nested[section] = {**section_values, field: value}
+        else:
+            nested[key] = value
+    return nested
+
+
+class Settings(BaseModel):
+    """Every knob kbqa reads, in sections; the field docs are what `kbqa --help` and the UI show."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    home: Path = Field(default_factory=default_home,
+                       description="data directory: knowledge bases, model cache, config")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    kb: KnowledgeBaseSettings = Field(default_factory=KnowledgeBaseSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @model_validator(mode="before")
     @classmethod
-    def _overlap_below_size(cls, value: int, info: Any) -> int:
-        size = info.data.get("chunk_size", 300)
-        if value >= size:
-            raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_size ({size})")
-        return value
+    def _short_names(cls, values: object) -> object:
+        """Settings(top_k=5) and flat config files of earlier versions mean the sectioned setting."""
+        return nest(values) if isinstance(values, Mapping) else values
+
+    def value(self, short_name: str) -> object:
+        """The setting a short name means (value('top_k') is retrieval.top_k)."""
+        section, field = SHORT_NAMES[short_name]
+        return getattr(getattr(self, section), field)
+
+    def changed(self, changes: Mapping[str, Any]) -> Settings:
+        """A validated copy with `changes` (short names or section dicts) applied."""
+        return validate_settings({**self.model_dump(), "home": self.home, **changes})
 
     @property
     def vector_store_config(self) -> VectorStoreConfig:
         """The vector store settings in the form KnowledgeBase takes them."""
         from kbqa.vector_backends import VectorStoreConfig
 
-        return VectorStoreConfig(self.vector_store, self.milvus_uri, self.milvus_token)
+        return VectorStoreConfig(self.kb.vector_store, self.kb.milvus_uri, self.kb.milvus_token)
 
     @property
     def config_path(self) -> Path:
@@ -120,7 +219,7 @@ class Settings(BaseModel):
 
     @property
     def keys_path(self) -> Path:
-        return self.api_keys_file or self.home / "api_keys.json"
+        return self.server.api_keys_file or self.home / "api_keys.json"
 
     @property
     def kb_root(self) -> Path:
@@ -138,10 +237,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
 
 
-def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+def _optional(section: str, field: str) -> bool:
+    annotation = SECTIONS[section].model_fields[field].annotation
+    return type(None) in getattr(annotation, "__args__", ())
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """KBQA_TOP_K=5 → {'top_k': '5'}; pydantic converts the strings; lists are comma-separated."""
     values: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name, (section, field) in SHORT_NAMES.items():
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
@@ -152,45 +256,88 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{ENV_PREFIX}VARIANTS is not JSON: {exc}") from exc
-        elif (name in {"score_threshold", "min_coverage", "mmr", "rerank", "milvus_uri",
-                       "milvus_token"}
-              and raw.strip().lower() in {"", "none"}):
+        elif _optional(section, field) and raw.strip().lower() in _NONE_WORDS:
             values[name] = None
         else:
             values[name] = raw
     return values
 
 
-def validate_settings(values: dict[str, Any]) -> Settings:
+def _setting_name(location: tuple[int | str, ...]) -> str:
+    """'retrieval.mode (retrieval_mode)': the place in config.toml and the flag/variable name."""
+    dotted = ".".join(map(str, location)) or "settings"
+    short = _SHORT_BY_PLACE.get((str(location[0]), str(location[1]))) if len(location) > 1 else None
+    return f"{dotted} ({short})" if short and short != location[-1] else dotted
+
+
+def validate_settings(values: Mapping[str, Any]) -> Settings:
     """Settings from raw values, or ConfigError naming each invalid key and why."""
     try:
-        return Settings(**values)
+        return Settings.model_validate(dict(values))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
 
 
-def load_settings(overrides: dict[str, Any] | None = None, *, config_file: Path | None = None,
-                  environ: dict[str, str] | None = None) -> Settings:
-    """Resolve the layers; `overrides` are CLI flags (None values mean 'not given')."""
-    environ = dict(os.environ if environ is None else environ)
+def _config_file(home: Path, environ: Mapping[str, str], config_file: Path | None) -> Path:
+    if config_file is not None:
+        return config_file
+    return Path(environ["KBQA_CONFIG"]) if environ.get("KBQA_CONFIG") else home / "config.toml"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, *, config_file: Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the layers; `overrides` are CLI flags by short name (None means 'not given')."""
+    environ = os.environ if environ is None else environ
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     env_values = _from_env(environ)
-    home = Path(given.get("home") or env_values.get("home") or default_home()).expanduser()
-    path = config_file or (Path(environ["KBQA_CONFIG"]) if environ.get("KBQA_CONFIG") else None)
-    path = path or home / "config.toml"
-    file_values = _read_toml(path) if path.is_file() else {}
+    home = Path(given.get("home") or environ.get("KBQA_HOME") or default_home()).expanduser()
+    path = _config_file(home, environ, config_file)
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist")
-    return validate_settings({**file_values, **env_values, **given, "home": home})
+    file_values = nest(_read_toml(path)) if path.is_file() else {}
+    layered: dict[str, Any] = {}
+    for layer in (file_values, nest(env_values), nest(given)):
+        for key, value in layer.items():
+            merged = layered.get(key)
+            layered[key] = ({**merged, **value} if isinstance(merged, dict)
+                            and isinstance(value, dict) else value)
+    return validate_settings({**layered, "home": home})
+
+
+def _without_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    return {section: ({k: v for k, v in values.items() if (section, k) not in SECRETS}
+                      if isinstance(values, dict) else values)
+            for section, values in data.items()}
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
-    """Write the non-default settings as TOML, atomically (temp file + fsync + rename)."""
+    """Write the non-default settings as TOML by section, atomically, never with a secret in it."""
     path = path or settings.config_path
-    data = settings.model_dump(mode="json", exclude_defaults=True, exclude={"home"})
-    data = {k: v for k, v in data.items() if v is not None}
+    data = settings.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
+                               exclude={"home"})
+    return _write_toml(path, _without_secrets(data))
+
+
+def update_config_file(path: Path, changes: Mapping[str, Any]) -> Path:
+    """Apply `changes` (short names) to the config file alone: values that came from the
+    environment or a flag stay out of it, and so do secrets.
+
+    Raises ConfigError (writing nothing) when the file with the changes would not validate.
+    """
+    current = nest(_read_toml(path)) if path.is_file() else {}
+    for section, field_values in nest(changes).items():
+        if section not in SECTIONS or not isinstance(field_values, dict):
+            raise ConfigError(f"invalid settings: {section}: not a setting that can be saved")
+        current[section] = {**current.get(section, {}), **field_values}
+    merged = validate_settings(current)  # the file alone must be valid
+    data = merged.model_dump(mode="json", exclude_defaults=True, exclude_none=True,
+                             exclude={"home"})
+    return _write_toml(path, _without_secrets(data))
+
+
+def _write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Temp file + fsync + rename, so a crash leaves the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as out:
         tomli_w.dump(data, out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseLLM
 from langchain_core.runnables import Runnable
 
-from kbqa.config import Settings
+from kbqa.config import LLMSettings, Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.qa.answers import Answer, Source, VariantAnswer
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
@@ -56,8 +56,8 @@ class KbqaService:
         if self._embeddings is None:
             from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
 
-            self._embeddings = (load_embedded_default() if self.settings.embedder == "embedded"
-                                else load_sentence_transformer(Path(self.settings.embedder)))
+            self._embeddings = (load_embedded_default() if self.settings.embeddings.model == "embedded"
+                                else load_sentence_transformer(Path(self.settings.embeddings.model)))
         return self._embeddings
 
     @property
@@ -67,8 +67,8 @@ class KbqaService:
             from kbqa.llm.remote import RemoteLLM, is_remote
 
             s = self.settings
-            if is_remote(s.llm):
-                if s.adapters:
+            if is_remote(s.llm.model):
+                if s.llm.adapters:
                     raise ConfigError("adapters cannot be applied to a remote LLM: configure "
                                       "them on the serving side and name that variant in llm")
                 self._llm = RemoteLLM.from_settings(s)
@@ -82,9 +82,9 @@ class KbqaService:
         if self._base_llm is None:
             from kbqa.llm.remote import is_remote
 
-            if self._injected_llm is not None and not self.settings.adapters:
+            if self._injected_llm is not None and not self.settings.llm.adapters:
                 self._base_llm = self._injected_llm
-            elif is_remote(self.settings.llm):
+            elif is_remote(self.settings.llm.model):
                 self._base_llm = self.llm  # a remote model: adapters are chosen on the serving side
             else:
                 self._base_llm = self._load_local_llm()
@@ -104,7 +104,7 @@ class KbqaService:
         """The configured cross-encoder (None by default), loaded once."""
         from kbqa.retrieval.rerank import load_reranker
 
-        return load_reranker(self.settings.rerank)
+        return load_reranker(self.settings.retrieval.rerank)
 
     def _load_local_llm(self) -> LocalLLM:
         """The one place a local model is loaded from the settings."""
@@ -112,20 +112,20 @@ class KbqaService:
         from kbqa.llm.local import LocalLLM
 
         s = self.settings
-        folder = resolve_llm(s.llm, s.cache_dir, s.llm_dtype)
-        return LocalLLM.from_folder(folder, dtype=s.llm_dtype, max_new_tokens=s.max_new_tokens,
-                                    temperature=s.temperature, top_p=s.top_p,
-                                    repetition_penalty=s.repetition_penalty)
+        folder = resolve_llm(s.llm.model, s.cache_dir, s.llm.dtype)
+        return LocalLLM.from_folder(folder, dtype=s.llm.dtype, max_new_tokens=s.llm.max_new_tokens,
+                                    temperature=s.llm.temperature, top_p=s.llm.top_p,
+                                    repetition_penalty=s.llm.repetition_penalty)
 
     def _with_adapters(self, llm: LocalLLM) -> LocalLLM:
         """`llm` with the configured adapters loaded strictly (none: unchanged)."""
-        if not self.settings.adapters:
+        if not self.settings.llm.adapters:
             return llm
         from kbqa.adapters import load_adapters
         from kbqa.llm.quantization import refuse_adapters
 
-        refuse_adapters(llm.model, self.settings.adapters[0])
-        llm.model, reports = load_adapters(llm.model, list(self.settings.adapters))
+        refuse_adapters(llm.model, self.settings.llm.adapters[0])
+        llm.model, reports = load_adapters(llm.model, list(self.settings.llm.adapters))
         llm.adapters = [report.folder for report in reports]
         return llm
 
@@ -133,19 +133,19 @@ class KbqaService:
         """Open (or create) a knowledge base by name; opened ones are reused."""
         from kbqa.kb.store import KnowledgeBase
 
-        name = name or self.settings.kb
+        name = name or self.settings.kb.name
         if name not in self._kbs:
             root = self.settings.kb_root
             vector_store = self.settings.vector_store_config
             if create:
                 kb = KnowledgeBase.open_or_create(root, name, self.embeddings,
-                                                  chunk_size=self.settings.chunk_size,
-                                                  chunk_overlap=self.settings.chunk_overlap,
-                                                  index_type=self.settings.index_type,
+                                                  chunk_size=self.settings.kb.chunk_size,
+                                                  chunk_overlap=self.settings.kb.chunk_overlap,
+                                                  index_type=self.settings.kb.index_type,
                                                   vector_store=vector_store)
             elif name in KnowledgeBase.list_names(root):
                 kb = KnowledgeBase.open(root, name, self.embeddings,
-                                        index_type=self.settings.index_type,
+                                        index_type=self.settings.kb.index_type,
                                         vector_store=vector_store)
             else:
                 raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
@@ -165,9 +165,9 @@ class KbqaService:
         from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 
         s = self.settings
-        return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval_mode,
-                                      k=top_k or s.top_k, score_threshold=s.score_threshold,
-                                      min_coverage=s.min_coverage, mmr=s.mmr,
+        return KnowledgeBaseRetriever(kb=self.knowledge_base(kb_name), mode=s.retrieval.mode,
+                                      k=top_k or s.retrieval.top_k, score_threshold=s.retrieval.score_threshold,
+                                      min_coverage=s.retrieval.min_coverage, mmr=s.retrieval.mmr,
                                       reranker=self.reranker)
 
     def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Runnable:
@@ -223,7 +223,7 @@ class KbqaService:
         from kbqa.kb.uploads import ingest_uploads
 
         return ingest_uploads(self.knowledge_base(kb_name), uploads,
-                              max_file_mb=self.settings.max_file_mb, on_progress=on_progress)
+                              max_file_mb=self.settings.kb.max_file_mb, on_progress=on_progress)
 
     def remove_document(self, kb_name: str, source: str) -> int:
         """Remove a document and, when it was uploaded, its stored copy."""
@@ -235,13 +235,13 @@ class KbqaService:
         """Configured adapters, then adapter folders under HOME/adapters and the given roots."""
         from kbqa.adapters.variants import discover_adapters
 
-        return discover_adapters(self.settings.adapters, [self.settings.home / "adapters", *roots])
+        return discover_adapters(self.settings.llm.adapters, [self.settings.home / "adapters", *roots])
 
     def default_variant(self) -> Variant:
         """The variant the settings configure (their adapters, or plain)."""
         from kbqa.adapters.variants import Variant
 
-        return Variant.of(self.settings.adapters)
+        return Variant.of(self.settings.llm.adapters)
 
     def stream_variant(self, question: str, variant: Variant | None = None,
                        kb_name: str | None = None, history: list[tuple[str, str]] | None = None,
@@ -299,34 +299,43 @@ class KbqaService:
         for variant in variants:
             yield "answer", self.answer_with_context(question, docs, variant)
 
-    def update_settings(self, changes: dict[str, object]) -> Settings:
-        """Validate `changes` on top of the current settings, save them to config.toml, apply them.
+    def update_settings(self, changes: Mapping[str, object]) -> Settings:
+        """Validate `changes` (short names) on top of the current settings, save them, apply them.
 
-        Raises ConfigError with the reason (and writes nothing) when any value is invalid.
-        Generation parameters apply at once; a new model, dtype or embedder is loaded on next use.
+        Only the changed keys go into config.toml (values from the environment stay out of it, and
+        secrets never reach it). Raises ConfigError with the reason, writing nothing, when any value
+        is invalid. Generation parameters apply at once; a new model, dtype or embedder is loaded on
+        next use.
         """
-        from kbqa.config import save_settings, validate_settings
+        from kbqa.config import update_config_file
 
         current = self.settings
-        new = validate_settings({**current.model_dump(), **changes, "home": current.home})
+        new = current.changed({k: v for k, v in changes.items() if k != "home"})
         problem = _settings_problem(new)
         if problem:
             raise ConfigError(f"invalid settings: {problem}")
-        save_settings(new)
+        update_config_file(current.config_path, changes)
         self.settings = new
-        if (new.llm, new.llm_dtype) != (current.llm, current.llm_dtype):
+        if (new.llm.model, new.llm.dtype) != (current.llm.model, current.llm.dtype):
             self._llm = self._injected_llm = self._base_llm = self._variant_model = None
-        if new.embedder != current.embedder:
+        if new.embeddings.model != current.embeddings.model:
             self._embeddings = None
             for kb in self._kbs.values():
                 kb.close()
             self._kbs.clear()
         for llm in {id(x): x for x in (self._llm, self._base_llm) if x is not None}.values():
-            llm.max_new_tokens = new.max_new_tokens
-            llm.temperature = new.temperature
-            llm.top_p = new.top_p
-            llm.repetition_penalty = new.repetition_penalty
+            _apply_generation(llm, new.llm)
         return new
+
+
+GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
+
+
+def _apply_generation(llm: BaseLLM, section: LLMSettings) -> None:
+    """Set the generation parameters this LLM has (a remote one has no repetition_penalty)."""
+    for name in GENERATION_FIELDS:
+        if name in type(llm).model_fields:
+            setattr(llm, name, getattr(section, name))
 
 
 def _settings_problem(settings: Settings) -> str | None:
@@ -334,17 +343,17 @@ def _settings_problem(settings: Settings) -> str | None:
     from kbqa.adapters.variants import is_adapter_folder
 
     try:
-        build_prompt(settings.prompt_template)
+        build_prompt(settings.answer.prompt_template)
     except ConfigError as exc:
         return str(exc)
-    for folder in settings.adapters:
+    for folder in settings.llm.adapters:
         if not is_adapter_folder(Path(folder).expanduser()):
             return f"adapters: {folder} is not a peft adapter folder (no adapter_config.json)"
-    if not settings.llm.startswith(("embedded", "openai:")) and not Path(
-            settings.llm).expanduser().is_dir():
-        return f"llm: model folder {settings.llm} does not exist"
-    if settings.embedder != "embedded" and not Path(settings.embedder).expanduser().is_dir():
-        return f"embedder: folder {settings.embedder} does not exist"
+    if not settings.llm.model.startswith(("embedded", "openai:")) and not Path(
+            settings.llm.model).expanduser().is_dir():
+        return f"llm: model folder {settings.llm.model} does not exist"
+    if settings.embeddings.model != "embedded" and not Path(settings.embeddings.model).expanduser().is_dir():
+        return f"embedder: folder {settings.embeddings.model} does not exist"
     return None
 
 

@@ -77,6 +77,6 @@ def qa_prompt(server: Server, question: str, history: Sequence[tuple[str, str]] 
     """The QA prompt for `question` over the hr KB, built from the chain's own parts."""
     settings = server.state.settings
     docs = server.state.service.retriever("hr").invoke(question)
-    return build_prompt(settings.prompt_template).format(
+    return build_prompt(settings.answer.prompt_template).format(
         context=format_context(docs), question=question,
-        history=format_history(list(history), settings.history_turns))
+        history=format_history(list(history), settings.answer.history_turns))

@@ -225,7 +225,7 @@ def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
     config = EvalConfig(questions=questions, docs=(docs,), out=out,
                         variants=(parse_variant("plain"),
                                   parse_variant(f"direct={DIRECT_ADAPTER}")))
-    service = KbqaService(settings.model_copy(update={"home": out / "home", "kb": "eval"}))
+    service = KbqaService(settings.changed({"home": out / "home", "kb": "eval"}))
     logged: list[str] = []
     metrics = run_eval(settings, config, service=service, progress=False, log=logged.append)
 

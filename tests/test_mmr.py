@@ -46,11 +46,11 @@ def test_mmr_through_search_drops_duplicate_chunks(tmp_path: Path, vector_store)
 
 
 def test_mmr_setting_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().mmr is None
+    assert load_settings().retrieval.mmr is None
     monkeypatch.setenv("KBQA_MMR", "0.7")
-    assert load_settings().mmr == 0.7
+    assert load_settings().retrieval.mmr == 0.7
     monkeypatch.setenv("KBQA_INDEX_TYPE", "hnsw")
-    assert load_settings().index_type == "hnsw"
+    assert load_settings().kb.index_type == "hnsw"
     monkeypatch.setenv("KBQA_MMR", "1.5")
     with pytest.raises(Exception, match="mmr"):
         load_settings()

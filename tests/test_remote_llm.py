@@ -92,7 +92,7 @@ def test_spec_parsing_and_settings() -> None:
                                       "KBQA_VARIANTS": '{"cmrc": ["adapters/x"]}'})
     llm = RemoteLLM.from_settings(settings)
     assert (llm.base_url, llm.model_name, llm.api_key) == ("http://h:1/v1", "m", "secret")
-    assert settings.variants == {"cmrc": [Path("adapters/x")]}
+    assert settings.server.variants == {"cmrc": [Path("adapters/x")]}
     with pytest.raises(ConfigError, match="JSON"):
         load_settings(environ={"KBQA_VARIANTS": "cmrc=adapters/x"})
 

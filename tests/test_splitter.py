@@ -41,7 +41,7 @@ def test_defaults_pack_real_chinese_text_to_the_configured_size_and_overlap() ->
     from tests.cmrc_sample import SAMPLE
 
     settings = load_settings()
-    size, overlap = settings.chunk_size, settings.chunk_overlap
+    size, overlap = settings.kb.chunk_size, settings.kb.chunk_overlap
     passages = [json.loads(line) for line in (SAMPLE / "docs.jsonl").read_text("utf-8").splitlines()]
     text = "".join(passage["text"] for passage in passages)
     chunks = ChineseTextSplitter().split_text(text)

@@ -408,7 +408,7 @@ def test_no_pickle_anywhere(tmp_path: Path, docs: Path, vector_store: VectorStor
     add_key(service.settings.keys_path, "ci", ["kb"])
 
     reopened = KbqaService(load_settings())  # what was persisted is what a new process reads
-    assert reopened.settings.retrieval_mode == "hybrid"
+    assert reopened.settings.retrieval.mode == "hybrid"
     hits = reopened.retrieve("龙井茶产于哪里？", "kb")
     assert hits and hits[0].metadata["filename"] == "tea.md"
     reopened.knowledge_base("kb").close()

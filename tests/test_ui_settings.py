@@ -28,8 +28,8 @@ def test_valid_settings_are_saved(tiny_llm_folder: Path) -> None:
     _save(at)
     assert "saved to" in texts(at)
     saved = tomllib.loads(config.read_text(encoding="utf-8"))
-    assert saved["top_k"] == 5 and saved["temperature"] == 0.3
-    assert saved["llm"] == str(tiny_llm_folder)
+    assert saved["retrieval"]["top_k"] == 5 and saved["llm"]["temperature"] == 0.3
+    assert saved["llm"]["model"] == str(tiny_llm_folder)
 
 
 def test_invalid_settings_are_refused_and_nothing_is_written(tiny_llm_folder: Path) -> None:

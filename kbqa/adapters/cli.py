@@ -39,7 +39,7 @@ def _model_folder(spec: str) -> Path:
     from kbqa.llm.loading import resolve_llm
 
     settings = load_settings()
-    return resolve_llm(spec, settings.cache_dir, settings.llm_dtype)
+    return resolve_llm(spec, settings.cache_dir, settings.llm.dtype)
 
 
 def _portable_name(spec: str) -> str | None:

@@ -60,7 +60,7 @@ def _doc_id(document: Document) -> str:
 
 
 def _retrieve(service: KbqaService, question: Question) -> Retrieved:
-    top_k = service.settings.top_k
+    top_k = service.settings.retrieval.top_k
     wide = service.retriever(top_k=max(RETRIEVE_K, top_k) + 10).invoke(question.question)
     shown = wide[:max(RETRIEVE_K, top_k)]
     hidden = None
@@ -136,9 +136,9 @@ def _answer(llm: Any, settings: Settings, question: Question, context: list[Docu
 
 
 def _fingerprint(settings: Settings, config: EvalConfig) -> dict:
-    return {"llm": settings.llm, "top_k": settings.top_k, "mode": settings.retrieval_mode,
-            "min_coverage": settings.min_coverage, "prompt": settings.prompt_template,
-            "max_new_tokens": settings.max_new_tokens,
+    return {"llm": settings.llm.model, "top_k": settings.retrieval.top_k, "mode": settings.retrieval.mode,
+            "min_coverage": settings.retrieval.min_coverage, "prompt": settings.answer.prompt_template,
+            "max_new_tokens": settings.llm.max_new_tokens,
             "questions": str(config.questions), "docs": [str(d) for d in config.docs]}
 
 
@@ -169,9 +169,9 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
         # the KB lives in the output folder; the converted model stays in the user's cache
         from kbqa.llm.loading import resolve_llm
 
-        llm = str(resolve_llm(settings.llm, settings.cache_dir, settings.llm_dtype))
-        service = KbqaService(settings.model_copy(update={"home": config.out / "home",
-                                                          "kb": "eval", "llm": llm}))
+        llm = str(resolve_llm(settings.llm.model, settings.cache_dir, settings.llm.dtype))
+        service = KbqaService(settings.changed({"home": config.out / "home",
+                                                   "kb": "eval", "llm": llm}))
     folders, doc_problems = [], []
     for number, docs in enumerate(config.docs):
         folder, found = materialise_docs(docs, config.out / "docs" / str(number))

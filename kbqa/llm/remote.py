@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -22,6 +22,9 @@ from langchain_core.outputs import GenerationChunk
 from pydantic import Field
 
 from kbqa.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from kbqa.config import Settings
 
 REMOTE_PREFIX = "openai:"
 
@@ -51,11 +54,11 @@ class RemoteLLM(LLM):
     timeout_s: float = 600.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "RemoteLLM":
-        base, model = parse_remote(settings.llm)
-        return cls(base_url=base, model_name=model, api_key=settings.llm_api_key,
-                   max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                   top_p=settings.top_p)
+    def from_settings(cls, settings: Settings) -> RemoteLLM:
+        base, model = parse_remote(settings.llm.model)
+        return cls(base_url=base, model_name=model, api_key=settings.llm.api_key,
+                   max_new_tokens=settings.llm.max_new_tokens, temperature=settings.llm.temperature,
+                   top_p=settings.llm.top_p)
 
     @property
     def _llm_type(self) -> str:

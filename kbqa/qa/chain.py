@@ -50,8 +50,8 @@ def qa_chain(settings: Settings, retriever: BaseRetriever | Runnable, llm: BaseL
              history: bool = True) -> Runnable:
     """The app's QA chain: `build_qa_chain` with the configured template and history turns
     (none when `history` is False); the CLI, web app, server and evaluator all build this one."""
-    return build_qa_chain(retriever, llm, build_prompt(settings.prompt_template),
-                          history_turns=settings.history_turns if history else 0)
+    return build_qa_chain(retriever, llm, build_prompt(settings.answer.prompt_template),
+                          history_turns=settings.answer.history_turns if history else 0)
 
 
 def fixed_context(docs: list[Document]) -> Runnable:

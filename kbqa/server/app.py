@@ -65,7 +65,7 @@ def create_app(settings: Settings, service: KbqaService | None = None) -> FastAP
     backend = make_backend(service, settings)
     service.embeddings  # noqa: B018 - load once now, not in the first request's thread
     backend.prepare()
-    queue = GenerationQueue(settings.serve_concurrency, settings.serve_queue)
+    queue = GenerationQueue(settings.server.concurrency, settings.server.queue)
     state = ServerState(settings=settings, service=service, backend=backend, queue=queue,
                         keys=KeyStore(settings.keys_path),
                         jobs=Jobs(service.ingest_uploads,
@@ -99,7 +99,7 @@ def serve(settings: Settings) -> None:
     if not len(KeyStore(settings.keys_path)):
         raise KbqaError(f"no API keys in {settings.keys_path}: create one first with "
                         "`kbqa keys add NAME --allow KB` (use '*' to allow every knowledge base)")
-    uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port,
+    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
                 log_level="info")
 
 

@@ -33,10 +33,10 @@ class LocalBackend:
     def __init__(self, service: KbqaService, settings: Settings) -> None:
         self.service = service
         self.variants: dict[str, Variant] = {"plain": Variant()}
-        if settings.adapters:
-            self.variants["default"] = Variant.of(settings.adapters)
+        if settings.llm.adapters:
+            self.variants["default"] = Variant.of(settings.llm.adapters)
         self.variants.update({name: Variant.of(folders)
-                              for name, folders in settings.variants.items()})
+                              for name, folders in settings.server.variants.items()})
 
     def names(self) -> list[str]:
         return list(self.variants)
@@ -62,8 +62,8 @@ class RemoteBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.llm = RemoteLLM.from_settings(settings)
-        _, model = parse_remote(settings.llm)
-        self._names = list(dict.fromkeys([model, *settings.variants]))
+        _, model = parse_remote(settings.llm.model)
+        self._names = list(dict.fromkeys([model, *settings.server.variants]))
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -86,4 +86,4 @@ Backend = LocalBackend | RemoteBackend
 
 def make_backend(service: KbqaService, settings: Settings) -> Backend:
     """The remote backend for an 'openai:' LLM, else variants of the service's local model."""
-    return RemoteBackend(settings) if is_remote(settings.llm) else LocalBackend(service, settings)
+    return RemoteBackend(settings) if is_remote(settings.llm.model) else LocalBackend(service, settings)

@@ -119,12 +119,12 @@ async def upload_documents(request: Request, kb: str,
                            key: ApiKey = Depends(require_key)) -> JSONResponse:
     state = state_of(request)
     await run_in_threadpool(state.open_kb, key, kb)
-    limit = state.settings.max_file_mb * 1024 * 1024
+    limit = state.settings.kb.max_file_mb * 1024 * 1024
     length = request.headers.get("content-length")
     if length is None:
         raise ApiError(411, "uploads need a Content-Length header", "invalid_request_error")
     if int(length) > limit + MULTIPART_SLACK:
-        raise ApiError(413, f"the upload is over the {state.settings.max_file_mb} MB limit",
+        raise ApiError(413, f"the upload is over the {state.settings.kb.max_file_mb} MB limit",
                        "invalid_request_error", "too_large")
     form = await request.form(max_files=MAX_FILES, max_fields=10)
     parts = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
@@ -139,7 +139,7 @@ async def upload_documents(request: Request, kb: str,
             raise ApiError(422, str(exc), "invalid_request_error", "bad_file") from exc
         data = await part.read()
         if len(data) > limit:
-            raise ApiError(413, f"{part.filename!r} is over the {state.settings.max_file_mb} MB "
+            raise ApiError(413, f"{part.filename!r} is over the {state.settings.kb.max_file_mb} MB "
                            "limit", "invalid_request_error", "too_large")
         if not data:
             raise ApiError(422, f"{part.filename!r} is empty", "invalid_request_error", "bad_file")

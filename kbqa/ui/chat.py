@@ -11,7 +11,7 @@ from kbqa.ui.common import (default_variant_label, kb_picker, render_refusal, re
                             service, variant_options)
 
 HISTORY_KEY = "chat_history"
-MAX_SHOWN_TURNS = 50  # the page keeps this many; the prompt gets settings.history_turns of them
+MAX_SHOWN_TURNS = 50  # the page keeps this many; the prompt gets settings.answer.history_turns of them
 
 
 def _show_turn(turn: dict[str, Any]) -> None:
@@ -45,7 +45,7 @@ def render() -> None:
     with right:
         label = st.selectbox("模型 / model variant", list(options),
                              index=default_variant_label(svc, options), key="chat_variant")
-    turns = svc.settings.history_turns
+    turns = svc.settings.answer.history_turns
     cols = st.columns([3, 1])
     cols[0].caption(f"最近 {turns} 轮对话会作为上下文 / the last {turns} turns go into the prompt")
     if cols[1].button("清空对话 / clear", key="chat_clear", disabled=not history):

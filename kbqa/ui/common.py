@@ -51,7 +51,7 @@ def kb_picker(svc: KbqaService, key: str, label: str = "知识库 / knowledge ba
         st.info("还没有知识库。请在“知识库”页面创建并上传文件。 "
                 "No knowledge base yet: create one on the Knowledge bases page.")
         return None
-    default = names.index(svc.settings.kb) if svc.settings.kb in names else 0
+    default = names.index(svc.settings.kb.name) if svc.settings.kb.name in names else 0
     return st.selectbox(label, names, index=default, key=key)
 
 

@@ -53,7 +53,7 @@ def _show_results(results: list[dict]) -> None:
 
 def _upload(svc, kb: str) -> None:
     suffixes = sorted(s.lstrip(".") for s in supported_suffixes())
-    limit = svc.settings.max_file_mb
+    limit = svc.settings.kb.max_file_mb
     st.subheader("上传文件 / upload files")
     files = st.file_uploader(f"支持 / supported: {' '.join(suffixes)} · ≤ {limit} MB each",
                              type=suffixes, accept_multiple_files=True, key=f"kb_upload_{kb}")
@@ -124,7 +124,7 @@ def render() -> None:
     names = svc.list_knowledge_bases()
     if not names:
         return
-    default = names.index(svc.settings.kb) if svc.settings.kb in names else 0
+    default = names.index(svc.settings.kb.name) if svc.settings.kb.name in names else 0
     kb = st.selectbox("知识库 / knowledge base", names, index=default, key="kb_selected")
     _upload(svc, kb)
     _documents(svc, kb)
