@@ -157,3 +157,12 @@ def test_usage_is_left_out_when_the_upstream_reports_none(server: Server) -> Non
     assert response.choices[0].finish_reason == "length"  # the upstream's, passed on
     assert chunks[-1].choices[0].finish_reason == "length"
     assert all(c.choices and c.usage is None for c in chunks)  # no usage chunk: nothing invented
+
+
+def test_a_settings_change_reaches_a_remote_llm_without_fields_it_lacks(tmp_path: Path):
+    settings = Settings(home=tmp_path, llm="openai:http://127.0.0.1:9/v1#m")
+    service = KbqaService(settings, llm=RemoteLLM.from_settings(settings))
+    service.update_settings({"temperature": 0.4, "repetition_penalty": 1.3, "max_new_tokens": 64})
+    llm = service.llm
+    assert isinstance(llm, RemoteLLM) and (llm.temperature, llm.max_new_tokens) == (0.4, 64)
+    assert "repetition_penalty" not in RemoteLLM.model_fields  # nothing to set, nothing raised
