@@ -231,12 +231,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_kb(args: argparse.Namespace) -> int:
-    from kbqa.kb.store import KnowledgeBase
+    from kbqa.kb import folders
 
     service = _service(args)
     root = service.settings.kb_root
     if args.kb_command == "list":
-        names = KnowledgeBase.list_names(root)
+        names = folders.list_names(root)
         if not names:
             print(f"no knowledge bases under {root}")
         for name in names:

@@ -14,6 +14,7 @@ from langchain_core.runnables import Runnable
 
 from kbqa.config import LLMSettings, Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
+from kbqa.kb import folders
 from kbqa.qa.answers import Answer, Source, VariantAnswer
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
 from kbqa.qa.prompts import build_prompt
@@ -143,7 +144,7 @@ class KbqaService:
                                                   chunk_overlap=self.settings.kb.chunk_overlap,
                                                   index_type=self.settings.kb.index_type,
                                                   vector_store=vector_store)
-            elif name in KnowledgeBase.list_names(root):
+            elif name in folders.list_names(root):
                 kb = KnowledgeBase.open(root, name, self.embeddings,
                                         index_type=self.settings.kb.index_type,
                                         vector_store=vector_store)
@@ -193,28 +194,21 @@ class KbqaService:
 
     def list_knowledge_bases(self) -> list[str]:
         """Knowledge bases under the data directory, sorted."""
-        from kbqa.kb.store import KnowledgeBase
-
-        return KnowledgeBase.list_names(self.settings.kb_root)
+        return folders.list_names(self.settings.kb_root)
 
     def create_knowledge_base(self, name: str) -> KnowledgeBase:
         """Create an empty knowledge base (KnowledgeBaseError if the name is unsafe or taken)."""
-        from kbqa.kb.base import validate_name
-
-        name = validate_name(name.strip())
+        name = folders.validate_name(name.strip())
         if name in self.list_knowledge_bases():
             raise KnowledgeBaseError(f"knowledge base '{name}' already exists")
         return self.knowledge_base(name, create=True)
 
     def delete_knowledge_base(self, name: str) -> None:
         """Delete a knowledge base with its uploaded files (waits for a running write)."""
-        from kbqa.kb.store import KnowledgeBase
-
         kb = self._kbs.pop(name, None)
         if kb is not None:
             kb.close()
-        KnowledgeBase.delete_kb(self.settings.kb_root, name,
-                                vector_store=self.settings.vector_store_config)
+        folders.delete_kb(self.settings.kb_root, name, vector_store=self.settings.vector_store_config)
 
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
                        on_progress: Callable[[int, int, str], None] | None = None

@@ -19,7 +19,8 @@ import pytest
 from kbqa.config import Settings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.service import KbqaService
-from kbqa.kb.base import _exclusive_lock
+from kbqa.kb.folders import exclusive_lock
+from kbqa.kb import folders
 from kbqa.kb.store import KnowledgeBase
 from kbqa.vector_backends import VectorStoreConfig
 from tests.conftest import HAVE_MILVUS, MILVUS_MISSING
@@ -108,7 +109,7 @@ def test_missing_pymilvus_names_the_extra(tmp_path: Path, lite_kb: KnowledgeBase
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # import pymilvus -> ImportError
     with pytest.raises(KnowledgeBaseError, match=r'pip install "kbqa\[milvus\]"'):
         KnowledgeBase.create(tmp_path / "kbs", "new", fake_embeddings(), vector_store=LITE)
-    assert KnowledgeBase.list_names(tmp_path / "kbs") == ["kb"]  # nothing half-made
+    assert folders.list_names(tmp_path / "kbs") == ["kb"]  # nothing half-made
     with pytest.raises(KnowledgeBaseError, match=r'pip install "kbqa\[milvus\]"'):
         KnowledgeBase.open(tmp_path / "kbs", "kb", fake_embeddings())
     KnowledgeBase.create(tmp_path / "kbs", "plain", fake_embeddings()).close()  # FAISS needs none
@@ -183,7 +184,7 @@ def test_open_waits_for_a_running_writer_before_recovering(lite_kb: KnowledgeBas
     journal = lite_kb.folder / "milvus.pending.json"
     lite_kb._vectors._client.delete(lite_kb._vectors.collection, ids=ids[:1])  # half-done write
     journal.write_text(f'{{"generation": 99, "rebuild": false, "ids": [{ids[0]}]}}')
-    with _exclusive_lock(lite_kb.folder / ".lock", 1, "kb"):
+    with exclusive_lock(lite_kb.folder / ".lock", 1, "kb"):
         with KnowledgeBase.open(lite_kb.folder.parent, "kb", fake_embeddings()) as other:
             assert other.chunk_count == len(ids) and journal.exists()
     lite_kb.add_texts(["雷峰塔位于西湖南岸。"])
@@ -274,7 +275,7 @@ def test_server_uri_is_shared_by_processes_and_dropped_with_the_kb(
 
     for kb in kbs:
         kb.close()
-    KnowledgeBase.delete_kb(homes[0], "kb")
+    folders.delete_kb(homes[0], "kb")
     client = MilvusClient(uri=milvus_server)
     assert set(client.list_collections()) == collections - {kbs[0]._vectors.collection}
     client.close()
@@ -284,5 +285,5 @@ def test_an_unreachable_milvus_server_is_a_clear_error_and_leaves_nothing(tmp_pa
     down = VectorStoreConfig("milvus", "http://127.0.0.1:1")  # nothing listens on port 1
     with pytest.raises(KnowledgeBaseError, match="cannot open Milvus at http://127.0.0.1:1"):
         KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings(), vector_store=down)
-    assert KnowledgeBase.list_names(tmp_path / "kbs") == []
+    assert folders.list_names(tmp_path / "kbs") == []
     assert not any((tmp_path / "kbs").iterdir())

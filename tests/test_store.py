@@ -22,7 +22,8 @@ from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.kb.base import validate_name
+from kbqa.kb.folders import validate_name
+from kbqa.kb import folders
 from kbqa.kb.store import KnowledgeBase
 from kbqa.vector_backends import VectorStoreConfig
 
@@ -102,19 +103,19 @@ def assert_consistent(base: KnowledgeBase) -> None:
 
 def test_create_open_list_delete(tmp_path: Path, vector_store: VectorStoreConfig) -> None:
     root = tmp_path / "kbs"
-    assert KnowledgeBase.list_names(root) == []
+    assert folders.list_names(root) == []
     KnowledgeBase.create(root, "知识库", fake_embeddings(), vector_store=vector_store).close()
     KnowledgeBase.create(root, "alpha", fake_embeddings(), chunk_size=100, chunk_overlap=0,
                          vector_store=vector_store).close()
-    assert KnowledgeBase.list_names(root) == ["alpha", "知识库"]
+    assert folders.list_names(root) == ["alpha", "知识库"]
     with pytest.raises(KnowledgeBaseError, match="already exists"):
         KnowledgeBase.create(root, "alpha", fake_embeddings())
     with KnowledgeBase.open(root, "alpha", fake_embeddings()) as base:
         assert (base.chunk_size, base.chunk_overlap, base.chunk_count) == (100, 0, 0)
     with KnowledgeBase.open_or_create(root, "alpha", fake_embeddings(), chunk_size=7) as base:
         assert base.chunk_size == 100
-    KnowledgeBase.delete_kb(root, "alpha")
-    assert KnowledgeBase.list_names(root) == ["知识库"]
+    folders.delete_kb(root, "alpha")
+    assert folders.list_names(root) == ["知识库"]
     assert [p.name for p in root.iterdir()] == ["知识库"]
     with pytest.raises(KnowledgeBaseError, match="no knowledge base named 'alpha'"):
         KnowledgeBase.open(root, "alpha", fake_embeddings())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kbqa.kb import folders
 from kbqa.kb.store import KnowledgeBase
 
 from tests.ui_support import app_test, home, texts, write_doc
@@ -22,7 +23,7 @@ def test_create_ingest_list_remove_reindex(tmp_path: Path) -> None:
     at.text_input(key="kb_new_name").input("手册")
     at.button[0].click().run()  # the form's submit button
     assert "created '手册'" in texts(at)
-    assert KnowledgeBase.list_names(home() / "kb") == ["手册"]
+    assert folders.list_names(home() / "kb") == ["手册"]
 
     at.text_input(key="kb_path").input(str(doc))
     at.button(key="kb_ingest_path").click().run()
@@ -46,7 +47,7 @@ def test_bad_name_is_refused(tmp_path: Path) -> None:
     at.text_input(key="kb_new_name").input("../evil")
     at.button[0].click().run()
     assert at.error and "evil" in at.error[0].value
-    assert KnowledgeBase.list_names(home() / "kb") == []
+    assert folders.list_names(home() / "kb") == []
 
 
 def test_delete_knowledge_base(tmp_path: Path) -> None:
@@ -56,4 +57,4 @@ def test_delete_knowledge_base(tmp_path: Path) -> None:
     at.checkbox(key="kb_delete_sure").check().run()
     at.button(key="kb_delete").click().run()
     assert not at.exception
-    assert KnowledgeBase.list_names(home() / "kb") == []
+    assert folders.list_names(home() / "kb") == []

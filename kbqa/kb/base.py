@@ -4,7 +4,7 @@ On disk a knowledge base is one folder, ``<root>/<name>/``::
 
     kb.sqlite3            manifest: settings, documents, chunks, BM25 term counts, embedding cache
                           (SQLite, WAL)
-    index.<G>.faiss       FAISS index (Flat, IVF or HNSW: vector_index.py), faiss's serializer
+    index.<G>.faiss       FAISS index (Flat, IVF or HNSW: vector_backends/faiss_index.py), faiss's serializer
     .lock                 writers hold an exclusive flock on it
 
 or, for a base created with the Milvus vector store, ``milvus.db/`` (Milvus Lite's data) or
@@ -26,15 +26,10 @@ cosine): higher means more similar, 1.0 is identical.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import re
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,19 +41,16 @@ from langchain_core.embeddings import Embeddings
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.kb import embedding_cache, manifest
+from kbqa.kb import embedding_cache, folders, manifest, reads
+from kbqa.kb.folders import DEFAULT_LOCK_TIMEOUT_S, exclusive_lock
+from kbqa.kb.reads import DocumentRecord, LexicalRow
 from kbqa.kb.results import IngestStats
-from kbqa.kb.lexical import TOKENIZER_VERSION
-from kbqa.vector_backends import (IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig,
-                                  new_meta, open_backend)
-from kbqa.vector_backends import drop as drop_vectors
+from kbqa.vector_backends import IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig, open_backend
 from kbqa.vector_backends.faiss_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
-DEFAULT_LOCK_TIMEOUT_S = 10.0
-# A name becomes a folder: no separators, no leading dot or space, nothing Windows rejects.
-_NAME_RE = re.compile(r'^(?![.\s])[^/\\\x00-\x1f\x7f:*?"<>|]{1,64}(?<!\s)$')
+__all__ = ["KnowledgeBaseFolder", "WriteTimings"]
 
-LexicalRow = tuple[int, int | None, bytes | None, bytes | None, str | None]
+
 @dataclass(frozen=True)
 class WriteTimings:
     """Where one write transaction spent its time."""
@@ -67,53 +59,13 @@ class WriteTimings:
     commit_s: float  # SQL writes of chunks, BM25 term counts and manifest, and the commit
 
 
-@dataclass(frozen=True)
-class DocumentRecord:
-    """One source file as the manifest knows it."""
-
-    source: str
-    filename: str
-    sha256: str
-    chunks: int
-    updated_at: str
-
-
-def validate_name(name: str) -> str:
-    """Return `name` if it can safely be a knowledge base folder, else raise KnowledgeBaseError."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise KnowledgeBaseError(
-            f"invalid knowledge base name {name!r}: use 1-64 characters, no path separators, "
-            "no leading dot or whitespace, none of :*?\"<>|")
-    return name
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, timeout: float, name: str) -> Iterator[None]:
-    """flock on a fresh file description, so two writers in one process also exclude each other."""
-    with path.open("a+b") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise KnowledgeBaseError(
-                        f"knowledge base {name!r} is locked by another writer "
-                        f"(waited {timeout:g} s); try again when it has finished") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _require_kbqa_embedder(embeddings: Embeddings) -> EncoderEmbeddings:
     """The manifest records the embedder's name and dimension, so only embedders that state them fit."""
     if not isinstance(embeddings, EncoderEmbeddings):
         raise KnowledgeBaseError(
             f"{type(embeddings).__name__} does not state a model name and dimension; wrap the model "
-            "in kbqa.embeddings.embedders.EncoderEmbeddings so the knowledge base can record which embedder built it")
+            "in kbqa.embeddings.embedders.EncoderEmbeddings so the knowledge base can record which "
+            "embedder built it")
     return embeddings
 
 
@@ -143,8 +95,8 @@ class KnowledgeBaseFolder:
         self._lock = threading.RLock()
         self._conn = manifest.connect(folder / manifest.DB_FILENAME)
         try:
-            meta = self._read_meta()
-            self._check_meta(meta)
+            meta = reads.read_meta(self._conn)
+            reads.check_meta(meta, self.name, embeddings)
             self._vectors: VectorBackend = open_backend(
                 folder, meta, embeddings.dimension, self.name, vector_store or VectorStoreConfig())
         except BaseException:
@@ -168,23 +120,7 @@ class KnowledgeBaseFolder:
         """
         embeddings = _require_kbqa_embedder(embeddings)
         vector_store = vector_store or VectorStoreConfig()
-        if chunk_size <= 0 or not 0 <= chunk_overlap < chunk_size:
-            raise KnowledgeBaseError(
-                f"need chunk_size > 0 and 0 <= chunk_overlap < chunk_size, "
-                f"got {chunk_size} and {chunk_overlap}")
-        root = Path(root).expanduser()
-        folder = root / validate_name(name)
-        if folder.exists():
-            raise KnowledgeBaseError(f"knowledge base {name!r} already exists in {root}")
-        root.mkdir(parents=True, exist_ok=True)
-        vector_meta = new_meta(vector_store, name)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=root))
-        try:
-            manifest.initialise(staging, embeddings, chunk_size, chunk_overlap, vector_meta)
-            os.rename(staging, folder)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise KnowledgeBaseError(f"cannot create knowledge base {name!r} in {root}: {exc}") from exc
+        folder = folders.make_folder(root, name, embeddings, chunk_size, chunk_overlap, vector_store)
         try:
             kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type,
                      vector_store=vector_store)
@@ -212,12 +148,11 @@ class KnowledgeBaseFolder:
         that was interrupted before its commit is undone first.
         """
         embeddings = _require_kbqa_embedder(embeddings)
-        root = Path(root).expanduser()
-        folder = root / validate_name(name)
+        folder = folders.folder_of(root, name)
         if not (folder / manifest.DB_FILENAME).is_file():
-            available = ", ".join(cls.list_names(root)) or "none"
+            available = ", ".join(folders.list_names(folder.parent)) or "none"
             raise KnowledgeBaseError(
-                f"no knowledge base named {name!r} in {root} (available: {available})")
+                f"no knowledge base named {name!r} in {folder.parent} (available: {available})")
         kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type,
                  vector_store=vector_store)
         try:
@@ -237,42 +172,12 @@ class KnowledgeBaseFolder:
                        index_type: IndexType = "auto",
                        vector_store: VectorStoreConfig | None = None) -> Self:
         """Open `name` if it exists (its own chunk settings and vector store win), else create it."""
-        if (Path(root).expanduser() / validate_name(name) / manifest.DB_FILENAME).is_file():
+        if folders.exists(root, name):
             return cls.open(root, name, embeddings, lock_timeout=lock_timeout,
                             index_type=index_type, vector_store=vector_store)
         return cls.create(root, name, embeddings, chunk_size=chunk_size,
                           chunk_overlap=chunk_overlap, lock_timeout=lock_timeout,
                           index_type=index_type, vector_store=vector_store)
-
-    @staticmethod
-    def list_names(root: Path | str) -> list[str]:
-        """Names of the knowledge bases under `root`, sorted."""
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            return []
-        return sorted(entry.name for entry in root.iterdir()
-                      if _NAME_RE.match(entry.name) and (entry / manifest.DB_FILENAME).is_file())
-
-    @staticmethod
-    def delete_kb(root: Path | str, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-                  vector_store: VectorStoreConfig | None = None) -> None:
-        """Delete a knowledge base folder, and its Milvus collection if it has one on a server;
-        waits for (or refuses during) a running write. `vector_store` supplies a Milvus token."""
-        root = Path(root).expanduser()
-        folder = root / validate_name(name)
-        if not (folder / manifest.DB_FILENAME).is_file():
-            raise KnowledgeBaseError(f"no knowledge base named {name!r} in {root}")
-        graveyard = root / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
-        with _exclusive_lock(folder / manifest.LOCK_FILENAME, lock_timeout, name):
-            conn = manifest.connect(folder / manifest.DB_FILENAME)
-            try:
-                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            finally:
-                conn.close()
-            # First: if the collection cannot be dropped, the folder keeps its name on record.
-            drop_vectors(folder, meta, vector_store or VectorStoreConfig())
-            os.rename(folder, graveyard)
-        shutil.rmtree(graveyard, ignore_errors=True)
 
     def close(self) -> None:
         """Close the reader connection and the vector store's; the instance is unusable afterwards."""
@@ -286,24 +191,7 @@ class KnowledgeBaseFolder:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ----------------------------------------------------------------- manifest
-
-    def _read_meta(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-
-    def _check_meta(self, meta: dict[str, str]) -> None:
-        if int(meta.get("schema_version", -1)) != manifest.SCHEMA_VERSION:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.name!r} has schema version {meta.get('schema_version')}; "
-                f"this kbqa reads version {manifest.SCHEMA_VERSION}")
-        stored = (meta["embedder"], int(meta["dimension"]))
-        given = (self._embeddings.name, self._embeddings.dimension)
-        if stored != given:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.name!r} was built with embedder {stored[0]} ({stored[1]}-d) "
-                f"but was opened with {given[0]} ({given[1]}-d); open it with the original embedder "
-                "or re-create it")
+    # ----------------------------------------------------------------- reads
 
     @property
     def embeddings(self) -> EncoderEmbeddings:
@@ -331,74 +219,27 @@ class KnowledgeBaseFolder:
     @property
     def chunk_count(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            return reads.chunk_count(self._conn)
 
     def documents(self) -> list[DocumentRecord]:
         """The source files in this knowledge base, sorted by path."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT d.source, d.filename, d.sha256, count(c.id), d.updated_at FROM documents d "
-                "LEFT JOIN chunks c ON c.document_id = d.id GROUP BY d.id ORDER BY d.source"
-            ).fetchall()
-        return [DocumentRecord(*row) for row in rows]
+            return reads.documents(self._conn)
 
     def chunk_texts(self) -> tuple[int, list[int], list[str]]:
-        """(generation, chunk ids, texts) read in one snapshot, for building lexical indexes."""
+        """(generation, chunk ids, texts) in one snapshot (reads.chunk_texts)."""
         with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                generation = manifest.generation_of(self._conn)
-                rows = self._conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-            finally:
-                self._conn.execute("COMMIT")
-        return generation, [row[0] for row in rows], [row[1] for row in rows]
+            return reads.chunk_texts(self._conn)
 
     def lexical_rows(self, after_id: int) -> tuple[int, np.ndarray, list[LexicalRow]]:
-        """(generation, every chunk id ascending, BM25 rows of chunks with id > `after_id`), read in
-        one snapshot. Rowids only grow, so a reader that has seen ids up to `after_id` gets exactly
-        what is new; ids it knows that are no longer listed were deleted.
-
-        A row is (chunk id, length, terms blob, counts blob, text); text is None unless the chunk
-        has no stored counts of this tokenizer (a base not written since the BM25 table was
-        added, or by an older kbqa): then the terms blob is None and the reader counts the text.
-        """
+        """BM25 rows of chunks newer than `after_id`, in one snapshot (reads.lexical_rows)."""
         with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                generation = manifest.generation_of(self._conn)
-                ids = np.fromiter((row[0] for row in self._conn.execute(
-                    "SELECT id FROM chunks ORDER BY id")), dtype=np.int64)
-                has_table = self._conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'bm25_terms'").fetchone()
-                # rows of another tokenizer (or a base written before the `tokenizer`
-                # column) come as text only, to be counted again by the reader
-                fresh = ("t.tokenizer = ?" if has_table and manifest.has_tokenizer_column(self._conn)
-                         else "0 AND ?")
-                query = (f"SELECT c.id, t.length, CASE WHEN {fresh} THEN t.terms END, t.counts, "
-                         f"CASE WHEN t.chunk_id IS NULL OR NOT ({fresh}) THEN c.text END "
-                         "FROM chunks c LEFT JOIN bm25_terms t ON t.chunk_id = c.id "
-                         "WHERE c.id > ? ORDER BY c.id"
-                         if has_table else
-                         "SELECT id, NULL, NULL, NULL, text FROM chunks WHERE id > ? ORDER BY id")
-                params = (TOKENIZER_VERSION, TOKENIZER_VERSION, after_id) if has_table else (after_id,)
-                rows = self._conn.execute(query, params).fetchall()
-            finally:
-                self._conn.execute("COMMIT")
-        return generation, ids, rows
+            return reads.lexical_rows(self._conn, after_id)
 
     def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Document]:
         """Chunks by rowid; ids that no longer exist are simply absent from the result."""
-        found: dict[int, Document] = {}
-        unique = list(dict.fromkeys(int(i) for i in chunk_ids))
         with self._lock:
-            for start in range(0, len(unique), manifest.SQL_BATCH):
-                batch = unique[start:start + manifest.SQL_BATCH]
-                marks = ",".join("?" * len(batch))
-                rows = self._conn.execute(
-                    f"SELECT id, key, text, metadata FROM chunks WHERE id IN ({marks})", batch)
-                for chunk_id, key, text, metadata in rows:
-                    found[chunk_id] = manifest.to_document(chunk_id, key, text, metadata)
-        return found
+            return reads.get_chunks(self._conn, chunk_ids)
 
     # ----------------------------------------------------------------- index loading
 
@@ -414,7 +255,7 @@ class KnowledgeBaseFolder:
             self._conn.execute("BEGIN")
             try:
                 generation = manifest.generation_of(self._conn)
-                count = int(self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+                count = reads.chunk_count(self._conn)
             finally:
                 self._conn.execute("COMMIT")
             try:
@@ -438,7 +279,7 @@ class KnowledgeBaseFolder:
         vector store (`recover=False` for a rebuild, which replaces it all anyway); `refresh`
         then catches up with writes other processes made before the lock was taken.
         """
-        with _exclusive_lock(self.folder / manifest.LOCK_FILENAME, self.lock_timeout, self.name):
+        with exclusive_lock(self.folder / manifest.LOCK_FILENAME, self.lock_timeout, self.name):
             conn = manifest.connect(self.folder / manifest.DB_FILENAME)
             try:
                 manifest.ensure_lexical(conn)
@@ -484,7 +325,8 @@ class KnowledgeBaseFolder:
         """Bring the vector store back in line with the committed manifest after an interrupted
         write (only Milvus can have one: see vector_backends/milvus_backend.py)."""
         if self._vectors.interrupted:
-            self._vectors.recover(lambda ids: self._committed_vectors(conn, ids))
+            self._vectors.recover(
+                lambda ids: embedding_cache.committed_vectors(conn, self._embeddings, ids))
 
     def _recover_after_failure(self, conn: sqlite3.Connection, exc: BaseException) -> None:
         """Compensate right after a failed write; if that fails too, the next open or write will."""
@@ -500,39 +342,24 @@ class KnowledgeBaseFolder:
             return
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_exclusive_lock(self.folder / manifest.LOCK_FILENAME, 0, self.name))
+                stack.enter_context(
+                    exclusive_lock(self.folder / manifest.LOCK_FILENAME, 0, self.name))
             except KnowledgeBaseError:
                 return
-            conn = stack.enter_context(contextlib.closing(manifest.connect(self.folder / manifest.DB_FILENAME)))
+            conn = stack.enter_context(
+                contextlib.closing(manifest.connect(self.folder / manifest.DB_FILENAME)))
             self._recover(conn)
-
-    def _committed_vectors(self, conn: sqlite3.Connection,
-                           chunk_ids: list[int] | None) -> tuple[list[int], np.ndarray]:
-        """(ids, vectors) of the given chunks (None: all) that the manifest has; the vectors come
-        from the embedding cache (re-embedded where it lacks them)."""
-        if chunk_ids is None:
-            rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-        else:
-            rows = []
-            for start in range(0, len(chunk_ids), manifest.SQL_BATCH):
-                batch = chunk_ids[start:start + manifest.SQL_BATCH]
-                marks = ",".join("?" * len(batch))
-                rows += conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) "
-                                     "ORDER BY id", batch).fetchall()
-        vectors, _ = embedding_cache.embed_texts(conn, self._embeddings, [text for _, text in rows], progress=False)
-        return [row[0] for row in rows], vectors
 
     def rebuild_index(self, *, progress: bool = False) -> None:
         """Re-create the vectors (FAISS index or Milvus collection) from the manifest's chunk
         texts (embedding cache first)."""
         with self.writer(recover=False) as conn:
-            rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-            vectors, _ = embedding_cache.embed_texts(conn, self._embeddings, [text for _, text in rows], progress)
+            ids, vectors = embedding_cache.committed_vectors(conn, self._embeddings, None,
+                                                             progress=progress)
             with self._lock:
                 self._generation = manifest.generation_of(conn)
 
             def change(_: sqlite3.Connection) -> VectorDelta:
-                return VectorDelta(added_ids=[row[0] for row in rows],
-                                   added_vectors=[vectors], rebuild=True)
+                return VectorDelta(added_ids=ids, added_vectors=[vectors], rebuild=True)
 
             self.transact(conn, change)

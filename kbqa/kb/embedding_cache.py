@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
-from kbqa.kb import manifest
+from kbqa.kb import manifest, reads
 
 
 def text_sha256(text: str) -> str:
@@ -91,3 +91,13 @@ def _embed_batches(conn: sqlite3.Connection, embeddings: EncoderEmbeddings,
                  for (digest, _), vector in zip(part, vectors)])
             fresh.update((digest, vector) for (digest, _), vector in zip(part, vectors))
             bar.update(len(part))
+
+
+def committed_vectors(conn: sqlite3.Connection, embeddings: EncoderEmbeddings,
+                      chunk_ids: list[int] | None, *,
+                      progress: bool = False) -> tuple[list[int], np.ndarray]:
+    """(ids, vectors) of the given chunks (None: all) that the manifest has; the vectors come
+    from the cache (re-embedded where it lacks them), for recovery and index rebuilds."""
+    rows = reads.texts_by_id(conn, chunk_ids)
+    vectors, _ = embed_texts(conn, embeddings, [text for _, text in rows], progress)
+    return [row[0] for row in rows], vectors

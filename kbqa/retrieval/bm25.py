@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kbqa.kb.lexical import decode_row, query_tokens, term_counts, term_id, term_ids, tokenize
-from kbqa.kb.base import LexicalRow
+from kbqa.kb.reads import LexicalRow
 from kbqa.kb.store import KnowledgeBase
 
 # Anserini's defaults: on CMRC train they beat bm25s's 1.5 / 0.75, and nearby values score about

@@ -26,7 +26,7 @@ from kbqa.server.schemas import CreateKb
 from kbqa.server.state import ApiError, require_key, state_of
 
 if TYPE_CHECKING:
-    from kbqa.kb.base import DocumentRecord
+    from kbqa.kb.reads import DocumentRecord
     from kbqa.kb.store import KnowledgeBase
 
 router = APIRouter(prefix="/v1/kbs")
