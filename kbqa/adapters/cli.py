@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kbqa.adapters.train import Example
 
 DESCRIPTION = """\
 LoRA adapters: look inside them, move them between architectures, prove they apply.
@@ -103,6 +106,11 @@ def add_adapters_parser(subparsers: Any) -> None:
     data = train.add_mutually_exclusive_group(required=True)
     data.add_argument("--alpaca", type=Path, help="Alpaca-format JSON (instruction/input/output)")
     data.add_argument("--cmrc", type=Path, help="folder with questions.jsonl and docs.jsonl")
+    data.add_argument("--rag", type=Path, help="folder with questions.jsonl and docs.jsonl: the "
+                      "docs are indexed as a knowledge base and each question gets the passages "
+                      "kbqa retrieves for it, some with the answer removed (target: the refusal)")
+    train.add_argument("--refusal-share", type=float, default=0.3,
+                       help="with --rag: share of questions taught to refuse (default 0.3)")
     train.add_argument("--out", required=True, type=Path, help="output adapter folder")
     train.add_argument("--steps", type=int, default=100)
     train.add_argument("--rank", type=int, default=8)
@@ -274,11 +282,40 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rag_examples(folder: Path, home: Path, refusal_share: float, seed: int) -> list[Example]:
+    """Index the docs with the default settings, then build examples from what kbqa retrieves."""
+    from kbqa.adapters.rag_data import RagQuestion, rag_examples
+    from kbqa.config import Settings
+    from kbqa.evaluation.data import materialise_docs
+    from kbqa.service import KbqaService
+
+    service = KbqaService(Settings(home=home, kb="train"))
+    docs, problems = materialise_docs(folder / "docs.jsonl", home / "docs")
+    for problem in problems:
+        print(problem)
+    if "train" not in service.list_knowledge_bases():
+        service.ingest([docs], "train", progress=True)
+    top_k = service.settings.retrieval.top_k
+    rows = [json.loads(line) for line in
+            (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    questions = [RagQuestion(r["question"], tuple(r.get("answers") or ())) for r in rows
+                 if r.get("answers")]
+    examples, mix = rag_examples(questions, lambda q: service.retrieve(q, "train", top_k + 5),
+                                 top_k=top_k, refusal_share=refusal_share, seed=seed)
+    print(f"RAG examples: {mix.answerable} answerable, {mix.refusals} refusals; skipped "
+          f"{mix.skipped_no_gold} without the answer in the top {top_k} and {mix.skipped_empty} "
+          "with nothing retrieved")
+    return examples
+
+
 def _train(args: argparse.Namespace) -> int:
     from kbqa.adapters.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
 
-    examples = (alpaca_examples(args.alpaca) if args.alpaca
-                else cmrc_examples(args.cmrc, seed=args.seed))
+    if args.rag:
+        examples = _rag_examples(args.rag, args.out / "rag-kb", args.refusal_share, args.seed)
+    else:
+        examples = (alpaca_examples(args.alpaca) if args.alpaca
+                    else cmrc_examples(args.cmrc, seed=args.seed))
     options = TrainOptions(rank=args.rank, alpha=args.alpha,
                            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                            steps=args.steps, learning_rate=args.lr, max_length=args.max_length,
