@@ -27,3 +27,7 @@ class KnowledgeBaseError(KbqaError):
 
 class AdapterError(KbqaError):
     """A LoRA adapter does not fit the model it is applied to, or changed nothing."""
+
+
+class KnowledgeBaseBusy(KnowledgeBaseError):
+    """Another writer holds the knowledge base's lock (the server answers it 409, not 500)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
@@ -23,6 +24,7 @@ from kbqa.qa.timing import StageTimer
 if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first used
     from kbqa.adapters.variants import Variant, VariantModel
     from kbqa.embeddings.embedders import EncoderEmbeddings
+    from kbqa.kb.freshness import Identity
     from kbqa.kb.results import IngestResult
     from kbqa.kb.store import KnowledgeBase
     from kbqa.kb.uploads import UploadOutcome
@@ -50,6 +52,9 @@ class KbqaService:
         self._base_llm: BaseLLM | None = None
         self._variant_model: VariantModel | None = None
         self._kbs: dict[str, KnowledgeBase] = {}
+        self._kb_identity: dict[str, Identity] = {}
+        self._kb_locks: dict[str, threading.Lock] = {}  # one per name: opening one never waits on another
+        self._kb_locks_lock = threading.Lock()
 
     @property
     def embeddings(self) -> EncoderEmbeddings:
@@ -131,28 +136,43 @@ class KbqaService:
         return llm
 
     def knowledge_base(self, name: str | None = None, *, create: bool = False) -> KnowledgeBase:
-        """Open (or create) a knowledge base by name; opened ones are reused."""
+        """Open (or create) a knowledge base by name; an opened one is reused while it is still
+        the base on disk (one stat per call), else reopened: see kbqa.kb.freshness."""
+        from kbqa.kb.freshness import identity, retire
         from kbqa.kb.store import KnowledgeBase
 
         name = name or self.settings.kb.name
-        if name not in self._kbs:
-            root = self.settings.kb_root
+        root = Path(self.settings.kb_root).expanduser()
+        with self._name_lock(name):
+            cached = self._kbs.get(name)
+            if cached is not None and identity(root / name) == self._kb_identity[name]:
+                return cached
+            if cached is not None:  # deleted or re-created by someone else since it was opened
+                del self._kbs[name], self._kb_identity[name]
+                retire(cached)
+            found = identity(root / name) if name in folders.list_names(root) else None
             vector_store = self.settings.vector_store_config
-            if create:
+            if found is None and not create:
+                raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
+                                         f"(create it with `kbqa ingest PATH --kb {name}`)")
+            if found is None:
                 kb = KnowledgeBase.open_or_create(root, name, self.embeddings,
                                                   chunk_size=self.settings.kb.chunk_size,
                                                   chunk_overlap=self.settings.kb.chunk_overlap,
                                                   index_type=self.settings.kb.index_type,
                                                   vector_store=vector_store)
-            elif name in folders.list_names(root):
+                found = identity(root / name)
+            else:
                 kb = KnowledgeBase.open(root, name, self.embeddings,
                                         index_type=self.settings.kb.index_type,
                                         vector_store=vector_store)
-            else:
-                raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
-                                         f"(create it with `kbqa ingest PATH --kb {name}`)")
-            self._kbs[name] = kb
-        return self._kbs[name]
+            if found is not None:  # a base deleted as it was made is checked again next call
+                self._kbs[name], self._kb_identity[name] = kb, found
+            return kb
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._kb_locks_lock:
+            return self._kb_locks.setdefault(name, threading.Lock())
 
     def ingest(self, paths: Iterable[Path], kb_name: str | None = None,
                progress: bool = False) -> list[IngestResult]:
@@ -203,12 +223,20 @@ class KbqaService:
             raise KnowledgeBaseError(f"knowledge base '{name}' already exists")
         return self.knowledge_base(name, create=True)
 
-    def delete_knowledge_base(self, name: str) -> None:
-        """Delete a knowledge base with its uploaded files (waits for a running write)."""
-        kb = self._kbs.pop(name, None)
-        if kb is not None:
-            kb.close()
-        folders.delete_kb(self.settings.kb_root, name, vector_store=self.settings.vector_store_config)
+    def delete_knowledge_base(self, name: str, *, lock_timeout: float | None = None) -> None:
+        """Delete a knowledge base with its uploaded files; waits `lock_timeout` seconds (default:
+        the store's) for a running write, then raises KnowledgeBaseBusy."""
+        from kbqa.kb.freshness import retire
+
+        with self._name_lock(name):
+            folders.delete_kb(self.settings.kb_root, name,
+                              lock_timeout=(folders.DEFAULT_LOCK_TIMEOUT_S if lock_timeout is None
+                                            else lock_timeout),
+                              vector_store=self.settings.vector_store_config)
+            kb = self._kbs.pop(name, None)
+            self._kb_identity.pop(name, None)
+            if kb is not None:  # a request may still be reading it: closed when it lets go
+                retire(kb)
 
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
                        on_progress: Callable[[int, int, str], None] | None = None
@@ -302,6 +330,7 @@ class KbqaService:
         next use.
         """
         from kbqa.config import update_config_file
+        from kbqa.kb.freshness import retire
 
         current = self.settings
         new = current.changed({k: v for k, v in changes.items() if k != "home"})
@@ -315,8 +344,9 @@ class KbqaService:
         if new.embeddings.model != current.embeddings.model:
             self._embeddings = None
             for kb in self._kbs.values():
-                kb.close()
+                retire(kb)
             self._kbs.clear()
+            self._kb_identity.clear()
         for llm in {id(x): x for x in (self._llm, self._base_llm) if x is not None}.values():
             _apply_generation(llm, new.llm)
         return new

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
-from kbqa.errors import KnowledgeBaseError
+from kbqa.errors import KnowledgeBaseBusy, KnowledgeBaseError
 from kbqa.kb import manifest
 from kbqa.vector_backends import VectorStoreConfig, new_meta
 from kbqa.vector_backends import drop as drop_vectors
@@ -62,7 +62,7 @@ def exclusive_lock(path: Path, timeout: float, name: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise KnowledgeBaseError(
+                    raise KnowledgeBaseBusy(
                         f"knowledge base {name!r} is locked by another writer "
                         f"(waited {timeout:g} s); try again when it has finished") from None
                 time.sleep(0.05)
