@@ -134,6 +134,10 @@ class ServerSettings(_Section):
     variants: dict[str, list[Path]] = Field(
         default_factory=dict,
         description="model names → LoRA adapter folders ('plain' is always served)")
+    max_body_mb: int = Field(
+        1, ge=1, le=1024, description="largest JSON request body in MB (uploads: kb.max_file_mb)")
+    max_question_chars: int = Field(
+        4000, ge=1, le=1_000_000, description="longest chat message, in characters")
     api_keys_file: Path | None = Field(
         None, description="hashed API keys for `kbqa serve` (default HOME/api_keys.json)")
 

@@ -115,21 +115,41 @@ def wait_for(store: JobStore, kb: str, job_id: str, status: str) -> Job:
     return job
 
 
+def staged(jobs: Jobs, name: str) -> tuple[list[tuple[str, Path]], Path]:
+    """An upload as the API stages it: its bytes in a job folder on disk."""
+    folder = jobs.staging()
+    (folder / name).write_bytes(b"x")
+    return [(name, folder / name)], folder
+
+
+def test_a_dead_servers_staged_uploads_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    dead = tmp_path / "incoming" / "0123abcd" / "job"  # an owner with no live lock
+    dead.mkdir(parents=True)
+    (dead / "a.md").write_bytes(b"x")
+    live = Jobs(lambda kb, uploads: [], JobStore(tmp_path))
+    mine = live.staging()
+    Jobs(lambda kb, uploads: [], JobStore(tmp_path))  # a second server over the same HOME
+    assert not dead.parent.exists() and mine.is_dir()  # a live owner's files are kept
+    live.shutdown()
+
+
 def test_finished_jobs_keep_their_result_across_a_restart(tmp_path: Path) -> None:
     release = threading.Event()
 
-    def ingest(kb: str, uploads: list[tuple[str, bytes]]) -> list[UploadOutcome]:
+    def ingest(kb: str, uploads: list[tuple[str, Path]]) -> list[UploadOutcome]:
+        assert all(path.read_bytes() for _, path in uploads)  # the bytes wait on disk
         release.wait(10)
         return [outcome(name) for name, _ in uploads]
 
     jobs = Jobs(ingest, JobStore(tmp_path))
-    first = jobs.submit("hr", [("手册.md", b"x")])
-    second = jobs.submit("hr", [("b.md", b"y")])  # queued behind the first
+    first = jobs.submit("hr", *staged(jobs, "手册.md"))
+    second = jobs.submit("hr", *staged(jobs, "b.md"))  # queued behind the first
     wait_for(jobs.store, "hr", first.id, "running")
     stopping = threading.Thread(target=jobs.shutdown)  # a clean stop: the running job finishes
     stopping.start()
     release.set()
     stopping.join(timeout=10)
+    assert not jobs.incoming.exists()  # no upload's file is left behind, run or dropped
 
     store = JobStore(tmp_path)  # the next server
     done = store.get("hr", first.id)

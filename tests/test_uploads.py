@@ -138,3 +138,74 @@ def test_cli_kb_remove_deletes_the_uploaded_copy_too() -> None:
     assert main(["kb", "remove", source, "--kb", "uploads"]) == 0
     assert not stored.exists()
     assert KbqaService(load_settings()).knowledge_base("uploads").documents() == []
+
+
+def _fake_service(home: Path) -> KbqaService:
+    from kbqa.config import Settings
+
+    from tests.test_store import fake_embeddings
+
+    return KbqaService(Settings(home=home), embeddings=fake_embeddings())
+
+
+def test_two_files_of_one_batch_with_the_same_name_never_replace_each_other(tmp_path: Path) -> None:
+    service = _fake_service(tmp_path / "home")
+    kb = service.create_knowledge_base("dups")
+    first, second = "# 一\n\n第一份报告讲年假。\n", "# 二\n\n第二份报告讲报销。\n"
+    outcomes = service.ingest_uploads("dups", [("dir1/report.md", first.encode()),
+                                               ("dir2/report.md", second.encode())])
+    assert [o.status for o in outcomes] == ["added", "failed"]
+    assert "would both be stored as 'report.md'" in (outcomes[1].error or "")
+    assert (files_folder(kb) / "report.md").read_text(encoding="utf-8") == first
+    assert [d.chunks for d in kb.documents()] == [1]
+
+
+def test_an_upload_staged_on_disk_is_copied_and_a_failed_update_keeps_the_old_file(
+        tmp_path: Path) -> None:
+    service = _fake_service(tmp_path / "home")
+    kb = service.create_knowledge_base("disk")
+    staged = tmp_path / "staged.bin"
+    staged.write_bytes("标准版每年九百九十元。".encode())
+    assert [o.status for o in service.ingest_uploads("disk", [("价格.txt", staged)])] == ["added"]
+    staged.write_bytes(bytes(range(256)) * 20)  # a broken re-upload, from disk
+    assert [o.status for o in service.ingest_uploads("disk", [("价格.txt", staged)])] == ["failed"]
+    folder = files_folder(kb)
+    assert (folder / "价格.txt").read_text(encoding="utf-8") == "标准版每年九百九十元。"
+    assert sorted(p.name for p in folder.iterdir()) == ["价格.txt"]  # no backup or temp left
+
+
+_CRASH_MID_INGEST = """
+import os, signal, sys
+from pathlib import Path
+from kbqa.config import Settings
+from kbqa.kb.store import KnowledgeBase
+from kbqa.service import KbqaService
+from tests.test_store import fake_embeddings
+KnowledgeBase.ingest = lambda self, paths, **kw: os.kill(os.getpid(), signal.SIGKILL)
+service = KbqaService(Settings(home=Path(sys.argv[1])), embeddings=fake_embeddings())
+service.ingest_uploads("crash", [("lost.md", "# 丢失\\n\\n这份文件在入库前进程被杀。\\n".encode())])
+"""
+
+
+def test_a_file_left_by_a_crash_mid_ingest_is_swept_at_the_next_upload(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    service = _fake_service(home)
+    kb = service.create_knowledge_base("crash")
+    service.ingest_uploads("crash", [("kept.md", "# 保留\n\n已入库的文件。\n".encode())])
+    crashed = subprocess.run([sys.executable, "-c", _CRASH_MID_INGEST, str(home)],
+                             cwd=Path(__file__).resolve().parents[1])
+    assert crashed.returncode == -signal.SIGKILL
+    folder = files_folder(kb)
+    assert (folder / "lost.md").is_file()  # stored, never indexed: invisible to every reader
+    assert [d.filename for d in kb.documents()] == ["kept.md"]
+    old = (folder / "lost.md").stat().st_mtime - 3600
+    for name in ("lost.md", "kept.md"):  # time passes: older than any store still waiting
+        os.utime(folder / name, (old, old))
+    fresh = store_upload(folder, "waiting.md", b"# x\n\nstored, its ingest waits for the lock\n")
+    service.ingest_uploads("crash", [("next.md", "# 下一\n\n下一次上传。\n".encode())])
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.md", "next.md", fresh.name]
+    assert sorted(d.filename for d in kb.documents()) == ["kept.md", "next.md"]

@@ -7,15 +7,25 @@ empty, of an unsupported type or only dots. `store_upload` writes the bytes into
 folder. `ingest_uploads` does this for a batch: each file is stored and ingested on its own through
 the KnowledgeBase API (which takes the cross-process writer lock), and a failing file is reported
 without aborting the others. A re-upload of a file that fails to parse leaves the previous version
-(on disk and in the index) in place.
+(on disk and in the index) in place. Two files of one batch that would be stored under the same
+name are refused (the later one), never one silently replacing the other.
+
+An upload is data: bytes (the web app) or a file on disk (the server stages its uploads there, so
+no upload is held in memory). A crash between storing a file and committing its ingest leaves a
+file in ``files/`` that no document names; `sweep_orphans` removes such files at the next upload
+(and at server start), under the writer lock and only once they are older than any store that
+may still be waiting for that lock.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +42,9 @@ MAX_NAME_BYTES = 200
 _RESERVED_CHARS = re.compile(r'[<>:"/\\|?*]')
 _WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul",
                               *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))})
+
+
+Data = bytes | Path  # an upload's content: in memory, or a file to copy from
 
 
 class UploadError(KbqaError):
@@ -96,13 +109,19 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def store_upload(folder: Path, name: str, data: bytes, *, max_bytes: int | None = None) -> Path:
-    """Write `data` as `folder/<sanitised name>` atomically; returns the path. Raises UploadError."""
+def _size(data: Data) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
+
+
+def store_upload(folder: Path, name: str, data: Data, *, max_bytes: int | None = None) -> Path:
+    """Write `data` (bytes, or a file's content) as `folder/<sanitised name>` atomically;
+    returns the path. Raises UploadError."""
     safe = sanitize_filename(name)
-    if max_bytes is not None and len(data) > max_bytes:
-        raise UploadError(f"{name!r}: {len(data) / 1e6:.1f} MB is over the "
+    size = _size(data)
+    if max_bytes is not None and size > max_bytes:
+        raise UploadError(f"{name!r}: {size / 1e6:.1f} MB is over the "
                           f"{max_bytes / 1e6:.0f} MB limit (setting max_file_mb)")
-    if not data:
+    if not size:
         raise UploadError(f"{name!r}: the file is empty")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / safe
@@ -110,64 +129,119 @@ def store_upload(folder: Path, name: str, data: bytes, *, max_bytes: int | None 
         raise UploadError(f"{name!r}: refusing to write outside {folder}")
     with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".upload-", suffix=".tmp",
                                      delete=False) as out:
-        out.write(data)
+        if isinstance(data, Path):
+            with data.open("rb") as source:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+        else:
+            out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(out.name, target)
     return target
 
 
-def ingest_uploads(kb: KnowledgeBase, uploads: Iterable[tuple[str, bytes]], *, max_file_mb: int,
+def ingest_uploads(kb: KnowledgeBase, uploads: Iterable[tuple[str, Data]], *, max_file_mb: int,
                    on_progress: Callable[[int, int, str], None] | None = None
                    ) -> list[UploadOutcome]:
-    """Store and ingest each (name, bytes) upload; one outcome per upload, in order.
+    """Store and ingest each (name, data) upload; one outcome per upload, in order.
 
     `on_progress(done, total, name)` is called before each file and once at the end.
     """
     uploads = list(uploads)
     folder = files_folder(kb)
+    sweep_orphans(kb)
     outcomes: list[UploadOutcome] = []
+    taken: dict[str, str] = {}  # stored name -> the upload that took it in this batch
     for done, (name, data) in enumerate(uploads):
         if on_progress:
             on_progress(done, len(uploads), name)
-        outcomes.append(_ingest_one(kb, folder, name, data, max_file_mb * 1024 * 1024))
+        clash = _clash(name, taken)
+        outcomes.append(UploadOutcome(name, None, "failed", error=clash) if clash else
+                        _ingest_one(kb, folder, name, data, max_file_mb * 1024 * 1024))
     if on_progress:
         on_progress(len(uploads), len(uploads), "")
     return outcomes
 
 
-def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: bytes, max_bytes: int) -> UploadOutcome:
+def duplicate_names(names: Iterable[str]) -> str | None:
+    """Why a batch cannot be stored as it is (two names that store as one), or None."""
+    taken: dict[str, str] = {}
+    for name in names:
+        if clash := _clash(name, taken):
+            return clash
+    return None
+
+
+def _clash(name: str, taken: dict[str, str]) -> str | None:
+    try:
+        safe = sanitize_filename(name)
+    except UploadError:
+        return None  # refused on its own later, with its own reason
+    if safe in taken:
+        return (f"{name!r} and {taken[safe]!r} would both be stored as {safe!r}; "
+                "rename one and upload it again")
+    taken[safe] = name
+    return None
+
+
+def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: Data,
+                max_bytes: int) -> UploadOutcome:
     try:
         safe = sanitize_filename(name)
     except UploadError as exc:
         return UploadOutcome(name, None, "failed", error=str(exc))
     target = folder / safe
-    backup: bytes | None = None
+    backup: Path | None = None
     try:
-        if target.is_file() and not target.is_symlink():
-            backup = target.read_bytes()
+        if target.is_file() and not target.is_symlink():  # the previous version, kept by a link
+            backup = folder / f".backup-{uuid.uuid4().hex}"
+            os.link(target, backup)
         path = store_upload(folder, name, data, max_bytes=max_bytes)
         results = kb.ingest([path])
     except (KbqaError, OSError) as exc:
         _restore(target, backup)
         return UploadOutcome(name, safe, "failed", error=str(exc))
     result = results[0] if results else None
-    if result is None:
-        _restore(target, backup)
-        return UploadOutcome(name, safe, "failed", error="the knowledge base did not take the file")
-    if result.status == "failed":
+    if result is None or result.status == "failed":
         _restore(target, backup)  # keep the previous, indexed version of the file
+        if result is None:
+            return UploadOutcome(name, safe, "failed",
+                                 error="the knowledge base did not take the file")
+    elif backup is not None:
+        backup.unlink(missing_ok=True)
     return UploadOutcome(name, safe, result.status, chunks=result.chunks, error=result.error)
 
 
-def _restore(target: Path, backup: bytes | None) -> None:
+def _restore(target: Path, backup: Path | None) -> None:
     try:
         if backup is None:
             target.unlink(missing_ok=True)
         else:
-            store_upload(target.parent, target.name, backup)
-    except (OSError, UploadError):  # pragma: no cover - best effort; the index is unaffected
+            os.replace(backup, target)
+    except OSError:  # pragma: no cover - best effort; the index is unaffected
         pass
+
+
+def sweep_orphans(kb: KnowledgeBase) -> list[str]:
+    """Remove files in ``files/`` that no document names (left by a crash between store and
+    commit); returns their names. Runs under the writer lock, so no ingest is under way, and
+    spares files younger than twice the lock's timeout: their store may still wait for it."""
+    folder = files_folder(kb)
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - max(60.0, 2 * kb.lock_timeout)
+    removed: list[str] = []
+    with kb.writer(recover=False) as conn:
+        known = {row[0] for row in conn.execute("SELECT source FROM documents")}
+        for path in folder.iterdir():
+            try:
+                if (path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff
+                        and str(path.resolve()) not in known):
+                    path.unlink()
+                    removed.append(path.name)
+            except OSError:  # pragma: no cover - gone meanwhile, or not ours to remove
+                continue
+    return removed
 
 
 def remove_document(kb: KnowledgeBase, source: str) -> int:

@@ -5,13 +5,20 @@ upload answers 202 with a job id and the client polls its status. One worker thr
 order: the store allows one writer per knowledge base anyway, and the CPU is shared with generation.
 Every status change is written to the `JobStore`, so a status survives a restart of the server (a
 job cut off by the restart reads 'interrupted').
+
+Uploaded files wait on disk, never in memory: each job's files sit in its own folder under
+`incoming/<owner>/` (the owner being this process's JobStore id) and the folder goes when the job
+ends. Folders of owners that are gone (a crash, a kill) are removed when a server starts.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError
@@ -23,21 +30,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+Upload = tuple[str, Path]  # (name as uploaded, where its bytes wait on disk)
+
+
 class Jobs:
     """Runs `ingest(kb, uploads)` per job on one worker; the store keeps and answers the status."""
 
-    def __init__(self, ingest: Callable[[str, list[tuple[str, bytes]]], list[UploadOutcome]],
+    def __init__(self, ingest: Callable[[str, list[Upload]], list[UploadOutcome]],
                  store: JobStore) -> None:
         self._ingest = ingest
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbqa-ingest")
+        incoming = store.path.parent / "incoming"
+        for folder in incoming.glob("*") if incoming.is_dir() else []:
+            if folder.name != store.owner and not store.alive(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+        self.incoming = incoming / store.owner
 
-    def submit(self, kb: str, uploads: list[tuple[str, bytes]]) -> Job:
+    def staging(self) -> Path:
+        """A new folder for one upload's files (pass it to `submit`, or remove it)."""
+        folder = self.incoming / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return folder
+
+    def submit(self, kb: str, uploads: list[Upload], folder: Path) -> Job:
+        """Queue the uploads (their files in `folder`, removed when the job ends)."""
         job = self.store.add(kb, [name for name, _ in uploads])
-        self._pool.submit(self._run, job, uploads)
+        self._pool.submit(self._run, job, uploads, folder)
         return job
 
-    def _run(self, job: Job, uploads: list[tuple[str, bytes]]) -> None:
+    def run_in_worker(self, task: Callable[[], object]) -> None:
+        """Run `task` on the ingest worker, between jobs (for housekeeping that writes)."""
+        def guarded() -> None:
+            try:
+                task()
+            except Exception:  # housekeeping must never stop the worker
+                log.exception("ingest worker task failed")
+        self._pool.submit(guarded)
+
+    def _run(self, job: Job, uploads: list[Upload], folder: Path) -> None:
+        try:
+            self._run_job(job, uploads)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _run_job(self, job: Job, uploads: list[Upload]) -> None:
         self.store.update(job.id, "running")
         try:
             outcomes = self._ingest(job.kb, uploads)
@@ -63,4 +100,5 @@ class Jobs:
     def shutdown(self) -> None:
         """Finish the running job, drop the queued ones (they read 'interrupted'), release."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.incoming, ignore_errors=True)
         self.store.close()

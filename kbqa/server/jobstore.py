@@ -111,7 +111,7 @@ class JobStore:
         finally:
             db.close()
 
-    def _alive(self, owner: str) -> bool:
+    def alive(self, owner: str) -> bool:
         """Whether the process that owns `owner`'s jobs still holds its lock."""
         try:
             with open(self.owners / f"{owner}.lock", "rb") as handle:
@@ -129,7 +129,7 @@ class JobStore:
                 f"SELECT DISTINCT owner FROM jobs WHERE {UNFINISHED} AND owner != ?",
                 (self.owner,))]
             for owner in owners:
-                if not self._alive(owner):
+                if not self.alive(owner):
                     self._interrupt(db, owner)
 
     @staticmethod
@@ -140,7 +140,7 @@ class JobStore:
     def _forget_dead_owners(self) -> None:
         """Remove the owner files that no live process holds (their jobs were just reaped)."""
         for path in self.owners.glob("*.lock"):
-            if path.stem != self.owner and not self._alive(path.stem):
+            if path.stem != self.owner and not self.alive(path.stem):
                 path.unlink(missing_ok=True)
 
     def add(self, kb: str, files: list[str]) -> Job:

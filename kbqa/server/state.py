@@ -8,6 +8,8 @@ knowledge bases, not even their names; 404 is only said about names the key is a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ from kbqa.config import Settings
 from kbqa.server.auth import ApiKey, KeyStore
 from kbqa.server.backends import Backend
 from kbqa.server.jobs import Jobs
+from kbqa.server.limits import SCOPE_KEY, UNAUTHENTICATED, bearer_key
 from kbqa.server.queue import GenerationQueue
 
 if TYPE_CHECKING:
@@ -34,6 +37,45 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class KbGuards:
+    """One lock per knowledge base for this server's writers (ingestion jobs, deletes, removals).
+
+    Per base, never server-wide: a write to one base never delays a request for another. A delete
+    or removal that finds its base's guard held answers 409 at once instead of waiting.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards the dict only, never held across a write
+
+    def _of(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    @contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Hold the base's guard for the block, waiting for it (ingestion jobs run in order)."""
+        lock = self._of(name)
+        with lock:
+            yield
+
+    @contextmanager
+    def now_or_409(self, name: str) -> Iterator[None]:
+        """Hold the base's guard for the block, or answer 409 if a write of this server holds it."""
+        lock = self._of(name)
+        if not lock.acquire(blocking=False):
+            raise busy(name)
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def busy(name: str, detail: str = "an ingestion job is writing it") -> ApiError:
+    return ApiError(409, f"knowledge base {name!r} is busy ({detail}); try again when it has "
+                    "finished (see GET /v1/kbs/{kb}/jobs)", "invalid_request_error", "kb_busy")
+
+
 @dataclass
 class ServerState:
     settings: Settings
@@ -42,22 +84,27 @@ class ServerState:
     queue: GenerationQueue
     keys: KeyStore
     jobs: Jobs
-    kb_lock: threading.RLock = field(default_factory=threading.RLock)
+    guards: KbGuards = field(default_factory=KbGuards)
 
     def kb_names(self) -> list[str]:
-        with self.kb_lock:
-            return self.service.list_knowledge_bases()
+        return self.service.list_knowledge_bases()
 
     def open_kb(self, key: ApiKey, name: str) -> KnowledgeBase:
-        """The knowledge base `name` if `key` may use it: 403 if not allowed, 404 if absent."""
+        """The knowledge base `name` if `key` may use it: 403 if not allowed, 404 if absent
+        (also when it is deleted while being opened)."""
         if not key.allows(name):
             raise ApiError(403, f"this API key is not allowed knowledge base {name!r}",
                            "permission_error", "kb_not_allowed")
-        with self.kb_lock:
-            if name not in self.service.list_knowledge_bases():
-                raise ApiError(404, f"knowledge base {name!r} does not exist", "not_found_error",
-                               "kb_not_found")
+        missing = ApiError(404, f"knowledge base {name!r} does not exist", "not_found_error",
+                           "kb_not_found")
+        if name not in self.service.list_knowledge_bases():
+            raise missing
+        try:
             return self.service.knowledge_base(name)
+        except Exception as exc:
+            if name not in self.service.list_knowledge_bases():
+                raise missing from exc
+            raise
 
 
 def state_of(request: Request) -> ServerState:
@@ -65,11 +112,11 @@ def state_of(request: Request) -> ServerState:
 
 
 def require_key(request: Request) -> ApiKey:
-    """FastAPI dependency: the caller's key from `Authorization: Bearer KEY`, else 401."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    key = state_of(request).keys.lookup(token.strip()) if scheme.lower() == "bearer" else None
+    """FastAPI dependency: the caller's key, already checked by the KeyFirst middleware before
+    the body was read (kbqa.server.limits); looked up here only when that did not run."""
+    key = request.scope.get("state", {}).get(SCOPE_KEY)
     if key is None:
-        raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer KEY')",
-                       "authentication_error", "invalid_api_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+        key = bearer_key(state_of(request).keys, request.headers.get("authorization"))
+    if key is None:
+        raise ApiError(401, *UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
     return key
