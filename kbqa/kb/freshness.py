@@ -12,6 +12,7 @@ what changed (kbqa.kb.base), so this check is all a long-lived reader needs.
 
 from __future__ import annotations
 
+import fcntl
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,3 +46,17 @@ def _close(conn: object, vectors: object) -> None:
             resource.close()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - best effort at collection time
             pass
+
+
+def writer_busy(folder: Path) -> bool:
+    """Whether a writer (of any process) holds the base's lock right now; takes no lock itself."""
+    try:
+        with (folder / manifest.LOCK_FILENAME).open("rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    return False

@@ -2,11 +2,13 @@
 
 `create_app` loads everything heavy once (embedder, model, every configured adapter) before the
 first request, so a bad adapter fails at start and requests never race to load the shared model.
-Every error is answered in OpenAI's error shape, so the official clients raise typed exceptions.
+Every error is answered in OpenAI's error shape, so the official clients raise typed exceptions,
+unknown routes and unexpected failures included; a 500 never carries a server path.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,22 +20,26 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from kbqa.config import Settings
-from kbqa.errors import KbqaError
+from kbqa.errors import KbqaError, KnowledgeBaseBusy
 from kbqa.server import chat, kbs, schemas
 from kbqa.server.auth import KeyStore
 from kbqa.server.backends import make_backend
 from kbqa.server.jobs import Jobs
 from kbqa.server.jobstore import JobStore
+from kbqa.server.limits import KeyFirst
 from kbqa.server.queue import GenerationQueue
-from kbqa.server.state import ApiError, ServerState
+from kbqa.server.redact import without_paths
+from kbqa.server.state import ApiError, KbGuards, ServerState
 
 if TYPE_CHECKING:
     from kbqa.service import KbqaService
 
 THREADS_BESIDES_QUEUE = 16  # request threads left free while every queued request waits in one
 STATE_DIRNAME = "serve"  # HOME/serve: what the server keeps between runs (ingestion jobs)
+log = logging.getLogger(__name__)
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None,
@@ -52,9 +58,28 @@ def _install_error_handlers(app: FastAPI) -> None:
                              for e in exc.errors())
         return _error(422, f"invalid request: {problems}", "invalid_request_error", "invalid_body")
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:  # no such route: OpenAI's words for it
+            return _error(404, f"Invalid URL ({request.method} {request.url.path})",
+                          "invalid_request_error", "unknown_url")
+        code = {405: "method_not_allowed", 413: "too_large"}.get(exc.status_code)
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error", code,
+                      dict(exc.headers or {}))
+
+    @app.exception_handler(KnowledgeBaseBusy)
+    async def busy(_: Request, exc: KnowledgeBaseBusy) -> JSONResponse:
+        return _error(409, without_paths(str(exc)), "invalid_request_error", "kb_busy")
+
     @app.exception_handler(KbqaError)
     async def failed(_: Request, exc: KbqaError) -> JSONResponse:
-        return _error(500, str(exc), "server_error")
+        return _error(500, without_paths(str(exc)), "server_error")
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"the server failed unexpectedly ({type(exc).__name__}); see its log",
+                      "server_error")
 
 
 def create_app(settings: Settings, service: KbqaService | None = None) -> FastAPI:
@@ -66,10 +91,17 @@ def create_app(settings: Settings, service: KbqaService | None = None) -> FastAP
     service.embeddings  # noqa: B018 - load once now, not in the first request's thread
     backend.prepare()
     queue = GenerationQueue(settings.server.concurrency, settings.server.queue)
+    guards = KbGuards()
+
+    def ingest(kb: str, uploads: list[tuple[str, Any]]) -> Any:
+        with guards.held(kb):  # this base only: other bases' requests never wait on it
+            return service.ingest_uploads(kb, uploads)
+
+    keys = KeyStore(settings.keys_path)
     state = ServerState(settings=settings, service=service, backend=backend, queue=queue,
-                        keys=KeyStore(settings.keys_path),
-                        jobs=Jobs(service.ingest_uploads,
-                                  JobStore(settings.home / STATE_DIRNAME)))
+                        keys=keys, guards=guards,
+                        jobs=Jobs(ingest, JobStore(settings.home / STATE_DIRNAME)))
+    state.jobs.run_in_worker(lambda: _sweep_uploads(service, guards))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +112,9 @@ def create_app(settings: Settings, service: KbqaService | None = None) -> FastAP
 
     app = FastAPI(title="kbqa", version="0.1.0", lifespan=lifespan)
     app.state.kbqa = state
+    app.add_middleware(KeyFirst, keys=keys,
+                       json_limit=lambda: state.settings.server.max_body_mb * 1024 * 1024,
+                       upload_limit=lambda: state.settings.kb.max_file_mb * 1024 * 1024)
     _install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(kbs.router)
@@ -90,6 +125,22 @@ def create_app(settings: Settings, service: KbqaService | None = None) -> FastAP
         return {"status": "ok", "models": len(backend.names()), "queue": queue.stats()}
 
     return app
+
+
+def _sweep_uploads(service: KbqaService, guards: KbGuards) -> None:
+    """At start: remove uploaded files a crash left unindexed (kbqa.kb.uploads.sweep_orphans)."""
+    from kbqa.kb.uploads import sweep_orphans
+
+    for name in service.list_knowledge_bases():
+        try:
+            with guards.held(name):
+                removed = sweep_orphans(service.knowledge_base(name))
+        except KbqaError as exc:  # busy or broken: the next upload to it sweeps again
+            log.warning("could not sweep knowledge base %r: %s", name, exc)
+            continue
+        if removed:
+            log.warning("knowledge base %r: removed %d uploaded file(s) a crash left unindexed",
+                        name, len(removed))
 
 
 def serve(settings: Settings) -> None:

@@ -3,8 +3,9 @@
 With `kb`, the passages are retrieved first (outside the generation queue: retrieval is cheap and
 its errors should come before any streaming), then the QA chain answers from exactly those passages
 and the response carries them as `sources`. Without `kb`, the model answers the last user message
-as it is. Generation waits in the bounded queue and runs in a worker thread; a streamed answer holds
-its place until the stream ends or the client goes away. A `Meter` follows each generation, so the
+as it is. Generation waits in the bounded queue and runs in a worker thread; an answer, streamed or
+not, holds its place until it ends or the client goes away (then generation stops at the next
+token). Every message is capped at `max_question_chars` characters (422 beyond). A `Meter` follows each generation, so the
 answer carries the real `finish_reason` and token `usage` (see kbqa/server/usage.py).
 """
 
@@ -20,18 +21,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from kbqa.errors import KbqaError
+from kbqa.errors import KbqaError, KnowledgeBaseError
 from kbqa.qa.answers import Source
 from kbqa.qa.chain import fixed_context, qa_chain
 from kbqa.server import schemas
 from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view
 from kbqa.server.queue import QueueFull, Ticket
+from kbqa.server.redact import without_paths
 from kbqa.server.state import ApiError, ServerState, require_key, state_of
 from kbqa.server.usage import Meter
 
 router = APIRouter()
 _END = object()  # end of a streamed answer
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed answer checks that its client is still there
 
 
 @router.get("/v1/models")
@@ -42,10 +45,26 @@ def list_models(request: Request, _: ApiKey = Depends(require_key)) -> dict[str,
 
 
 def _retrieve(state: ServerState, key: ApiKey, body: schemas.ChatRequest) -> list[Any] | None:
+    """The passages; once more on a freshly opened base if it was replaced while searching."""
     if body.kb is None:
         return None
-    state.open_kb(key, body.kb)
-    return state.service.retriever(body.kb, body.top_k).invoke(body.question)
+    for attempt in (1, 2):
+        kb = state.open_kb(key, body.kb)
+        try:
+            return state.service.retriever(body.kb, body.top_k).invoke(body.question)
+        except KnowledgeBaseError:
+            if attempt == 2 or state.open_kb(key, body.kb) is kb:  # not replaced: a real error
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_lengths(state: ServerState, body: schemas.ChatRequest) -> None:
+    limit = state.settings.server.max_question_chars
+    for number, message in enumerate(body.messages, 1):
+        if len(message.text) > limit:
+            raise ApiError(422, f"message {number} has {len(message.text)} characters, over the "
+                           f"{limit}-character limit (setting max_question_chars)",
+                           "invalid_request_error", "message_too_long")
 
 
 def _overrides(llm: Any, body: schemas.ChatRequest) -> Any:
@@ -62,24 +81,50 @@ def _overrides(llm: Any, body: schemas.ChatRequest) -> Any:
 
 
 def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | None,
-            ticket: Ticket, meter: Meter) -> Iterator[str]:
+            ticket: Ticket, meter: Meter, cancelled: threading.Event) -> Iterator[str]:
     """The answer's text pieces; holds a generation slot and the variant while it runs."""
-    with ticket.running(), state.backend.activate(body.model, meter) as llm:
-        llm = _overrides(llm, body)
-        if docs is None:
-            yield from (piece for piece in llm.stream(body.question) if piece)
+    with ticket.running():
+        if cancelled.is_set():  # the client left while this waited for a slot
             return
-        chain = qa_chain(state.settings, fixed_context(docs), llm)
-        for part in chain.stream({"question": body.question, "history": body.history}):
-            if part.get("answer"):
-                yield part["answer"]
+        with state.backend.activate(body.model, meter) as llm:
+            llm = _overrides(llm, body)
+            if docs is None:
+                yield from (piece for piece in llm.stream(body.question) if piece)
+                return
+            chain = qa_chain(state.settings, fixed_context(docs), llm)
+            for part in chain.stream({"question": body.question, "history": body.history}):
+                if part.get("answer"):
+                    yield part["answer"]
 
 
-def _collect(tokens: Iterator[str], ticket: Ticket) -> str:
+class ClientGone(Exception):
+    """The client of a non-streamed answer disconnected; its generation was stopped."""
+
+
+async def _collect(request: Request, out: queue.SimpleQueue, cancelled: threading.Event) -> str:
+    """The whole answer from the generation thread, checking between waits that the client is
+    still there: if it left, stop the generation (which frees its queue place)."""
+    parts: list[str] = []
     try:
-        return "".join(tokens).strip()
+        while True:
+            item = await run_in_threadpool(_next, out, DISCONNECT_POLL_S)
+            if item is _END:
+                return "".join(parts).strip()
+            if isinstance(item, Exception):
+                raise item
+            if item is not None:
+                parts.append(item)
+            elif await request.is_disconnected():
+                raise ClientGone
     finally:
-        ticket.release()
+        cancelled.set()
+
+
+def _next(out: queue.SimpleQueue, timeout: float) -> object:
+    try:
+        return out.get(timeout=timeout)
+    except queue.Empty:
+        return None
 
 
 def _pump(tokens: Iterator[str], ticket: Ticket, out: queue.SimpleQueue,
@@ -125,7 +170,8 @@ async def _sse(body: schemas.ChatRequest, out: queue.SimpleQueue, cancelled: thr
             yield _event(schemas.usage_chunk(cid, body.model, usage), with_usage)
         yield "data: [DONE]\n\n"
     except Exception as exc:  # the status line is sent: report in the stream, OpenAI's way
-        message = str(exc) if isinstance(exc, KbqaError) else f"generation failed: {exc!r}"
+        message = (without_paths(str(exc)) if isinstance(exc, KbqaError)
+                   else f"generation failed unexpectedly ({type(exc).__name__})")
         yield f"data: {json.dumps(schemas.error(message, 'server_error'), ensure_ascii=False)}\n\n"
     finally:  # done, failed or the client went away: stop generating
         cancelled.set()
@@ -138,6 +184,7 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
     if body.model not in state.backend.names():
         raise ApiError(404, f"model {body.model!r} is not served here; see GET /v1/models",
                        "invalid_request_error", "model_not_found")
+    _check_lengths(state, body)
     docs = await run_in_threadpool(_retrieve, state, key, body)
     sources = None if docs is None else [source_view(Source.from_document(d)) for d in docs]
     try:
@@ -146,15 +193,18 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
         raise ApiError(503, str(exc), "server_busy", "queue_full",
                        headers={"Retry-After": str(exc.retry_after)}) from exc
     meter = Meter()
-    tokens = _tokens(state, body, docs, ticket, meter)
+    cancelled = threading.Event()
+    out: queue.SimpleQueue = queue.SimpleQueue()
+    tokens = _tokens(state, body, docs, ticket, meter, cancelled)
+    threading.Thread(target=_pump, args=(tokens, ticket, out, cancelled), daemon=True,
+                     name="kbqa-generate").start()
     if body.stream:
-        out: queue.SimpleQueue = queue.SimpleQueue()
-        cancelled = threading.Event()
-        threading.Thread(target=_pump, args=(tokens, ticket, out, cancelled), daemon=True,
-                         name="kbqa-generate").start()
         return StreamingResponse(_sse(body, out, cancelled, sources, meter),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
-    text = await run_in_threadpool(_collect, tokens, ticket)
+    try:
+        text = await _collect(request, out, cancelled)
+    except ClientGone:
+        return JSONResponse(schemas.error("the client went away", "client_gone"), status_code=499)
     return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources,
                                            meter.finish_reason, meter.usage()))

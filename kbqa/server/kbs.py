@@ -3,13 +3,19 @@
 Documents are named to clients by their bare file name (uploads are stored flat in the KB's
 folder; a file ingested with the CLI is named the same way): server paths never leave the server.
 Uploads are refused before any is stored when one is unusable: 413 over `max_file_mb` (checked on
-Content-Length before the body is read, and per file), 422 for a name or type kbqa cannot take.
-Accepted files are ingested by a background job (202 + job id; poll its status). Job status is
-answered only under the job's own knowledge base, so a key sees only jobs of KBs it is allowed.
+Content-Length before the body is read, and per file), 422 for a name or type kbqa cannot take or
+two files that would be stored under one name. Accepted files wait on disk (never in memory) for
+a background job that ingests them (202 + job id; poll its status). Job status is answered only
+under the job's own knowledge base, so a key sees only jobs of KBs it is allowed.
+
+Deleting a base or removing a document while a writer holds that base (an ingestion job of this
+server, or another process such as the CLI) answers 409 at once; nothing here holds a lock across
+more than one base, so other bases' requests never wait.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,19 +24,20 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from kbqa.errors import KnowledgeBaseError
-from kbqa.kb.uploads import UploadError, sanitize_filename
+from kbqa.errors import KnowledgeBaseBusy, KnowledgeBaseError
+from kbqa.kb.freshness import writer_busy
+from kbqa.kb.uploads import UploadError, duplicate_names, sanitize_filename
 from kbqa.qa.answers import Source
 from kbqa.server.auth import ApiKey
 from kbqa.server.schemas import CreateKb
-from kbqa.server.state import ApiError, require_key, state_of
+from kbqa.server.limits import MULTIPART_SLACK
+from kbqa.server.state import ApiError, busy, require_key, state_of
 
 if TYPE_CHECKING:
     from kbqa.kb.reads import DocumentRecord
     from kbqa.kb.store import KnowledgeBase
 
 router = APIRouter(prefix="/v1/kbs")
-MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
 MAX_FILES = 100
 LIST_JOBS = 100  # GET /v1/kbs/{kb}/jobs answers the newest this many
 
@@ -58,7 +65,12 @@ def list_kbs(request: Request, key: ApiKey = Depends(require_key)) -> dict[str, 
     data = []
     for name in state.kb_names():
         if key.allows(name):
-            kb = state.open_kb(key, name)
+            try:
+                kb = state.open_kb(key, name)
+            except ApiError as exc:  # deleted since it was listed
+                if exc.status == 404:
+                    continue
+                raise
             data.append({"name": name, "documents": len(kb.documents()),
                          "chunks": kb.chunk_count})
     return {"object": "list", "data": data}
@@ -70,13 +82,16 @@ def create_kb(request: Request, body: CreateKb, key: ApiKey = Depends(require_ke
     if not key.allows(body.name):
         raise ApiError(403, f"this API key may not create knowledge base {body.name!r}",
                        "permission_error", "kb_not_allowed")
-    with state.kb_lock:
+    exists = ApiError(409, f"knowledge base {body.name!r} already exists",
+                      "invalid_request_error", "kb_exists")
+    with state.guards.now_or_409(body.name):
         if body.name in state.kb_names():
-            raise ApiError(409, f"knowledge base {body.name!r} already exists",
-                           "invalid_request_error", "kb_exists")
+            raise exists
         try:
             state.service.create_knowledge_base(body.name)
         except KnowledgeBaseError as exc:
+            if body.name in state.kb_names():  # made meanwhile by another process
+                raise exists from exc
             raise ApiError(422, str(exc), "invalid_request_error", "bad_kb_name") from exc
     return {"name": body.name, "documents": 0, "chunks": 0}
 
@@ -84,9 +99,17 @@ def create_kb(request: Request, body: CreateKb, key: ApiKey = Depends(require_ke
 @router.delete("/{kb}")
 def delete_kb(request: Request, kb: str, key: ApiKey = Depends(require_key)) -> dict:
     state = state_of(request)
-    with state.kb_lock:
-        state.open_kb(key, kb)
-        state.service.delete_knowledge_base(kb)
+    state.open_kb(key, kb)
+    with state.guards.now_or_409(kb):
+        try:
+            state.service.delete_knowledge_base(kb, lock_timeout=0)
+        except KnowledgeBaseBusy as exc:
+            raise busy(kb, "another process is writing it") from exc
+        except KnowledgeBaseError as exc:
+            if kb not in state.kb_names():  # deleted meanwhile by another process
+                raise ApiError(404, f"knowledge base {kb!r} does not exist", "not_found_error",
+                               "kb_not_found") from exc
+            raise
     return {"deleted": kb}
 
 
@@ -110,7 +133,10 @@ def remove_document(request: Request, kb: str, name: str,
     if len(matches) > 1:
         raise ApiError(409, f"{name!r} names {len(matches)} documents; remove them with the CLI",
                        "invalid_request_error", "ambiguous_document")
-    chunks = state.service.remove_document(kb, matches[0].source)
+    with state.guards.now_or_409(kb):
+        if writer_busy(store.folder):
+            raise busy(kb, "another process is writing it")
+        chunks = state.service.remove_document(kb, matches[0].source)
     return {"removed": name, "chunks": chunks}
 
 
@@ -131,21 +157,37 @@ async def upload_documents(request: Request, kb: str,
     if not parts:
         raise ApiError(422, "send the files as multipart form fields named 'files'",
                        "invalid_request_error", "no_files")
-    uploads: list[tuple[str, bytes]] = []
     for part in parts:
         try:
             sanitize_filename(part.filename or "")
         except UploadError as exc:
             raise ApiError(422, str(exc), "invalid_request_error", "bad_file") from exc
-        data = await part.read()
-        if len(data) > limit:
-            raise ApiError(413, f"{part.filename!r} is over the {state.settings.kb.max_file_mb} MB "
-                           "limit", "invalid_request_error", "too_large")
-        if not data:
-            raise ApiError(422, f"{part.filename!r} is empty", "invalid_request_error", "bad_file")
-        uploads.append((part.filename or "", data))
-    job = state.jobs.submit(kb, uploads)
+    if clash := duplicate_names(part.filename or "" for part in parts):
+        raise ApiError(422, clash, "invalid_request_error", "duplicate_name")
+    folder = state.jobs.staging()
+    try:
+        uploads = [(part.filename or "", await run_in_threadpool(_stage, part, folder / str(n),
+                                                                 limit, state.settings.kb.max_file_mb))
+                   for n, part in enumerate(parts)]
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    job = state.jobs.submit(kb, uploads, folder)
     return JSONResponse(job.view(), status_code=202)
+
+
+def _stage(part: UploadFile, target: Path, limit: int, limit_mb: int) -> Path:
+    """Copy one part (spooled by the form parser) to `target` on disk; 413 / 422 if unusable."""
+    part.file.seek(0)
+    with target.open("wb") as out:
+        shutil.copyfileobj(part.file, out, 1024 * 1024)
+    size = target.stat().st_size
+    if size > limit:
+        raise ApiError(413, f"{part.filename!r} is over the {limit_mb} MB limit",
+                       "invalid_request_error", "too_large")
+    if not size:
+        raise ApiError(422, f"{part.filename!r} is empty", "invalid_request_error", "bad_file")
+    return target
 
 
 @router.get("/{kb}/jobs/{job_id}")
