@@ -155,3 +155,19 @@ def test_min_coverage_turns_away_passages_missing_the_question_terms(kb: Knowled
     assert kept[0].metadata["coverage"] >= DEFAULT_MIN_COVERAGE
     # dense mode computes coverage too, so the gate means the same in every mode
     assert search(kb, question, mode="dense", k=2, min_coverage=DEFAULT_MIN_COVERAGE) == []
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_the_same_passage_in_several_files_takes_one_place(tmp_path: Path, mode: str) -> None:
+    """Three copies of one handbook and one other file: top-2 is the passage once plus the other
+    file, not two copies (issue 15: identical chunks from different files filled the top-k)."""
+    kb = KnowledgeBase.create(tmp_path / "kbs", "dups", fake_embeddings())
+    text = "# 年假\n\n入职满一年的员工每年享有十天带薪年假。\n"
+    copies = [write(tmp_path / "docs" / f"copy{n}.md", text) for n in range(3)]
+    other = write(tmp_path / "docs" / "other.md", "# 假期\n\n员工的病假每年享有五天带薪假。\n")
+    kb.ingest([*copies, other])
+    docs = search(kb, "员工每年享有几天带薪年假？", mode=mode, k=2)
+    assert len(docs) == 2
+    assert len({d.page_content for d in docs}) == 2
+    assert filenames(docs)[1] == "other.md" and filenames(docs)[0].startswith("copy")
+    assert [d.metadata["rank"] for d in docs] == [1, 2]

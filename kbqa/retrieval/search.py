@@ -50,6 +50,8 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
     relevance with that balance (see `mmr_select`), so near-duplicate chunks do not fill the prompt.
     `reranker` rescores the candidates (after fusion and threshold, before MMR); `score` then is
     the reranker's score and metadata `rerank_score` holds it too.
+    A chunk whose text (whitespace aside) repeats a better-ranked one is skipped, so the same
+    passage stored in several files fills one place, not all `k`.
     """
     if mode not in ("dense", "bm25", "hybrid"):
         raise ValueError(f"unknown retrieval mode {mode!r}; use dense, bm25 or hybrid")
@@ -82,14 +84,12 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
         ranked = sorted(reranked.items(), key=lambda pair: -pair[1])  # stable: ties keep order
     if mmr is not None:
         ranked = mmr_select(ranked[:n], kb.chunk_vectors(i for i, _ in ranked[:n]), k, mmr)
-    ranked = ranked[:k]
+    chunks = kb.get_chunks([i for i, _ in ranked[:n]])
+    ranked = _distinct(ranked[:n], chunks, k)
 
-    chunks = kb.get_chunks([i for i, _ in ranked])
     results: list[Document] = []
     for chunk_id, score in ranked:
-        doc = chunks.get(chunk_id)
-        if doc is None:  # removed by a concurrent writer since the search
-            continue
+        doc = chunks[chunk_id]
         coverage = lexical.coverage(query, doc.page_content) if lexical is not None else None
         if min_coverage is not None and coverage is not None and coverage < min_coverage:
             continue
@@ -101,3 +101,23 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
     return results
 
 
+
+
+def _distinct(ranked: list[tuple[int, float]], chunks: dict[int, Document],
+              k: int) -> list[tuple[int, float]]:
+    """The first `k` candidates that still exist (a concurrent writer may have removed some)
+    and whose text no better-ranked candidate already has."""
+    seen: set[str] = set()
+    kept: list[tuple[int, float]] = []
+    for chunk_id, score in ranked:
+        doc = chunks.get(chunk_id)
+        if doc is None:
+            continue
+        text = " ".join(doc.page_content.split())
+        if text in seen:
+            continue
+        seen.add(text)
+        kept.append((chunk_id, score))
+        if len(kept) == k:
+            break
+    return kept
