@@ -434,48 +434,87 @@ def understated_bomb(source: Path, target: Path, member: str, inflated: int) -> 
     return target
 
 
-# Loads each (path, max_unzipped_bytes or None) in a fresh process: the outcome and the peak of
-# Python-traced memory (zlib's buffers included) during load_file.
+# Loads each (path, load_file keyword arguments) in a fresh process: the outcome, the peak of
+# Python-traced memory (zlib's buffers included) during load_file, and how far the process's
+# peak resident memory rose past what it had after the imports (KiB).
 _MEASURE_LOADS = """
-import json, sys, tracemalloc
+import json, resource, sys, tracemalloc
 from kbqa.errors import LoaderError
 from kbqa.ingest import load_file
 results = []
-for path, limit in json.loads(sys.argv[1]):
+for path, options in json.loads(sys.argv[1]):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     try:
-        load_file(path, **({} if limit is None else {"max_unzipped_bytes": limit}))
+        load_file(path, **options)
         error = None
     except LoaderError as exc:
         error = str(exc)
-    results.append({"error": error, "peak": tracemalloc.get_traced_memory()[1]})
+    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    results.append({"error": error, "peak": peak, "rss_kib": rss})
 print(json.dumps(results))
 """
 
 
-def measure_loads(*loads: tuple[Path, int | None]) -> list[dict]:
-    argument = json.dumps([(str(path), limit) for path, limit in loads])
+def measure_loads(*loads: tuple[Path, int | None | dict]) -> list[dict]:
+    """(path, max_unzipped_bytes, None for the default, or a dict of load_file options)."""
+    def options(limit: int | None | dict) -> dict:
+        if isinstance(limit, dict):
+            return limit
+        return {} if limit is None else {"max_unzipped_bytes": limit}
+
+    argument = json.dumps([(str(path), options(limit)) for path, limit in loads])
     result = subprocess.run([sys.executable, "-c", _MEASURE_LOADS, argument], capture_output=True,
                             text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_zip_bomb_guard_boundary_and_memory(tmp_path: Path) -> None:
-    """A real bomb (a docx plus 256 MiB of blanks, ~1000:1) passes at exactly its unpacked size
-    and is refused one byte below it, having read no more memory than the file's own size."""
+    """A real bomb (a docx plus 256 MiB of blanks, ~1000:1) passes the size limit at exactly its
+    unpacked size and is refused one byte below it, having read no more memory than the file's
+    own size (the ratio limit, tested below, is off here)."""
     bomb = padded_bomb(make_docx(tmp_path / "src.docx", MARKER), tmp_path / "bomb.docx", 256 * _MiB)
     with zipfile.ZipFile(bomb) as archive:
         unpacked = sum(info.file_size for info in archive.infolist())
     compressed = bomb.stat().st_size
     assert unpacked > 256 * _MiB > 500 * compressed  # it is a bomb
-    assert MARKER in texts(load_file(bomb, max_unzipped_bytes=unpacked))
+    assert MARKER in texts(load_file(bomb, max_unzipped_bytes=unpacked, max_unzip_ratio=None))
     with pytest.raises(LoaderError, match=rf"unpacks to {unpacked} bytes, over the "
                                           rf"{unpacked - 1}-byte limit \(refused as a possible zip bomb"):
-        load_file(bomb, max_unzipped_bytes=unpacked - 1)
+        load_file(bomb, max_unzipped_bytes=unpacked - 1, max_unzip_ratio=None)
     (refused,) = measure_loads((bomb, unpacked - 1))
     assert "zip bomb" in refused["error"]
     assert refused["peak"] < compressed
+
+
+def test_zip_ratio_limit_boundary_and_the_default_limits_memory(tmp_path: Path) -> None:
+    """The ratio limit: a member declaring exactly the limit's ratio loads, one step over is
+    refused by its declared sizes alone. Under the default limits a 200 MiB bomb (below the
+    256 MiB size limit, ~1000:1) is refused without inflating anything: memory stays within the
+    file's own size. The default size limit sits below the old 1 GiB, which let a 900 MB bomb
+    through to the parser (it raised a server's RSS by 1.7 GB)."""
+    from kbqa.ingest.loaders import DEFAULT_MAX_UNZIP_RATIO, DEFAULT_MAX_UNZIPPED_BYTES
+
+    assert DEFAULT_MAX_UNZIPPED_BYTES == 256 * _MiB and DEFAULT_MAX_UNZIP_RATIO == 100
+    padding = "customXml/padding.xml"
+    bomb = padded_bomb(make_docx(tmp_path / "src.docx", MARKER), tmp_path / "bomb.docx", 200 * _MiB)
+    with zipfile.ZipFile(bomb) as archive:
+        info = archive.getinfo(padding)
+    ratio = -(-info.file_size // info.compress_size)  # the smallest whole ratio it fits under
+    assert ratio > DEFAULT_MAX_UNZIP_RATIO
+    assert MARKER in texts(load_file(bomb, max_unzip_ratio=ratio))
+    with pytest.raises(LoaderError, match=rf"{padding} declares {info.file_size} bytes from "
+                                          rf"{info.compress_size}, over the {ratio - 1}:1 "
+                                          r"compression limit \(refused as a possible zip bomb"):
+        load_file(bomb, max_unzip_ratio=ratio - 1)
+    compressed = bomb.stat().st_size
+    (refused,) = measure_loads((bomb, None))
+    assert "100:1 compression limit" in refused["error"]
+    assert refused["peak"] < compressed and refused["rss_kib"] < compressed // 1024 + 16 * 1024
+    normal = make_docx(tmp_path / "normal.docx", MARKER)  # a real docx is far under both
+    assert MARKER in texts(load_file(normal))
 
 
 def _inflated_size(path: Path, member: str) -> int:

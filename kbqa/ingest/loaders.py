@@ -33,8 +33,14 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"}
 )
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
-# Office files are zip archives; a few KB can unpack to gigabytes (a "zip bomb").
-DEFAULT_MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
+# Office files are zip archives; a few KB can unpack to gigabytes (a "zip bomb"). The parsers
+# hold a whole member's XML tree in memory, several times the member's size, so the bound on
+# unpacked bytes is what bounds a load's memory (measured in docs/benchmarks.md).
+DEFAULT_MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
+# Office XML deflates about 5-20:1; a member that claims more than this ratio is refused before
+# it is inflated at all. Members under _RATIO_FLOOR are not judged (tiny parts may compress well).
+DEFAULT_MAX_UNZIP_RATIO = 100
+_RATIO_FLOOR = 1024 * 1024
 _ZIP_PROBE_BYTES = 16 * 1024
 
 _ZIP_FORMATS = {".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}
@@ -58,6 +64,7 @@ def load_file(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_unzipped_bytes: int = DEFAULT_MAX_UNZIPPED_BYTES,
+    max_unzip_ratio: int | None = DEFAULT_MAX_UNZIP_RATIO,
 ) -> list[Document]:
     """Read one file into Documents, one per text element, in document order.
 
@@ -75,7 +82,7 @@ def load_file(
         )
     resolved = _checked_path(path, max_bytes)
     if suffix in _ZIP_FORMATS:
-        _check_zip(resolved, _ZIP_FORMATS[suffix], max_unzipped_bytes)
+        _check_zip(resolved, _ZIP_FORMATS[suffix], max_unzipped_bytes, max_unzip_ratio)
     base: Meta = {"source": str(resolved), "filename": resolved.name}
     docs = [
         Document(page_content=text, metadata={**base, "heading": None, **meta})
@@ -107,14 +114,20 @@ def _checked_path(path: Path, max_bytes: int) -> Path:
     return resolved
 
 
-def _check_zip(path: Path, kind: str, max_unzipped_bytes: int) -> None:
-    """Refuse a non-zip, one whose members declare more than the limit, or one with a member
-    that unpacks to more than it declares (see `_member_problem`)."""
+def _check_zip(path: Path, kind: str, max_unzipped_bytes: int,
+               max_ratio: int | None = DEFAULT_MAX_UNZIP_RATIO) -> None:
+    """Refuse a non-zip, one whose members declare more than the limit, one with a member that
+    declares more than `max_ratio` times its compressed size, or one with a member that unpacks
+    to more than it declares (see `_member_problem`). Only the last inflates anything, and only
+    once the declared sizes passed."""
     problems: list[str] = []
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
             if unpacked <= max_unzipped_bytes:
+                problems = [problem for info in archive.infolist()
+                            if (problem := _ratio_problem(info, max_ratio))]
+            if unpacked <= max_unzipped_bytes and not problems:
                 problems = [problem for info in archive.infolist()
                             if (problem := _member_problem(archive, info))]
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
@@ -126,6 +139,16 @@ def _check_zip(path: Path, kind: str, max_unzipped_bytes: int) -> None:
         )
     if problems:
         raise LoaderError(f"{path.name}: {problems[0]} (refused as a possible zip bomb)")
+
+
+def _ratio_problem(info: zipfile.ZipInfo, max_ratio: int | None) -> str | None:
+    """Why a member's declared sizes alone are too suspicious to inflate, or None."""
+    if max_ratio is None or info.file_size < _RATIO_FLOOR:
+        return None
+    if info.file_size > max_ratio * max(info.compress_size, 1):
+        return (f"{info.filename} declares {info.file_size} bytes from {info.compress_size}, "
+                f"over the {max_ratio}:1 compression limit")
+    return None
 
 
 def _member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
