@@ -33,8 +33,9 @@ class Server:
 
 
 def server_settings(home: Path, llm_folder: Path, **extra: Any) -> Settings:
-    return Settings(home=home, llm=str(llm_folder), llm_dtype="float32", max_new_tokens=8,
-                    variants={"donor": [DONOR_ADAPTER]}, max_file_mb=1, serve_queue=1, **extra)
+    options: dict[str, Any] = {"max_new_tokens": 8, "max_file_mb": 1, "serve_queue": 1, **extra}
+    return Settings(home=home, llm=str(llm_folder), llm_dtype="float32",
+                    variants={"donor": [DONOR_ADAPTER]}, **options)
 
 
 def prepare_home(settings: Settings) -> tuple[str, str]:

@@ -15,7 +15,6 @@ import pytest
 from kbqa.config import Settings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.service import KbqaService
-
 from tests.test_store import fake_embeddings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -179,9 +179,9 @@ def test_a_writer_in_another_process_makes_deletes_409_at_once(server: Server) -
     assert upload(server, "locked", ("b.md", NEW))["status"] == "done"
     lock = server.home / "kb" / "locked" / ".lock"
     holder = subprocess.Popen(  # holds the writer lock as a CLI ingest would
-        [sys.executable, "-c", "import fcntl, sys\nh = open(sys.argv[1], 'a+b')\n"
-         "fcntl.flock(h, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n",
-         str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", ("import fcntl, sys\nh = open(sys.argv[1], 'a+b')\n"
+                                "fcntl.flock(h, fcntl.LOCK_EX)\nprint('held', flush=True)\n"
+                                "sys.stdin.read()\n"), str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         for path in ("/v1/kbs/locked/documents/b.md", "/v1/kbs/locked"):

@@ -12,6 +12,7 @@ what changed (kbqa.kb.base), so this check is all a long-lived reader needs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import weakref
 from pathlib import Path
@@ -37,15 +38,13 @@ def identity(folder: Path) -> Identity | None:
 def retire(kb: KnowledgeBaseFolder) -> None:
     """Let go of a stale base without pulling it from under a request still reading it: its
     connections close when the last user drops the object (closing now would fail that read)."""
-    weakref.finalize(kb, _close, kb._conn, kb._vectors)  # noqa: SLF001 - its own package
+    weakref.finalize(kb, _close, kb._conn, kb._vectors)
 
 
 def _close(conn: object, vectors: object) -> None:
     for resource in (conn, vectors):
-        try:
+        with contextlib.suppress(Exception):  # best effort, at collection time
             resource.close()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - best effort at collection time
-            pass
 
 
 def writer_busy(folder: Path) -> bool:
