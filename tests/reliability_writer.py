@@ -39,10 +39,11 @@ def run(*args: str) -> bool:
 
 def listed(home: Path) -> list[str]:
     from kbqa.config import Settings
+    from kbqa.kb import folders
     from kbqa.kb.store import KnowledgeBase
 
     root = Settings(home=home).kb_root
-    if KB not in KnowledgeBase.list_names(root):
+    if KB not in folders.list_names(root):
         return []
     with KnowledgeBase.open(root, KB, _embeddings()) as kb:
         return [Path(r.source).stem for r in kb.documents()]

@@ -5,8 +5,9 @@ its errors should come before any streaming), then the QA chain answers from exa
 and the response carries them as `sources`. Without `kb`, the model answers the last user message
 as it is. Generation waits in the bounded queue and runs in a worker thread; an answer, streamed or
 not, holds its place until it ends or the client goes away (then generation stops at the next
-token). Every message is capped at `max_question_chars` characters (422 beyond). A `Meter` follows each generation, so the
-answer carries the real `finish_reason` and token `usage` (see kbqa/server/usage.py).
+token). Every message is capped at `max_question_chars` characters (422 beyond). A `Meter`
+follows each generation, so the answer carries the real `finish_reason` and token `usage` (see
+kbqa/server/usage.py).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from kbqa.kb.freshness import writer_busy
 from kbqa.kb.uploads import UploadError, duplicate_names, sanitize_filename
 from kbqa.qa.answers import Source
 from kbqa.server.auth import ApiKey
-from kbqa.server.schemas import CreateKb
 from kbqa.server.limits import MULTIPART_SLACK
+from kbqa.server.schemas import CreateKb
 from kbqa.server.state import ApiError, busy, require_key, state_of
 
 if TYPE_CHECKING:
