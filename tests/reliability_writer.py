@@ -89,6 +89,10 @@ def writer(home: Path, docs: Path, events: Path, seconds: float) -> None:
             if retry("kb", "remove", "--yes", deadline=deadline + 30):
                 record(events, "removed", present)
         round_ += 1
+    final = docs / "clifinal.md"  # the base ends non-empty, so the test can compare its indexes
+    final.write_text(doc_text("clifinal"), encoding="utf-8")
+    if retry("ingest", str(final), deadline=time.monotonic() + 60):
+        record(events, "added", ["clifinal"])
     record(events, "done", [])
 
 
