@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import struct
 import subprocess
@@ -25,7 +27,9 @@ from reportlab.pdfgen import canvas
 
 from kbqa.errors import KbqaError, LoaderError, UnsupportedFormatError
 from kbqa.ingest import SUPPORTED_SUFFIXES, load_file
+from kbqa.ingest.loaders import IMAGE_SUFFIXES
 from kbqa.ingest.offline_nlp import install_offline_nlp, offline_pipeline
+from tests.doc_samples import render_page
 
 
 def texts(docs: list[Document]) -> list[str]:
@@ -119,14 +123,14 @@ def test_pdf_pages_and_chinese_text(tmp_path: Path) -> None:
     }
 
 
-def test_docx_headings_from_styles_table_rows_and_no_page_header(tmp_path: Path) -> None:
+def test_docx_headings_from_styles_table_as_markdown_and_no_page_header(tmp_path: Path) -> None:
     docs = load_file(make_docx(tmp_path / "product.docx"))
     assert texts(docs) == [
         "产品概述",
         "星河一号是一款智能音箱，售价699元。",
         "短句",
         "技术参数",
-        "重量 | 500克\n续航 | 12小时",
+        "| 重量 | 500克 |\n| --- | --- |\n| 续航 | 12小时 |",
     ]
     assert [doc.metadata["heading"] for doc in docs] == ["产品概述"] * 3 + ["技术参数"] * 2
     assert all("page" not in doc.metadata and "sheet" not in doc.metadata for doc in docs)
@@ -140,11 +144,11 @@ def test_pptx_slides_and_titles(tmp_path: Path) -> None:
     assert [doc.metadata["heading"] for doc in docs] == ["年度目标"] * 2 + ["市场计划"] * 3
 
 
-def test_xlsx_one_element_per_sheet_with_rows(tmp_path: Path) -> None:
+def test_xlsx_one_markdown_table_per_sheet_with_its_header(tmp_path: Path) -> None:
     docs = load_file(make_xlsx(tmp_path / "prices.xlsx"))
     assert [doc.metadata["sheet"] for doc in docs] == ["价格", "库存"]
-    assert docs[0].page_content == "产品 | 价格\n基础版 | 999元\n专业版 | 2999元"
-    assert docs[1].page_content == "仓库 | 数量\n杭州 | 120"
+    assert docs[0].page_content == "| 产品 | 价格 |\n| --- | --- |\n| 基础版 | 999元 |\n| 专业版 | 2999元 |"
+    assert docs[1].page_content == "| 仓库 | 数量 |\n| --- | --- |\n| 杭州 | 120 |"
     assert all("page" not in doc.metadata for doc in docs)
 
 
@@ -171,11 +175,12 @@ def test_html_in_gbk_headings_from_h_tags(tmp_path: Path) -> None:
     assert [doc.metadata["heading"] for doc in docs] == ["报销"] * 3 + ["差旅"] * 2
 
 
-def test_csv_in_gbk_rows(tmp_path: Path) -> None:
+def test_csv_in_gbk_as_a_markdown_table_with_its_header(tmp_path: Path) -> None:
     path = tmp_path / "phones.csv"
     path.write_bytes("姓名,部门,分机\n张三,研发部,1001\n李四,市场部,1002\n".encode("gbk"))
     (doc,) = load_file(path)
-    assert doc.page_content == "姓名 | 部门 | 分机\n张三 | 研发部 | 1001\n李四 | 市场部 | 1002"
+    assert doc.page_content == ("| 姓名 | 部门 | 分机 |\n| --- | --- | --- |\n"
+                                "| 张三 | 研发部 | 1001 |\n| 李四 | 市场部 | 1002 |")
 
 
 @pytest.mark.parametrize("encoding", ["gbk", "gb18030", "big5", "utf-8-sig", "utf-16"])
@@ -233,6 +238,9 @@ def make_sample(path: Path) -> Path:
         message["Subject"], message["From"], message["To"] = "保修", "a@x.example", "b@x.example"
         message.set_content(MARKER + "\n", charset="utf-8")
         path.write_bytes(message.as_bytes())
+        return path
+    if suffix in IMAGE_SUFFIXES:  # a photo of a page: read by OCR
+        render_page(["产品说明", MARKER], dpi=200, width_inches=5).save(path)
         return path
     text = {
         ".html": f"<html><body><h1>保修</h1><p>{MARKER}</p></body></html>",
@@ -329,12 +337,12 @@ def assert_one_line(error: pytest.ExceptionInfo[KbqaError], name: str) -> None:
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
-    path = tmp_path / "image.bmp"
-    path.write_bytes(b"BM")
+    path = tmp_path / "song.mp3"
+    path.write_bytes(b"ID3")
     with pytest.raises(UnsupportedFormatError) as error:
         load_file(path)
-    assert_one_line(error, "image.bmp")
-    assert ".bmp" in str(error.value) and ".pdf" in str(error.value) and ".docx" in str(error.value)
+    assert_one_line(error, "song.mp3")
+    assert ".mp3" in str(error.value) and ".pdf" in str(error.value) and ".docx" in str(error.value)
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -562,6 +570,50 @@ def test_binary_file_named_txt(tmp_path: Path) -> None:
     (tmp_path / "photo.txt").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(LoaderError, match=r"photo\.txt: looks like a binary file"):
         load_file(tmp_path / "photo.txt")
+
+
+def _png(path: Path) -> Path:
+    render_page(["星河一号"], dpi=72, width_inches=2).save(path, format="PNG")
+    return path
+
+
+@pytest.mark.parametrize(("name", "make", "named"), [
+    ("photo.txt", _png, r"image/png \(a \.png file\)"),
+    ("scan.md", lambda p: render_page(["星河"], dpi=72, width_inches=2).save(p, format="JPEG"),
+     r"image/jpeg \(a \.jpg file\)"),
+    ("report.csv", lambda p: make_pdf(p, [[MARKER]]), r"application/pdf \(a \.pdf file\)"),
+    ("page.html", lambda p: make_docx(p),
+     r"application/vnd\.openxmlformats-officedocument\.wordprocessingml\.document \(a \.docx file\)"),
+])
+def test_other_formats_named_as_text_are_refused_by_their_content(
+        tmp_path: Path, name: str, make: Callable[[Path], object], named: str) -> None:
+    """A PNG named .txt was indexed as one chunk of mojibake (issue 18): text formats are
+    sniffed, and the refusal says what the file really is."""
+    make(tmp_path / name)
+    with pytest.raises(LoaderError, match=rf"{re.escape(name)}: the content is {named}, not text; "
+                                          r"rename it") as error:
+        load_file(tmp_path / name)
+    assert_one_line(error, name)
+
+
+@pytest.mark.parametrize("text", ["BMW是一家德国汽车公司。", "ID3标签写在MP3文件的开头。", "%PDF-1.7 是一种文件格式。"])
+def test_text_that_starts_like_a_file_signature_is_still_text(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text(text, encoding="utf-8")
+    assert texts(load_file(path)) == [text]
+
+
+def test_cli_ingest_refuses_a_png_named_txt(tmp_path: Path) -> None:
+    """`kbqa ingest` reports the file as failed with the loader's message; nothing is indexed."""
+    _png(tmp_path / "photo.txt")
+    env = {**os.environ, "KBQA_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "kbqa.cli", "ingest", str(tmp_path / "photo.txt")],
+                            env=env, capture_output=True, text=True, timeout=300, check=False,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 1, result.stderr
+    assert "failed" in result.stdout
+    assert "photo.txt: the content is image/png (a .png file), not text" in result.stdout
+    assert "0 chunks in total" in result.stdout
 
 
 def test_scanned_pdf_without_text(tmp_path: Path) -> None:

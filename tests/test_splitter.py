@@ -215,3 +215,41 @@ def test_default_size_on_long_text() -> None:
     assert len(chunks) > 5
     assert all(len(chunk) <= 300 for chunk in chunks)
     assert not any(chunk.startswith(END_PUNCTUATION) for chunk in chunks)
+
+
+# --- Markdown tables ---------------------------------------------------------------------------
+
+TABLE_HEADER = "| 型号 | 最大吸力 | 价格 |\n| --- | --- | --- |"
+
+
+def _table(rows: int) -> str:
+    body = "\n".join(f"| 星河R{n} | {n}000Pa | {n}999元 |" for n in range(1, rows + 1))
+    return f"{TABLE_HEADER}\n{body}"
+
+
+def test_a_table_is_packed_by_whole_rows_each_chunk_under_its_header() -> None:
+    text = f"下表列出各型号的参数。\n{_table(30)}\n以上价格含税。"
+    chunks = ChineseTextSplitter(chunk_size=120, chunk_overlap=30).split_text(text)
+    assert chunks[0] == "下表列出各型号的参数。" and chunks[-1] == "以上价格含税。"
+    tables = chunks[1:-1]
+    assert len(tables) > 3
+    rows = []
+    for chunk in tables:
+        assert chunk.startswith(TABLE_HEADER + "\n") and len(chunk) <= 120
+        rows.extend(chunk.split("\n")[2:])
+    assert rows == _table(30).split("\n")[2:]  # every row once, whole, in order
+
+
+def test_a_row_longer_than_a_chunk_is_cut_with_the_header_before_each_piece() -> None:
+    long_row = "| 星河R9 | " + "超长说明" * 40 + " | 9999元 |"
+    chunks = ChineseTextSplitter(chunk_size=100, chunk_overlap=20).split_text(
+        f"{TABLE_HEADER}\n| 星河R1 | 1000Pa | 1999元 |\n{long_row}")
+    assert chunks[0] == f"{TABLE_HEADER}\n| 星河R1 | 1000Pa | 1999元 |"
+    pieces = chunks[1:]
+    assert len(pieces) >= 2 and all(piece.startswith(TABLE_HEADER + "\n") for piece in pieces)
+    assert "".join(piece[len(TABLE_HEADER) + 1:] for piece in pieces) == long_row
+
+
+def test_pipes_without_a_separator_line_are_prose() -> None:
+    text = "| 这不是表格 |\n普通句子。"
+    assert ChineseTextSplitter(chunk_size=100, chunk_overlap=0).split_text(text) == [text]

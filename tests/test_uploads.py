@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from kbqa.config import load_settings
+from kbqa.kb.uploads import (
+    MAX_NAME_BYTES,
+    UploadError,
+    files_folder,
+    sanitize_filename,
+    store_upload,
+)
 from kbqa.service import KbqaService
-from kbqa.kb.uploads import (MAX_NAME_BYTES, UploadError, files_folder, sanitize_filename,
-                          store_upload)
-
 from tests.ui_support import DOC_TEXT
 
 
@@ -63,7 +67,7 @@ def test_long_names_are_shortened_on_character_boundaries(stem: str, suffix: str
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
     assert "\ufffd" not in name and kept and stem.startswith(kept)  # whole characters, in order
     longer = stem[: len(kept) + 1]  # one more character would not fit
-    assert len(f"{longer}.{suffix}".encode("utf-8")) > MAX_NAME_BYTES
+    assert len(f"{longer}.{suffix}".encode()) > MAX_NAME_BYTES
     assert sanitize_filename(name) == name  # already short enough: unchanged
     fits = kept[:-1]
     assert sanitize_filename(f"{fits}.{suffix}") == f"{fits}.{suffix}"
@@ -99,7 +103,7 @@ def test_batch_goes_on_after_failures_and_files_live_in_the_kb(tmp_path: Path) -
         (".hidden.txt", b"x"),
         ("binary.txt", bytes(range(256)) * 20),
         ("tool.exe", b"MZ"),
-        ("价格.txt", "标准版每年九百九十元。".encode("utf-8")),
+        ("价格.txt", "标准版每年九百九十元。".encode()),
     ], on_progress=lambda *a: calls.append(a))
     assert [o.status for o in outcomes] == ["added", "failed", "failed", "failed", "added"]
     assert all(o.error for o in outcomes if o.status == "failed")
@@ -111,7 +115,7 @@ def test_batch_goes_on_after_failures_and_files_live_in_the_kb(tmp_path: Path) -
 
     # same bytes again: skipped; changed bytes: updated
     again = service.ingest_uploads("uploads", [("手册.md", DOC_TEXT.encode("utf-8")),
-                                               ("价格.txt", "标准版每年一千元。".encode("utf-8"))])
+                                               ("价格.txt", "标准版每年一千元。".encode())])
     assert [o.status for o in again] == ["skipped", "updated"]
 
     # a broken re-upload keeps the previous, indexed version of the file
@@ -131,7 +135,7 @@ def test_cli_kb_remove_deletes_the_uploaded_copy_too() -> None:
 
     service = KbqaService(load_settings())
     kb = service.create_knowledge_base("uploads")
-    service.ingest_uploads("uploads", [("价格.txt", "标准版每年九百九十元。".encode("utf-8"))])
+    service.ingest_uploads("uploads", [("价格.txt", "标准版每年九百九十元。".encode())])
     stored = files_folder(kb) / "价格.txt"
     source = next(d.source for d in kb.documents())
     assert stored.is_file()
@@ -208,3 +212,24 @@ def test_a_file_left_by_a_crash_mid_ingest_is_swept_at_the_next_upload(tmp_path:
     service.ingest_uploads("crash", [("next.md", "# 下一\n\n下一次上传。\n".encode())])
     assert sorted(p.name for p in folder.iterdir()) == ["kept.md", "next.md", fresh.name]
     assert sorted(d.filename for d in kb.documents()) == ["kept.md", "next.md"]
+
+
+def test_a_photo_upload_is_read_by_ocr_and_cited_by_page_and_a_png_named_txt_is_refused() -> None:
+    """The path the web app and the server take: a page photographed as PNG is indexed through
+    OCR and retrieved with its page; the same bytes named .txt are refused, saying what they are."""
+    import io
+
+    from tests.doc_samples import render_page
+
+    buffer = io.BytesIO()
+    render_page(["售后服务", "星河扫地机器人R2的保修期为三年，电池保修一年。"], dpi=150,
+                width_inches=5).save(buffer, format="PNG")
+    service = KbqaService(load_settings())
+    service.create_knowledge_base("uploads")
+    outcomes = service.ingest_uploads("uploads", [("保修通知.png", buffer.getvalue()),
+                                                  ("notes.txt", buffer.getvalue())])
+    assert [o.status for o in outcomes] == ["added", "failed"]
+    assert "notes.txt: the content is image/png (a .png file), not text" in outcomes[1].error
+    top = service.retrieve("星河扫地机器人R2的保修期是多久？", "uploads")[0]
+    assert (top.metadata["filename"], top.metadata["page"]) == ("保修通知.png", 1)
+    assert "保修期为三年" in top.page_content

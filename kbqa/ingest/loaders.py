@@ -1,9 +1,11 @@
 """File → text elements, one loader per format, each returning LangChain Documents.
 
-unstructured parses every format but PDF (its PDF path needs a layout model we cannot ship);
-pypdf reads PDFs page by page. unstructured is imported lazily: it takes seconds to import.
+unstructured parses every format but PDF and images (its PDF path needs a layout model we cannot
+ship); PyMuPDF reads PDFs page by page (kbqa/ingest/pdf.py), and scanned pages and images go
+through OCR (kbqa/ingest/ocr.py). unstructured is imported lazily: it takes seconds to import.
 Element *types* are not trusted for Chinese (plain paragraphs come back as ``Title``), so headings
 come from real structure only: Markdown/HTML heading tags, DOCX heading styles, PPTX slide titles.
+Tables become Markdown tables with their header row (kbqa/ingest/tables.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from langchain_core.documents import Document
 
 from kbqa.errors import LoaderError, UnsupportedFormatError
 from kbqa.ingest.encoding import decode_text
+from kbqa.ingest.ocr import PageProgress
 from kbqa.ingest.offline_nlp import install_offline_nlp
+from kbqa.ingest.tables import html_table
 
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
@@ -29,9 +33,14 @@ if TYPE_CHECKING:
 # unstructured prints a sales notice on first use (stdout on a terminal): kbqa logs nothing there.
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+)
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"}
-)
+) | IMAGE_SUFFIXES
+# Formats read as text: their content is sniffed first, so a photo renamed .txt is refused by name.
+_TEXT_SUFFIXES = frozenset({".html", ".htm", ".md", ".markdown", ".txt", ".csv", ".eml"})
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 # Office files are zip archives; a few KB can unpack to gigabytes (a "zip bomb"). The parsers
 # hold a whole member's XML tree in memory, several times the member's size, so the bound on
@@ -65,11 +74,13 @@ def load_file(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_unzipped_bytes: int = DEFAULT_MAX_UNZIPPED_BYTES,
     max_unzip_ratio: int | None = DEFAULT_MAX_UNZIP_RATIO,
+    on_page: PageProgress | None = None,
 ) -> list[Document]:
     """Read one file into Documents, one per text element, in document order.
 
     Metadata: ``source`` (resolved path), ``filename``, ``heading`` (nearest section title or
-    None), plus ``page`` (1-based, PDF pages and PPTX slides) or ``sheet`` (XLSX).
+    None), plus ``page`` (1-based: PDF pages, PPTX slides, image frames) or ``sheet`` (XLSX).
+    ``on_page(done, total)`` is called after each page of a PDF or image (OCR is slow).
     Raises UnsupportedFormatError for unknown extensions and LoaderError, with a one-line
     message naming the file, for anything that cannot be read or holds no text.
     """
@@ -83,10 +94,16 @@ def load_file(
     resolved = _checked_path(path, max_bytes)
     if suffix in _ZIP_FORMATS:
         _check_zip(resolved, _ZIP_FORMATS[suffix], max_unzipped_bytes, max_unzip_ratio)
+    if suffix in _TEXT_SUFFIXES:
+        _refuse_binary_content(resolved)
     base: Meta = {"source": str(resolved), "filename": resolved.name}
+    if suffix in _PAGED_LOADERS:
+        elements = _PAGED_LOADERS[suffix](resolved, on_page)
+    else:
+        elements = _LOADERS[suffix](resolved)
     docs = [
         Document(page_content=text, metadata={**base, "heading": None, **meta})
-        for text, meta in _LOADERS[suffix](resolved)
+        for text, meta in elements
         if text.strip()
     ]
     if not docs:
@@ -112,6 +129,56 @@ def _checked_path(path: Path, max_bytes: int) -> Path:
     if size > max_bytes:
         raise LoaderError(f"{resolved.name}: {size} bytes, larger than the {max_bytes}-byte limit")
     return resolved
+
+
+def _refuse_binary_content(path: Path) -> None:
+    """Refuse a text-format file that is another format (a PNG named .txt), naming what it is.
+
+    A signature alone is not enough ("BM" opens a BMP, and "BMW是一家公司。" too): a format kbqa
+    reads must open as that format, any other must fail to read as text.
+    """
+    import filetype
+
+    with path.open("rb") as handle:
+        kind = filetype.guess(handle.read(8192))
+    if kind is None or not _is_really(path, f".{kind.extension}"):
+        return
+    raise LoaderError(
+        f"{path.name}: the content is {kind.mime} (a .{kind.extension} file), not text; "
+        f"rename it to .{kind.extension} if that is what it is"
+    )
+
+
+def _is_really(path: Path, suffix: str) -> bool:
+    """Whether ``path`` opens as a ``suffix`` file (formats kbqa reads), or else is not text."""
+    if suffix in IMAGE_SUFFIXES:
+        return _opens(lambda: _verify_image(path))
+    if suffix == ".pdf":
+        from kbqa.ingest.pdf import page_count
+
+        return _opens(lambda: page_count(path) > 0)
+    if suffix in _ZIP_FORMATS or suffix == ".zip":
+        return zipfile.is_zipfile(path)
+    try:
+        decode_text(path.read_bytes(), path.name)
+    except LoaderError:
+        return True
+    return False
+
+
+def _opens(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception:  # noqa: BLE001 - a parser's failure, whatever its type, means "not that"
+        return False
+
+
+def _verify_image(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+    return True
 
 
 def _check_zip(path: Path, kind: str, max_unzipped_bytes: int,
@@ -178,22 +245,19 @@ def _corrupt(path: Path, kind: str, exc: BaseException) -> LoaderError:
     return LoaderError(f"{path.name}: corrupt or not a valid {kind} file ({type(exc).__name__}: {detail})")
 
 
-# --- PDF (pypdf) --------------------------------------------------------------------------------
+# --- PDF (PyMuPDF) and images (OCR) -------------------------------------------------------------
 
 
-def _load_pdf(path: Path) -> Iterable[tuple[str, Meta]]:
-    """One element per page: pypdf has no reliable paragraph structure to offer."""
-    from pypdf import PdfReader
+def _load_pdf(path: Path, on_page: PageProgress | None) -> Iterable[tuple[str, Meta]]:
+    from kbqa.ingest.pdf import load_pdf
 
-    try:
-        reader = PdfReader(path)
-        locked = reader.is_encrypted and not reader.decrypt("")
-        pages = [] if locked else [page.extract_text() or "" for page in reader.pages]
-    except Exception as exc:  # pypdf raises many types on malformed input
-        raise _corrupt(path, "PDF", exc) from exc
-    if locked:
-        raise LoaderError(f"{path.name}: encrypted PDF; remove its password first")
-    return [(text.strip(), {"page": number}) for number, text in enumerate(pages, start=1)]
+    return load_pdf(path, on_page)
+
+
+def _load_image(path: Path, on_page: PageProgress | None) -> Iterable[tuple[str, Meta]]:
+    from kbqa.ingest.pdf import load_image
+
+    return load_image(path, on_page)
 
 
 # --- unstructured-based formats -----------------------------------------------------------------
@@ -209,14 +273,11 @@ def _partition(path: Path, kind: str, partition: Callable[[], list[Element]]) ->
 
 
 def _element_text(element: Element) -> str:
-    """Element text; tables become one line per row so rows stay readable after splitting."""
+    """Element text; a table becomes a Markdown table, its first row the header."""
     html = getattr(element.metadata, "text_as_html", None)
     if element.category != "Table" or not html:
         return element.text.strip()
-    from unstructured.common.html_table import HtmlTable
-
-    rows = (" | ".join(row.iter_cell_texts()) for row in HtmlTable.from_html_text(html).iter_rows())
-    return "\n".join(row for row in rows if row.strip())
+    return html_table(html)
 
 
 def _with_headings(
@@ -348,8 +409,11 @@ def _load_xlsx(path: Path) -> Iterable[tuple[str, Meta]]:
         yield _element_text(element), {"sheet": element.metadata.page_name}
 
 
-_LOADERS: dict[str, Callable[[Path], Iterable[tuple[str, Meta]]]] = {
+_PAGED_LOADERS: dict[str, Callable[[Path, PageProgress | None], Iterable[tuple[str, Meta]]]] = {
     ".pdf": _load_pdf,
+    **{suffix: _load_image for suffix in IMAGE_SUFFIXES},
+}
+_LOADERS: dict[str, Callable[[Path], Iterable[tuple[str, Meta]]]] = {
     ".docx": _load_docx,
     ".pptx": _load_pptx,
     ".xlsx": _load_xlsx,

@@ -4,6 +4,8 @@ LangChain's recursive splitter on "。" leaves each chunk starting with the prev
 unless told otherwise, and knows nothing of "；", "……" or closing quotes. Here a sentence keeps its
 end punctuation and closing quotes, chunks are packed from whole sentences, and the overlap is made
 of whole trailing sentences (LangChain's ``_merge_splits`` does the packing and the overlap).
+Markdown tables (what the loaders make of tables) are split by rows instead, each chunk starting
+with the table's header row, so a row is never read without its column names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 from langchain_core.documents import Document
 from langchain_text_splitters import TextSplitter
+
+from kbqa.ingest.tables import is_separator, is_table_line
 
 _CLOSERS = "”’」』）)》\"'"
 # A sentence ends after Chinese end punctuation, or ASCII punctuation followed by whitespace or the
@@ -36,6 +40,30 @@ def _cut_after(pattern: re.Pattern[str], text: str) -> list[str]:
     if start < len(text):
         pieces.append(text[start:])
     return pieces
+
+
+def _segments(text: str) -> Iterator[tuple[bool, Any]]:
+    """(False, prose text) and (True, table lines) in order: a table is a row line followed by a
+    separator line, and the row lines after them. Prose keeps every character."""
+    lines = text.splitlines(keepends=True)
+    prose: list[str] = []
+    index = 0
+    while index < len(lines):
+        if (is_table_line(lines[index]) and index + 1 < len(lines)
+                and is_separator(lines[index + 1])):
+            end = index + 2
+            while end < len(lines) and is_table_line(lines[end]):
+                end += 1
+            if prose:
+                yield False, "".join(prose)
+                prose = []
+            yield True, lines[index:end]
+            index = end
+        else:
+            prose.append(lines[index])
+            index += 1
+    if prose:
+        yield False, "".join(prose)
 
 
 def _hard_cut(text: str, size: int) -> Iterator[str]:
@@ -73,7 +101,33 @@ class ChineseTextSplitter(TextSplitter):
         self.prepend_heading = prepend_heading
 
     def split_text(self, text: str) -> list[str]:
-        return self._merge_splits(self._pieces(text), separator="")
+        chunks: list[str] = []
+        for is_table, part in _segments(text):
+            if is_table:
+                chunks.extend(self._table_chunks(part))
+            else:
+                chunks.extend(self._merge_splits(self._pieces(part), separator=""))
+        return chunks
+
+    def _table_chunks(self, lines: list[str]) -> Iterator[str]:
+        """Rows packed up to ``chunk_size`` with the header and its separator line in front of
+        each chunk; a row too long for that is cut, the header again in front of each piece."""
+        header = "\n".join(line.strip() for line in lines[:2])
+        budget = max(self._chunk_size - self._length_function(header) - 1, self._chunk_size // 2)
+        rows: list[str] = []
+        used = 0
+        for row in (line.strip() for line in lines[2:]):
+            size = self._length_function(row) + 1
+            if rows and used + size > budget:
+                yield "\n".join([header, *rows])
+                rows, used = [], 0
+            if size - 1 > budget:
+                yield from (f"{header}\n{piece}" for piece in _hard_cut(row, budget))
+                continue
+            rows.append(row)
+            used += size
+        if rows or len(lines) == 2:
+            yield "\n".join([header, *rows])
 
     def _pieces(self, text: str) -> Iterator[str]:
         """Sentences, each at most ``chunk_size`` long; whitespace-only pieces dropped."""

@@ -105,7 +105,7 @@ def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path
                 count = manifest.chunk_counts(conn, [previous[0]]).get(previous[0], 0)
                 results.append(IngestResult(path, "skipped", chunks=count))
                 continue
-            chunks = _parse_and_split(path, splitter, stats)
+            chunks = _parse_and_split(path, splitter, stats, progress)
         # Loaders wrap third-party parsers that raise anything; one bad file must not end the batch.
         except Exception as exc:  # noqa: BLE001
             results.append(IngestResult(path, "failed", error=describe(path, exc)))
@@ -117,11 +117,17 @@ def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path
     return results, prepared, stats
 
 
-def _parse_and_split(path: Path, splitter: Any, stats: IngestStats) -> list[Document]:
+def _parse_and_split(path: Path, splitter: Any, stats: IngestStats,
+                     progress: bool = False) -> list[Document]:
     from kbqa.ingest import load_file, split_elements
 
     started = time.perf_counter()
-    elements = load_file(path)
+    pages = _PageBar(path.name) if progress else None
+    try:
+        elements = load_file(path, on_page=pages)
+    finally:
+        if pages:
+            pages.close()
     parsed = time.perf_counter()
     chunks = split_elements(elements, splitter)
     stats.parse_s += parsed - started
@@ -129,6 +135,23 @@ def _parse_and_split(path: Path, splitter: Any, stats: IngestStats) -> list[Docu
     if not any(chunk.page_content.strip() for chunk in chunks):
         raise LoaderError(f"{path.name}: no text to index")
     return [chunk for chunk in chunks if chunk.page_content.strip()]
+
+
+class _PageBar:
+    """A bar over one PDF's or image's pages (OCR takes seconds a page), opened at its first page."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.name, unit="page", leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _write_files(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, prepared: list[PreparedFile],

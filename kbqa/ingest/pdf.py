@@ -1,0 +1,244 @@
+"""PDF pages and images → text, page by page, in reading order.
+
+PyMuPDF gives text blocks with their boxes and finds ruled tables; pages are read column by
+column, running headers and footers (the same text in the top or bottom band of most pages) are
+dropped, tables come out as Markdown, and a page that is only a scan goes through OCR. Picked
+over pypdf on speed and reading order (docs/benchmarks.md §Documents).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kbqa.errors import LoaderError
+from kbqa.ingest.ocr import INSTALL_HINT, PageProgress, ocr_available, ocr_image
+from kbqa.ingest.tables import markdown_table
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+# A page with fewer characters than this in its text layer, and an image on it, is a scan.
+_SCAN_MAX_CHARS = 30
+_OCR_DPI = 200
+# Running headers and footers live in these top and bottom shares of the page height.
+_FURNITURE_BAND = 0.1
+# A column is a real text column (not a label beside its value) when its blocks are this wide.
+_COLUMN_MIN_WIDTH = 0.2
+_PAGE_NUMBER = re.compile(r"^[\s\-—–·第页Pp\.age/]*\d+[\s\-—–·第页/\d共]*$")
+
+
+@dataclass
+class _Block:
+    """A line of text or a table on a page, with its box in points."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str
+    rows: list[list[str]] | None = None  # a table's cells, header row first
+
+
+def _pymupdf() -> Any:
+    """PyMuPDF, quiet: it prints an advert for its layout package to stdout and MuPDF's parse
+    warnings to stderr, where kbqa's CLI prints answers; a bad file raises LoaderError instead."""
+    import pymupdf
+
+    pymupdf.no_recommend_layout()
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    return pymupdf
+
+
+def page_count(path: Path) -> int:
+    """Pages of a PDF; raises if it does not open as one."""
+    with _pymupdf().open(path, filetype="pdf") as document:
+        return document.page_count
+
+
+def load_pdf(path: Path, on_page: PageProgress | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """One element per page: its blocks in reading order, tables as Markdown, scans OCR'd."""
+    pymupdf = _pymupdf()
+    try:
+        document = pymupdf.open(path, filetype="pdf")
+    except Exception as exc:  # PyMuPDF raises FileDataError, RuntimeError, ValueError...
+        raise _corrupt(path, exc) from exc
+    with document:
+        if document.needs_pass and not document.authenticate(""):
+            raise LoaderError(f"{path.name}: encrypted PDF; remove its password first")
+        try:
+            pages = list(_read_pages(document, path, on_page))
+        except LoaderError:
+            raise
+        except Exception as exc:  # a page that cannot be parsed
+            raise _corrupt(path, exc) from exc
+    furniture = _running_furniture(pages)
+    elements = []
+    carried: list[list[str]] | None = None  # a table that ended the previous page
+    for number, (blocks, width, _height) in enumerate(pages, start=1):
+        kept = _reading_order([block for block in blocks
+                               if block.rows is not None or _key(block) not in furniture], width)
+        for index, block in enumerate(kept):
+            if block.rows is not None:
+                if index == 0 and carried is not None:
+                    block.rows = _continued(block.rows, carried)
+                block.text = markdown_table(block.rows)
+        carried = kept[-1].rows if kept and kept[-1].rows is not None else None
+        elements.append(("\n".join(block.text for block in kept if block.text), {"page": number}))
+    return elements
+
+
+def _continued(rows: list[list[str]], previous: list[list[str]]) -> list[list[str]]:
+    """A table that opens a page with as many columns as the one that closed the last page goes
+    on with it: it gets that table's header unless it repeats it already."""
+    if len(rows[0]) != len(previous[0]) or rows[0] == previous[0]:
+        return rows
+    return [previous[0], *rows]
+
+
+def _corrupt(path: Path, exc: BaseException) -> LoaderError:
+    detail = " ".join(str(exc).split())[:200]
+    return LoaderError(f"{path.name}: corrupt or not a valid PDF file ({type(exc).__name__}: {detail})")
+
+
+def _read_pages(document: Any, path: Path,
+                on_page: PageProgress | None) -> Iterator[tuple[list[_Block], float, float]]:
+    """Per page: (blocks with furniture still in, page width, page height)."""
+    total = document.page_count
+    skipped: list[int] = []
+    for index in range(total):
+        page = document[index]
+        blocks = _page_blocks(page)
+        if sum(len(block.text.strip()) for block in blocks) < _SCAN_MAX_CHARS and page.get_images():
+            if ocr_available():
+                blocks = [_Block(0, 0, page.rect.width, page.rect.height,
+                                 ocr_image(_render(page), f"{path.name} page {index + 1}"))]
+            else:
+                skipped.append(index + 1)
+        yield blocks, page.rect.width, page.rect.height
+        if on_page:
+            on_page(index + 1, total)
+    if skipped and len(skipped) == total:
+        raise LoaderError(f"{path.name}: a scanned PDF (no text layer); {INSTALL_HINT}")
+    if skipped:
+        log.warning("%s: pages %s are scans and were not read; %s", path.name,
+                    ", ".join(map(str, skipped)), INSTALL_HINT)
+
+
+def _page_blocks(page: Any) -> list[_Block]:
+    """Text lines outside tables, and each table as one Markdown block."""
+    # PyMuPDF finds tables from their ruling, which is vector graphics: a page without any has
+    # none to find, and the search costs far more than reading the text (docs/benchmarks.md §11).
+    found = page.find_tables().tables if page.get_cdrawings() else []
+    tables = [table for table in found if table.row_count >= 1]
+    blocks = [_Block(*table.bbox, "", rows=_cells(table.extract())) for table in tables]
+    # Lines, not PyMuPDF's blocks: a block can join a left-column line to the right-column
+    # line on the same baseline.
+    lines = (line for block in page.get_text("dict")["blocks"] if block["type"] == 0
+             for line in block["lines"])
+    for line in lines:
+        text = "".join(span["text"] for span in line["spans"]).strip()
+        x0, y0, x1, y1 = line["bbox"]
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+        if not text or any(t.x0 <= centre[0] <= t.x1 and t.y0 <= centre[1] <= t.y1
+                           for t in blocks[:len(tables)]):
+            continue  # blank, or a table cell: the table block has it
+        blocks.append(_Block(x0, y0, x1, y1, text))
+    return blocks
+
+
+def _cells(rows: list[list[str | None]]) -> list[list[str]]:
+    """Cell texts on one line each; merged cells (None) empty."""
+    return [[" ".join((cell or "").split()) for cell in row] for row in rows]
+
+
+def _render(page: Any) -> Image:
+    """The page as a greyscale image at the OCR resolution."""
+    from PIL import Image
+
+    pymupdf = _pymupdf()
+
+    pixmap = page.get_pixmap(dpi=_OCR_DPI, colorspace=pymupdf.csGRAY)
+    return Image.frombytes("L", (pixmap.width, pixmap.height), pixmap.samples)
+
+
+def _key(block: _Block) -> str:
+    """A block's text with digits generalised: "第3页" and "第4页" are the same footer."""
+    return re.sub(r"\d+", "#", " ".join(block.text.split()))
+
+
+def _running_furniture(pages: list[tuple[list[_Block], float, float]]) -> set[str]:
+    """Texts in the top or bottom band of at least half the pages (two at least), and page numbers."""
+    counts: Counter[str] = Counter()
+    numbers: set[str] = set()
+    for blocks, _width, height in pages:
+        seen = set()
+        for block in blocks:
+            if block.rows is not None:
+                continue
+            if block.y1 <= height * _FURNITURE_BAND or block.y0 >= height * (1 - _FURNITURE_BAND):
+                seen.add(_key(block))
+                if _PAGE_NUMBER.match(block.text.strip()):
+                    numbers.add(_key(block))
+        counts.update(seen)
+    needed = max(2, (len(pages) + 1) // 2)
+    return {key for key, count in counts.items() if count >= needed} | numbers
+
+
+def _reading_order(blocks: list[_Block], width: float) -> list[_Block]:
+    """Top to bottom; between blocks that cross the page's middle, a two-column stretch is read
+    left column first, then the right one."""
+    middle = width / 2
+    ordered: list[_Block] = []
+    band: list[_Block] = []
+    for block in sorted(blocks, key=lambda b: (round(b.y0), b.x0)):
+        if block.x0 < middle < block.x1:
+            ordered.extend(_columns(band, middle, width))
+            band = []
+            ordered.append(block)
+        else:
+            band.append(block)
+    ordered.extend(_columns(band, middle, width))
+    return ordered
+
+
+def _columns(band: list[_Block], middle: float, width: float) -> Iterable[_Block]:
+    left = [block for block in band if block.x1 <= middle]
+    right = [block for block in band if block.x0 >= middle]
+    if not left or not right or not all(_wide(side, width) for side in (left, right)):
+        return band  # one column, or labels beside values: top to bottom as it stands
+    return [*left, *right]
+
+
+def _wide(blocks: list[_Block], width: float) -> bool:
+    widths = sorted(block.x1 - block.x0 for block in blocks)
+    return widths[len(widths) // 2] >= _COLUMN_MIN_WIDTH * width
+
+
+def load_image(path: Path, on_page: PageProgress | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """OCR each frame of an image file (a TIFF can hold many pages), with its page number."""
+    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+    if not ocr_available():
+        raise LoaderError(f"{path.name}: an image, read only by OCR; {INSTALL_HINT}")
+    try:
+        with Image.open(path) as image:
+            frames = [ImageOps.exif_transpose(frame.copy()) for frame in ImageSequence.Iterator(image)]
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise LoaderError(f"{path.name}: corrupt or not a valid image ({type(exc).__name__}: "
+                          f"{detail})") from exc
+    elements = []
+    for number, frame in enumerate(frames, start=1):
+        elements.append((ocr_image(frame, f"{path.name} page {number}"), {"page": number}))
+        if on_page:
+            on_page(number, len(frames))
+    return elements
