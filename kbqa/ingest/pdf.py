@@ -117,7 +117,7 @@ def _read_pages(document: Any, path: Path,
     for index in range(total):
         page = document[index]
         blocks = _page_blocks(page)
-        if sum(len(block.text.strip()) for block in blocks) < _SCAN_MAX_CHARS and page.get_images():
+        if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.get_images():
             if ocr_available():
                 blocks = [_Block(0, 0, page.rect.width, page.rect.height,
                                  ocr_image(_render(page), f"{path.name} page {index + 1}"))]
@@ -131,6 +131,13 @@ def _read_pages(document: Any, path: Path,
     if skipped:
         log.warning("%s: pages %s are scans and were not read; %s", path.name,
                     ", ".join(map(str, skipped)), INSTALL_HINT)
+
+
+def _chars(block: _Block) -> int:
+    """Characters of text in a line or a table."""
+    if block.rows is None:
+        return len(block.text.strip())
+    return sum(len(cell) for row in block.rows for cell in row)
 
 
 def _page_blocks(page: Any) -> list[_Block]:
