@@ -27,6 +27,8 @@ SCAN_TEXT = [
 def render_page(lines: list[str], *, dpi: int = 300, point_size: float = 12.0,
                 width_inches: float | None = None) -> Image.Image:
     """A white page (A4 wide unless told) with `lines` in black, wrapped to the text width."""
+    if not CJK_FONT.is_file():
+        raise FileNotFoundError(f"{CJK_FONT} is missing: apt-get install fonts-noto-cjk")
     font = ImageFont.truetype(str(CJK_FONT), round(point_size / 72 * dpi), index=2)  # SC face
     width = round((width_inches or _A4_INCHES[0]) * dpi)
     margin = round(_MARGIN_INCHES * dpi)
