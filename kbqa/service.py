@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,9 +12,10 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseLLM
 from langchain_core.runnables import Runnable
 
-from kbqa.config import LLMSettings, Settings
+from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError
 from kbqa.kb import folders
+from kbqa.models import Models
 from kbqa.qa.answers import Answer, Source, VariantAnswer
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
 from kbqa.qa.prompts import build_prompt
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first
     from kbqa.kb.results import IngestResult
     from kbqa.kb.store import KnowledgeBase
     from kbqa.kb.uploads import UploadOutcome
-    from kbqa.llm.local import LocalLLM
     from kbqa.retrieval.rerank import Reranker
     from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 
@@ -38,7 +37,7 @@ Event = tuple[str, list[Source] | str | Answer | VariantAnswer]
 
 
 class KbqaService:
-    """Owns the embedder, the LLM and open knowledge bases for one process.
+    """Owns the models (kbqa.models.Models) and the open knowledge bases of one process.
 
     Models load on first use; `embeddings` and `llm` may be injected (tests, embedding kbqa).
     """
@@ -46,11 +45,7 @@ class KbqaService:
     def __init__(self, settings: Settings, *, embeddings: EncoderEmbeddings | None = None,
                  llm: BaseLLM | None = None) -> None:
         self.settings = settings
-        self._embeddings = embeddings
-        self._llm = llm
-        self._injected_llm = llm
-        self._base_llm: BaseLLM | None = None
-        self._variant_model: VariantModel | None = None
+        self.models = Models(settings, embeddings=embeddings, llm=llm)
         self._kbs: dict[str, KnowledgeBase] = {}
         self._kb_identity: dict[str, Identity] = {}
         self._kb_locks: dict[str, threading.Lock] = {}  # one per name: opening one never waits on another
@@ -58,82 +53,23 @@ class KbqaService:
 
     @property
     def embeddings(self) -> EncoderEmbeddings:
-        """The configured embedder, loaded once."""
-        if self._embeddings is None:
-            from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
-
-            self._embeddings = (load_embedded_default() if self.settings.embeddings.model == "embedded"
-                                else load_sentence_transformer(Path(self.settings.embeddings.model)))
-        return self._embeddings
+        return self.models.embeddings
 
     @property
     def llm(self) -> BaseLLM:
-        """The configured LLM with the configured adapters, loaded once (remote: a client)."""
-        if self._llm is None:
-            from kbqa.llm.remote import RemoteLLM, is_remote
-
-            s = self.settings
-            if is_remote(s.llm.model):
-                if s.llm.adapters:
-                    raise ConfigError("adapters cannot be applied to a remote LLM: configure "
-                                      "them on the serving side and name that variant in llm")
-                self._llm = RemoteLLM.from_settings(s)
-            else:
-                self._llm = self._with_adapters(self._load_local_llm())
-        return self._llm
+        return self.models.llm
 
     @property
     def base_llm(self) -> BaseLLM:
-        """The LLM without adapters (variants add them on top, see kbqa.adapters.variants)."""
-        if self._base_llm is None:
-            from kbqa.llm.remote import is_remote
-
-            if self._injected_llm is not None and not self.settings.llm.adapters:
-                self._base_llm = self._injected_llm
-            elif is_remote(self.settings.llm.model):
-                self._base_llm = self.llm  # a remote model: adapters are chosen on the serving side
-            else:
-                self._base_llm = self._load_local_llm()
-        return self._base_llm
+        return self.models.base_llm
 
     @property
     def variant_model(self) -> VariantModel:
-        """The base model shared by every variant (plain, the configured adapters, others)."""
-        if self._variant_model is None:
-            from kbqa.adapters.variants import VariantModel
+        return self.models.variant_model
 
-            self._variant_model = VariantModel(self.base_llm)
-        return self._variant_model
-
-    @cached_property
+    @property
     def reranker(self) -> Reranker | None:
-        """The configured cross-encoder (None by default), loaded once."""
-        from kbqa.retrieval.rerank import load_reranker
-
-        return load_reranker(self.settings.retrieval.rerank)
-
-    def _load_local_llm(self) -> LocalLLM:
-        """The one place a local model is loaded from the settings."""
-        from kbqa.llm.loading import resolve_llm
-        from kbqa.llm.local import LocalLLM
-
-        s = self.settings
-        folder = resolve_llm(s.llm.model, s.cache_dir, s.llm.dtype)
-        return LocalLLM.from_folder(folder, dtype=s.llm.dtype, max_new_tokens=s.llm.max_new_tokens,
-                                    temperature=s.llm.temperature, top_p=s.llm.top_p,
-                                    repetition_penalty=s.llm.repetition_penalty)
-
-    def _with_adapters(self, llm: LocalLLM) -> LocalLLM:
-        """`llm` with the configured adapters loaded strictly (none: unchanged)."""
-        if not self.settings.llm.adapters:
-            return llm
-        from kbqa.adapters import load_adapters
-        from kbqa.llm.quantization import refuse_adapters
-
-        refuse_adapters(llm.model, self.settings.llm.adapters[0])
-        llm.model, reports = load_adapters(llm.model, list(self.settings.llm.adapters))
-        llm.adapters = [report.folder for report in reports]
-        return llm
+        return self.models.reranker
 
     def knowledge_base(self, name: str | None = None, *, create: bool = False) -> KnowledgeBase:
         """Open (or create) a knowledge base by name; an opened one is reused while it is still
@@ -339,27 +275,12 @@ class KbqaService:
             raise ConfigError(f"invalid settings: {problem}")
         update_config_file(current.config_path, changes)
         self.settings = new
-        if (new.llm.model, new.llm.dtype) != (current.llm.model, current.llm.dtype):
-            self._llm = self._injected_llm = self._base_llm = self._variant_model = None
-        if new.embeddings.model != current.embeddings.model:
-            self._embeddings = None
+        if self.models.apply(new):  # another embedder: every open base must reopen with it
             for kb in self._kbs.values():
                 retire(kb)
             self._kbs.clear()
             self._kb_identity.clear()
-        for llm in {id(x): x for x in (self._llm, self._base_llm) if x is not None}.values():
-            _apply_generation(llm, new.llm)
         return new
-
-
-GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
-
-
-def _apply_generation(llm: BaseLLM, section: LLMSettings) -> None:
-    """Set the generation parameters this LLM has (a remote one has no repetition_penalty)."""
-    for name in GENERATION_FIELDS:
-        if name in type(llm).model_fields:
-            setattr(llm, name, getattr(section, name))
 
 
 def _settings_problem(settings: Settings) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbqa.kb import folders
-from kbqa.kb.store import KnowledgeBase
 
 from tests.ui_support import app_test, home, texts, write_doc
 
