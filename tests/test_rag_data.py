@@ -41,3 +41,27 @@ def test_no_refusals_when_the_share_is_zero():
     questions = [RagQuestion(q, ANSWERS[q]) for q in ("年假几天？", "餐补多少？")] * 5
     examples, mix = rag_examples(questions, retrieve, refusal_share=0.0)
     assert mix.refusals == 0 and {e.answer for e in examples} == {"10天", "25元"}
+
+
+def test_cli_trains_on_what_kbqa_retrieves(tiny_llm_folder, tmp_path, capsys):
+    import json
+
+    from kbqa.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    docs = [{"doc_id": "d1", "title": "员工手册", "text": "员工每年有10天带薪年假。年假须提前三天申请。"},
+            {"doc_id": "d2", "title": "补贴", "text": "公司为员工提供每天25元的餐费补贴。交通补贴另计。"}]
+    questions = [{"question": "员工每年有几天带薪年假？", "answers": ["10天"], "doc_id": "d1"},
+                 {"question": "每天的餐费补贴是多少？", "answers": ["25元"], "doc_id": "d2"}]
+    for name, rows in (("docs.jsonl", docs), ("questions.jsonl", questions)):
+        (data / name).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows),
+                                 encoding="utf-8")
+    out = tmp_path / "adapter"
+    assert main(["adapters", "train", "--model", str(tiny_llm_folder), "--rag", str(data),
+                 "--out", str(out), "--steps", "1", "--rank", "2", "--alpha", "4",
+                 "--max-length", "256", "--refusal-share", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "RAG examples: 2 answerable, 0 refusals" in printed
+    assert (out / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint"]  # no KB left in it

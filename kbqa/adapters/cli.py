@@ -312,7 +312,10 @@ def _train(args: argparse.Namespace) -> int:
     from kbqa.adapters.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
 
     if args.rag:
-        examples = _rag_examples(args.rag, args.out / "rag-kb", args.refusal_share, args.seed)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kbqa-rag-") as home:  # rebuilt the same each run
+            examples = _rag_examples(args.rag, Path(home), args.refusal_share, args.seed)
     else:
         examples = (alpaca_examples(args.alpaca) if args.alpaca
                     else cmrc_examples(args.cmrc, seed=args.seed))
