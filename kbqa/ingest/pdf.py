@@ -1,18 +1,24 @@
 """PDF pages and images → text, page by page, in reading order.
 
-PyMuPDF gives text blocks with their boxes and finds ruled tables; pages are read column by
-column, running headers and footers (the same text in the top or bottom band of most pages) are
-dropped, tables come out as Markdown, and a page that is only a scan goes through OCR. Picked
-over pypdf on speed and reading order (docs/benchmarks.md §Documents).
+Two backends behind one loader. With the optional extra ``kbqa[pdf]`` (PyMuPDF, AGPL-3.0), text
+lines come with their boxes and ruled tables are found: pages are read column by column, running
+headers and footers (the same text in the top or bottom band of most pages) are dropped, and
+tables come out as Markdown; picked over pypdf on speed and reading order (docs/benchmarks.md
+§Documents). The base install keeps to permissive licences: pypdfium2 (Apache-2.0/BSD) gives
+each page's text in PDFium's order, one block a page. On either, a page that is only a scan goes
+through OCR when ``kbqa[ocr]`` is installed.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LAYOUT_HINT = ("PDFs are read as plain text per page; pip install 'kbqa[pdf]' gives layout-aware "
+               "PDF parsing with tables (PyMuPDF, AGPL-3.0)")
 # A page with fewer characters than this in its text layer, and an image on it, is a scan.
 _SCAN_MAX_CHARS = 30
 _OCR_DPI = 200
@@ -33,6 +41,8 @@ _FURNITURE_BAND = 0.1
 # A column is a real text column (not a label beside its value) when its blocks are this wide.
 _COLUMN_MIN_WIDTH = 0.2
 _PAGE_NUMBER = re.compile(r"^[\s\-—–·第页Pp\.age/]*\d+[\s\-—–·第页/\d共]*$")
+# PDFium is not thread-safe: one document at a time in this process (server uploads run in threads).
+_pdfium_lock = threading.Lock()
 
 
 @dataclass
@@ -45,6 +55,37 @@ class _Block:
     y1: float
     text: str
     rows: list[list[str]] | None = None  # a table's cells, header row first
+
+
+@dataclass
+class _Page:
+    """What the loader needs of one page, whichever backend read it."""
+
+    blocks: list[_Block]
+    width: float
+    height: float
+    has_images: Callable[[], bool]  # asked only of pages with almost no text
+    render: Callable[[], Image]  # greyscale at the OCR resolution
+
+
+def layout_available() -> bool:
+    """Whether the layout-aware backend (the ``pdf`` extra, PyMuPDF) can be imported."""
+    try:
+        import pymupdf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def layout_hint() -> str | None:
+    """What to install for layout-aware PDF parsing, or None when it is installed."""
+    return None if layout_available() else LAYOUT_HINT
+
+
+@cache
+def _note_plain_backend() -> None:
+    """Say once per process that PDFs are read without layout, and how to get it."""
+    log.info(LAYOUT_HINT)
 
 
 def _pymupdf() -> Any:
@@ -60,30 +101,23 @@ def _pymupdf() -> Any:
 
 def page_count(path: Path) -> int:
     """Pages of a PDF; raises if it does not open as one."""
-    with _pymupdf().open(path, filetype="pdf") as document:
-        return document.page_count
+    with _opened(path) as (total, _pages):
+        return total
 
 
 def load_pdf(path: Path, on_page: PageProgress | None = None) -> list[tuple[str, dict[str, Any]]]:
     """One element per page: its blocks in reading order, tables as Markdown, scans OCR'd."""
-    pymupdf = _pymupdf()
-    try:
-        document = pymupdf.open(path, filetype="pdf")
-    except Exception as exc:  # PyMuPDF raises FileDataError, RuntimeError, ValueError...
-        raise _corrupt(path, exc) from exc
-    with document:
-        if document.needs_pass and not document.authenticate(""):
-            raise LoaderError(f"{path.name}: encrypted PDF; remove its password first")
+    with _opened(path) as (total, pages):
         try:
-            pages = list(_read_pages(document, path, on_page))
+            read = list(_read_pages(pages, total, path, on_page))
         except LoaderError:
             raise
         except Exception as exc:  # a page that cannot be parsed
             raise _corrupt(path, exc) from exc
-    furniture = _running_furniture(pages)
+    furniture = _running_furniture(read)
     elements = []
     carried: list[list[str]] | None = None  # a table that ended the previous page
-    for number, (blocks, width, _height) in enumerate(pages, start=1):
+    for number, (blocks, width, _height) in enumerate(read, start=1):
         kept = _reading_order([block for block in blocks
                                if block.rows is not None or _key(block) not in furniture], width)
         for index, block in enumerate(kept):
@@ -94,6 +128,72 @@ def load_pdf(path: Path, on_page: PageProgress | None = None) -> list[tuple[str,
         carried = kept[-1].rows if kept and kept[-1].rows is not None else None
         elements.append(("\n".join(block.text for block in kept if block.text), {"page": number}))
     return elements
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
+    """The page count and the pages, read lazily, from PyMuPDF if installed, else PDFium."""
+    if layout_available():
+        with _opened_pymupdf(path) as opened:
+            yield opened
+    else:
+        _note_plain_backend()
+        with _opened_pdfium(path) as opened:
+            yield opened
+
+
+@contextmanager
+def _opened_pymupdf(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
+    pymupdf = _pymupdf()
+    try:
+        document = pymupdf.open(path, filetype="pdf")
+    except Exception as exc:  # PyMuPDF raises FileDataError, RuntimeError, ValueError...
+        raise _corrupt(path, exc) from exc
+    with document:
+        if document.needs_pass and not document.authenticate(""):
+            raise _encrypted(path)
+        yield document.page_count, (_pymupdf_page(page) for page in document)
+
+
+def _pymupdf_page(page: Any) -> _Page:
+    return _Page(_page_blocks(page), page.rect.width, page.rect.height,
+                 has_images=lambda: bool(page.get_images()), render=lambda: _pymupdf_render(page))
+
+
+@contextmanager
+def _opened_pdfium(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    with _pdfium_lock:
+        try:
+            document = pdfium.PdfDocument(path)  # an empty user password is tried by PDFium itself
+        except pdfium.PdfiumError as exc:
+            if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
+                raise _encrypted(path) from exc
+            raise _corrupt(path, exc) from exc
+        try:
+            yield len(document), (_pdfium_page(document[index]) for index in range(len(document)))
+        finally:
+            document.close()
+
+
+def _pdfium_page(page: Any) -> _Page:
+    """The page's text in PDFium's order as one block over the whole page (no layout: the
+    header/footer and column steps leave it as it is)."""
+    import pypdfium2.raw as pdfium_c
+
+    lines = (line.strip() for line in page.get_textpage().get_text_range().splitlines())
+    text = "\n".join(line for line in lines if line)
+    width, height = page.get_size()
+    return _Page([_Block(0, 0, width, height, text)] if text else [], width, height,
+                 has_images=lambda: next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]),
+                                         None) is not None,
+                 render=lambda: page.render(scale=_OCR_DPI / 72, grayscale=True).to_pil())
+
+
+def _encrypted(path: Path) -> LoaderError:
+    return LoaderError(f"{path.name}: encrypted PDF; remove its password first")
 
 
 def _continued(rows: list[list[str]], previous: list[list[str]]) -> list[list[str]]:
@@ -109,23 +209,21 @@ def _corrupt(path: Path, exc: BaseException) -> LoaderError:
     return LoaderError(f"{path.name}: corrupt or not a valid PDF file ({type(exc).__name__}: {detail})")
 
 
-def _read_pages(document: Any, path: Path,
+def _read_pages(pages: Iterable[_Page], total: int, path: Path,
                 on_page: PageProgress | None) -> Iterator[tuple[list[_Block], float, float]]:
     """Per page: (blocks with furniture still in, page width, page height)."""
-    total = document.page_count
     skipped: list[int] = []
-    for index in range(total):
-        page = document[index]
-        blocks = _page_blocks(page)
-        if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.get_images():
+    for number, page in enumerate(pages, start=1):
+        blocks = page.blocks
+        if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.has_images():
             if ocr_available():
-                blocks = [_Block(0, 0, page.rect.width, page.rect.height,
-                                 ocr_image(_render(page), f"{path.name} page {index + 1}"))]
+                blocks = [_Block(0, 0, page.width, page.height,
+                                 ocr_image(page.render(), f"{path.name} page {number}"))]
             else:
-                skipped.append(index + 1)
-        yield blocks, page.rect.width, page.rect.height
+                skipped.append(number)
+        yield blocks, page.width, page.height
         if on_page:
-            on_page(index + 1, total)
+            on_page(number, total)
     if skipped and len(skipped) == total:
         raise LoaderError(f"{path.name}: a scanned PDF (no text layer); {INSTALL_HINT}")
     if skipped:
@@ -167,7 +265,7 @@ def _cells(rows: list[list[str | None]]) -> list[list[str]]:
     return [[" ".join((cell or "").split()) for cell in row] for row in rows]
 
 
-def _render(page: Any) -> Image:
+def _pymupdf_render(page: Any) -> Image:
     """The page as a greyscale image at the OCR resolution."""
     from PIL import Image
 
