@@ -13,6 +13,7 @@ from kbqa.errors import KbqaError
 
 if TYPE_CHECKING:  # imported on use, so `kbqa --help` stays fast
     from kbqa.config import Settings
+    from kbqa.kb.results import IngestResult
     from kbqa.qa.answers import Answer
     from kbqa.service import KbqaService
 
@@ -205,7 +206,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     counts = {s: sum(r.status == s for r in results) for s in dict.fromkeys(r.status for r in results)}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no supported files found"
     print(f"knowledge base '{kb.name}': {summary}; {kb.chunk_count} chunks in total")
+    _note_pdf_layout(results)
     return 1 if failed or not results else 0
+
+
+def _note_pdf_layout(results: list[IngestResult]) -> None:
+    """Tell whoever ingested PDFs on the base install what the pdf extra would add."""
+    from kbqa.ingest.pdf import layout_hint
+
+    read = any(r.path.suffix.lower() == ".pdf" and r.status in ("added", "updated") for r in results)
+    if read and (hint := layout_hint()):
+        print(f"note: {hint}", file=sys.stderr)
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
