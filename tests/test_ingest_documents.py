@@ -4,7 +4,11 @@ running headers and footers. All files are generated here (tests/doc_samples.py)
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
+import sys
+import tomllib
 from pathlib import Path
 
 import docx
@@ -288,3 +292,109 @@ def test_cli_ingests_a_scan_with_a_page_bar_and_retrieval_cites_page_and_row(
     row_hits = service.retrieve("星河扫地机器人R2的最大吸力是多少？")
     cited = next(doc for doc in row_hits if doc.metadata["filename"] == "params.docx")
     assert HEADER in cited.page_content and R2_ROW in cited.page_content
+
+
+# --- base install: PDFs without PyMuPDF (AGPL-3.0, the `pdf` extra) ------------------------------
+
+KNOWLEDGE_PDF = Path(__file__).resolve().parents[1] / "knowledge" / "price_and_service.pdf"
+
+
+@pytest.fixture
+def no_pymupdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import pymupdf` fails, as on `pip install kbqa` without the pdf extra."""
+    monkeypatch.setitem(sys.modules, "pymupdf", None)
+    pdf_module._note_plain_backend.cache_clear()
+
+
+def test_pymupdf_is_an_extra_not_a_base_dependency() -> None:
+    """kbqa is Apache-2.0: its base install must not pull an AGPL package; CI still tests it."""
+    project = tomllib.loads((KNOWLEDGE_PDF.parents[1] / "pyproject.toml").read_text())["project"]
+    base = [re.split(r"[\[=<>!~ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]]
+    assert "pymupdf" not in base and "pypdfium2" in base
+    assert "pymupdf==1.28.2" in project["optional-dependencies"]["pdf"]
+    assert "pymupdf==1.28.2" in project["optional-dependencies"]["dev"]
+
+
+def test_without_pymupdf_pdf_pages_keep_their_numbers_and_text(
+        no_pymupdf: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kbqa.ingest.pdf")
+    assert not pdf_module.layout_available()
+    path = two_column_pdf(tmp_path / "report.pdf", LEFT, RIGHT, pages=3, interleave=True)
+    docs = load_file(path)
+    assert [doc.metadata["page"] for doc in docs] == [1, 2, 3]
+    for number, doc in enumerate(docs, start=1):
+        assert all(f"{line}（{number}）" in doc.page_content for line in LEFT + RIGHT), doc.page_content
+        assert f"第{number}页" in doc.page_content  # no layout step: the footer stays
+    table = load_file(table_pdf(tmp_path / "params.pdf", PRODUCT_TABLE))[0].page_content
+    assert "星河扫地机器人R2 4000Pa 150分钟 2999元" in table.split("\n")  # a row stays on its line
+    hints = [r.getMessage() for r in caplog.records if "kbqa[pdf]" in r.getMessage()]
+    assert hints == [pdf_module.LAYOUT_HINT]  # once for the process, not once per file
+
+
+def test_without_pymupdf_the_sample_knowledge_pdf_is_read(no_pymupdf: None) -> None:
+    """The README's first run ingests knowledge/ on a base install: its PDF must load there."""
+    docs = load_file(KNOWLEDGE_PDF)
+    assert [doc.metadata["page"] for doc in docs] == [1, 2]
+    assert "星河扫地机器人R2：每台2499元。" in docs[0].page_content.split("\n")
+    assert "售后服务热线：400-820-1234，服务时间为每天9:00至21:00。" in docs[1].page_content
+
+
+def test_without_pymupdf_a_scan_is_read_by_ocr_page_by_page(no_pymupdf: None, scan_pdf: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    docs = load_file(scan_pdf, on_page=lambda done, total: calls.append((done, total)))
+    assert [doc.metadata["page"] for doc in docs] == [1, 2]
+    assert calls == [(1, 2), (2, 2)]
+    assert cer(SCAN_TEXT, docs[0].page_content) <= 0.03, docs[0].page_content
+    assert "保修期为三年" in docs[1].page_content
+
+
+def test_without_pymupdf_or_ocr_a_scan_is_refused_with_the_install_command(
+        no_pymupdf: None, scan_pdf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pdf_module, "ocr_available", lambda: False)
+    with pytest.raises(LoaderError, match=r"scan\.pdf: a scanned PDF \(no text layer\); "
+                                          r"OCR is not installed: pip install 'kbqa\[ocr\]'"):
+        load_file(scan_pdf)
+
+
+def test_without_pymupdf_bad_pdfs_are_refused_clearly(no_pymupdf: None, tmp_path: Path) -> None:
+    from reportlab.pdfgen import canvas
+
+    locked = tmp_path / "locked.pdf"
+    pdf = canvas.Canvas(str(locked), encrypt="secret")
+    pdf.drawString(72, 700, "confidential")
+    pdf.showPage()
+    pdf.save()
+    with pytest.raises(LoaderError, match=r"^locked\.pdf: encrypted PDF; remove its password first$"):
+        load_file(locked)
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\nthis is no pdf\n")
+    with pytest.raises(LoaderError, match=r"^broken\.pdf: corrupt or not a valid PDF file"):
+        load_file(broken)
+    named = tmp_path / "report.csv"
+    named.write_bytes(KNOWLEDGE_PDF.read_bytes())
+    with pytest.raises(LoaderError, match=r"report\.csv: the content is application/pdf"):
+        load_file(named)
+
+
+def test_cli_ingest_without_pymupdf_reads_the_pdf_and_names_the_extra(tmp_path: Path) -> None:
+    """`kbqa ingest` of the sample PDF on a base install: added, and one note on the pdf extra."""
+    import os
+    import subprocess
+
+    hide = ("import sys; sys.modules['pymupdf'] = None; from kbqa.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "KBQA_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", hide, "ingest", str(KNOWLEDGE_PDF)], env=env,
+                            capture_output=True, text=True, timeout=600, check=False,
+                            cwd=KNOWLEDGE_PDF.parents[1])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "added" in result.stdout and "1 added" in result.stdout
+    assert result.stderr.count("pip install 'kbqa[pdf]'") == 1, result.stderr
+
+
+def test_cli_ingest_with_pymupdf_has_no_note(capsys: pytest.CaptureFixture[str]) -> None:
+    from kbqa.cli import _note_pdf_layout
+    from kbqa.kb.results import IngestResult
+
+    _note_pdf_layout([IngestResult(KNOWLEDGE_PDF, "added", chunks=3)])
+    assert "kbqa[pdf]" not in capsys.readouterr().err
