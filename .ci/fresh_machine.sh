@@ -31,6 +31,14 @@ if "$work/repo/.venv/bin/python" -c "import pytest" 2>/dev/null; then
   echo "FAIL: the 'Run it' venv has test extras (pytest): it would not show a missing dependency" >&2
   exit 1
 fi
+if "$work/repo/.venv/bin/python" -c "import pymupdf" 2>/dev/null; then
+  echo "FAIL: the base install pulled PyMuPDF (AGPL-3.0): it belongs in the pdf extra only" >&2
+  exit 1
+fi
+grep -Eq 'added +\S*price_and_service\.pdf' "$work/run.log" \
+  || { echo "FAIL: the base install did not ingest knowledge/price_and_service.pdf" >&2; exit 1; }
+grep -Fq "pip install 'kbqa[pdf]'" "$work/run.log" \
+  || { echo "FAIL: 'kbqa ingest' did not say what the pdf extra adds" >&2; exit 1; }
 
 echo "== kbqa serve from the same venv"
 kbqa=("${clean_env[@]}" "$work/repo/.venv/bin/kbqa")

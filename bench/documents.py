@@ -1,10 +1,12 @@
 """Documents as companies have them: PDF parsing speed and reading order (pypdf against kbqa's
-PyMuPDF loader), table cell recall per format, and OCR of scanned PDFs through kbqa's loader.
+loader with PyMuPDF and with pypdfium2), table cell recall per format, and OCR of scanned PDFs
+through kbqa's loader.
 
   * PDF speed: text PDFs of CMRC 2018 sentences (bench/zh_corpus.py) set as wrapped paragraphs
     by reportlab, parsed back to back by pypdf's ``extract_text`` per page (kbqa's loader before
     this change), by plain PyMuPDF ``get_text`` per page, and by ``kbqa.ingest.pdf.load_pdf``
-    (PyMuPDF lines, table finding, reading order, header/footer removal). Best of --repeats.
+    (PyMuPDF lines, table finding, reading order, header/footer removal), and by the same
+    loader as on a base install without the pdf extra (pypdfium2 text per page). Best of --repeats.
   * Reading order: two-column pages written row by row across the columns (tests/doc_samples.py)
     with a running header and footer: share of pages whose lines come out left column first,
     then right, and whether the header/footer lines are still in the text.
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest.mock import patch
 from xml.sax.saxutils import escape
 
 from rapidfuzz.distance import Levenshtein
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from machine_facts import with_machine
 
 from kbqa.ingest import ChineseTextSplitter, load_file, split_elements
+from kbqa.ingest import pdf as pdf_module
 from kbqa.ingest.pdf import load_pdf
 from tests.doc_samples import (
     _cid_font,
@@ -90,7 +94,14 @@ def _kbqa_pages(path: Path) -> list[str]:
     return [text for text, _ in load_pdf(path)]
 
 
-READERS = {"pypdf": _pypdf_pages, "pymupdf get_text": _pymupdf_pages, "kbqa load_pdf": _kbqa_pages}
+def _kbqa_base_pages(path: Path) -> list[str]:
+    """kbqa's loader as on a base install (no pdf extra): the pypdfium2 backend."""
+    with patch.object(pdf_module, "layout_available", return_value=False):
+        return [text for text, _ in load_pdf(path)]
+
+
+READERS = {"pypdf": _pypdf_pages, "pymupdf get_text": _pymupdf_pages,
+           "kbqa load_pdf": _kbqa_pages, "kbqa load_pdf base": _kbqa_base_pages}
 
 
 def pdf_speed(work: Path, files: int, pages: int, repeats: int) -> dict:
@@ -107,7 +118,7 @@ def pdf_speed(work: Path, files: int, pages: int, repeats: int) -> dict:
     result = {name: {"pages": counts[name], "best_s": round(seconds, 3),
                      "pages_per_s": round(counts[name] / seconds, 1)} for name, seconds in rows.items()}
     for name, row in result.items():
-        print(f"PDF speed  {name:18s} {row['pages']} pages in {row['best_s']:.2f} s: "
+        print(f"PDF speed  {name:19s} {row['pages']} pages in {row['best_s']:.2f} s: "
               f"{row['pages_per_s']:.1f} pages/s")
     return result
 
@@ -118,7 +129,8 @@ def reading_order(work: Path, pages: int) -> dict:
     left, right = rng.sample(pool, 6), rng.sample(pool, 6)
     path = two_column_pdf(work / "two-column.pdf", left, right, pages=pages, interleave=True)
     result = {}
-    for name, read in (("pypdf", _pypdf_pages), ("kbqa load_pdf", _kbqa_pages)):
+    for name, read in (("pypdf", _pypdf_pages), ("kbqa load_pdf", _kbqa_pages),
+                       ("kbqa load_pdf base", _kbqa_base_pages)):
         texts = read(path)
         right_order = furniture = 0
         for number, text in enumerate(texts, start=1):
@@ -129,7 +141,7 @@ def reading_order(work: Path, pages: int) -> dict:
             furniture += any("内部资料" in line or line == f"第{number}页" for line in lines)
         result[name] = {"pages": len(texts), "reading_order_ok": right_order,
                         "pages_with_header_or_footer": furniture}
-        print(f"order      {name:18s} {right_order}/{len(texts)} pages in reading order, "
+        print(f"order      {name:19s} {right_order}/{len(texts)} pages in reading order, "
               f"header/footer left on {furniture}")
     return result
 
