@@ -1,8 +1,8 @@
 """File → text elements, one loader per format, each returning LangChain Documents.
 
 unstructured parses every format but PDF and images (its PDF path needs a layout model we cannot
-ship); PyMuPDF reads PDFs page by page (kbqa/ingest/pdf.py), and scanned pages and images go
-through OCR (kbqa/ingest/ocr.py). unstructured is imported lazily: it takes seconds to import.
+ship); kbqa/ingest/pdf.py reads PDFs page by page (PyMuPDF with the pdf extra, else pypdfium2),
+and scanned pages and images go through OCR (kbqa/ingest/ocr.py). unstructured is imported lazily: it takes seconds to import.
 Element *types* are not trusted for Chinese (plain paragraphs come back as ``Title``), so headings
 come from real structure only: Markdown/HTML heading tags, DOCX heading styles, PPTX slide titles.
 Tables become Markdown tables with their header row (kbqa/ingest/tables.py).
@@ -245,7 +245,7 @@ def _corrupt(path: Path, kind: str, exc: BaseException) -> LoaderError:
     return LoaderError(f"{path.name}: corrupt or not a valid {kind} file ({type(exc).__name__}: {detail})")
 
 
-# --- PDF (PyMuPDF) and images (OCR) -------------------------------------------------------------
+# --- PDF (kbqa/ingest/pdf.py) and images (OCR) --------------------------------------------------
 
 
 def _load_pdf(path: Path, on_page: PageProgress | None) -> Iterable[tuple[str, Meta]]:
