@@ -2,7 +2,8 @@
 
 unstructured parses every format but PDF and images (its PDF path needs a layout model we cannot
 ship); kbqa/ingest/pdf.py reads PDFs page by page (PyMuPDF with the pdf extra, else pypdfium2),
-and scanned pages and images go through OCR (kbqa/ingest/ocr.py). unstructured is imported lazily: it takes seconds to import.
+and scanned pages and images go through OCR (kbqa/ingest/ocr.py). unstructured is imported
+lazily: it takes seconds to import.
 Element *types* are not trusted for Chinese (plain paragraphs come back as ``Title``), so headings
 come from real structure only: Markdown/HTML heading tags, DOCX heading styles, PPTX slide titles.
 Tables become Markdown tables with their header row (kbqa/ingest/tables.py).
