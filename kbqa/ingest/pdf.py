@@ -101,7 +101,7 @@ def _pymupdf() -> Any:
 
 def page_count(path: Path) -> int:
     """Pages of a PDF; raises if it does not open as one."""
-    with _opened(path) as (total, _pages):
+    with _opened(path, unlock=False) as (total, _pages):
         return total
 
 
@@ -131,10 +131,13 @@ def load_pdf(path: Path, on_page: PageProgress | None = None) -> list[tuple[str,
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
-    """The page count and the pages, read lazily, from PyMuPDF if installed, else PDFium."""
+def _opened(path: Path, unlock: bool = True) -> Iterator[tuple[int, Iterator[_Page]]]:
+    """The page count and the pages, read lazily, from PyMuPDF if installed, else PDFium.
+
+    Without ``unlock``, PyMuPDF counts the pages of an encrypted PDF without reading them.
+    """
     if layout_available():
-        with _opened_pymupdf(path) as opened:
+        with _opened_pymupdf(path, unlock) as opened:
             yield opened
     else:
         _note_plain_backend()
@@ -143,14 +146,14 @@ def _opened(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
 
 
 @contextmanager
-def _opened_pymupdf(path: Path) -> Iterator[tuple[int, Iterator[_Page]]]:
+def _opened_pymupdf(path: Path, unlock: bool) -> Iterator[tuple[int, Iterator[_Page]]]:
     pymupdf = _pymupdf()
     try:
         document = pymupdf.open(path, filetype="pdf")
     except Exception as exc:  # PyMuPDF raises FileDataError, RuntimeError, ValueError...
         raise _corrupt(path, exc) from exc
     with document:
-        if document.needs_pass and not document.authenticate(""):
+        if unlock and document.needs_pass and not document.authenticate(""):
             raise _encrypted(path)
         yield document.page_count, (_pymupdf_page(page) for page in document)
 
