@@ -176,3 +176,37 @@ def test_transplanted_delta_lands_in_its_role_of_every_head_after_the_real_split
     torch.testing.assert_close(changed, expected, atol=2e-5, rtol=1e-4)
     for other in set("qkv") - {role}:
         torch.testing.assert_close(adapted[other], base[other], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_local_llm_refuses_a_real_chatglm_folder_with_a_clear_model_error(folders, version):
+    """ChatGLM-6B's and ChatGLM2's own code (trust_remote_code) predates transformers 5: it fails
+    inside transformers (no post_init, config fields and generation hooks that are gone). kbqa
+    must say so as a ModelError naming the folder's code, not leak an AttributeError."""
+    import transformers
+
+    from kbqa.errors import ModelError
+    from kbqa.llm.local import LocalLLM
+
+    with pytest.raises(ModelError) as raised:
+        LocalLLM.from_folder(folders[version], dtype="float32")
+    message = str(raised.value)
+    assert "modeling_chatglm.py" in message and transformers.__version__ in message
+    assert str(folders[version]) in message
+
+
+@pytest.mark.parametrize(("version", "rendered"), [
+    ("chatglm", "[Round 0]\n问：你好\n答："),
+    ("chatglm2", "[Round 1]\n\n问：你好\n\n答："),
+])
+def test_each_version_reads_its_own_round_format(folders, version, rendered):
+    """Both versions' configs say model_type "chatglm": the format must follow the architecture."""
+    from transformers import AutoTokenizer
+
+    from kbqa.llm.local import LocalLLM
+
+    tokenizer = AutoTokenizer.from_pretrained(folders[version], trust_remote_code=True,
+                                              local_files_only=True)
+    llm = LocalLLM(model=load_chatglm(folders[version]), tokenizer=tokenizer, cpu_speedups=False)
+    assert llm.model.config.model_type == "chatglm"
+    assert llm.render("你好") == rendered

@@ -38,11 +38,27 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return text[: min(positions)], True
 
 
-def _chatglm_round_prompt(prompt: str, model_type: str) -> str:
+def _chatglm_round_prompt(prompt: str, version: str) -> str:
     """ChatGLM-6B (v1) and ChatGLM2 have no chat template: they read '问：…答：' rounds."""
-    if model_type == "chatglm" and "chatglm2" not in model_type:
+    if version == "chatglm":
         return f"[Round 0]\n问：{prompt}\n答："
     return f"[Round 1]\n\n问：{prompt}\n\n答："
+
+
+def _chatglm_version(config: Any) -> str:
+    """"chatglm" (ChatGLM-6B) or "chatglm2": both configs say model_type "chatglm", so the
+    architecture decides (as in kbqa.adapters.profiles): v2 and later have ffn_hidden_size."""
+    v2 = any(getattr(config, key, None) is not None
+             for key in ("ffn_hidden_size", "multi_query_attention"))
+    return "chatglm2" if v2 else "chatglm"
+
+
+def _remote_code_files(config: dict[str, Any]) -> list[str]:
+    """The folder's own Python files that auto_map points transformers at."""
+    refs: list[str] = []
+    for value in config.get("auto_map", {}).values():
+        refs.extend(v for v in (value if isinstance(value, list) else [value]) if v)
+    return sorted({ref.split("--")[-1].split(".")[0] + ".py" for ref in refs})
 
 
 def _generation_info(prompt_tokens: int, completion_tokens: int, max_new_tokens: int,
@@ -108,6 +124,17 @@ class LocalLLM(LLM):
                                            trust_remote_code=remote, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load the model in {folder}: {exc}") from exc
+        except Exception as exc:  # the folder's own code, run inside transformers
+            if not remote:
+                raise
+            import transformers
+
+            raise ModelError(
+                f"the model code shipped in {folder} ({', '.join(_remote_code_files(config))}, "
+                f"run with trust_remote_code) fails under transformers {transformers.__version__}: "
+                f"{type(exc).__name__}: {exc}. ChatGLM-6B and ChatGLM2-6B's code predates "
+                "transformers 5: serve such a model from an environment with the transformers "
+                "it was written for and use it through llm = \"openai:...\"") from exc
         model.eval()
         if dtype == "int8":
             model = quantize_int8(model)
@@ -143,7 +170,7 @@ class LocalLLM(LLM):
             return self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                       add_generation_prompt=True)
         if model_type.startswith("chatglm"):
-            return _chatglm_round_prompt(prompt, model_type)
+            return _chatglm_round_prompt(prompt, _chatglm_version(self.model.config))
         return prompt
 
     def _generation_kwargs(self, prompt: str, stop: list[str] | None,
