@@ -156,8 +156,9 @@ def _write_tokenizer(folder: Path, version: str) -> dict[str, int]:
 
 
 def config_for(version: str, ids: dict[str, int], hidden: int = 64, layers: int = 2,
-               heads: int = 4, groups: int = 2) -> dict:
-    """config.json of a tiny model, with the keys a real ChatGLM folder's config has."""
+               heads: int = 4, groups: int = 2, ffn: int | None = None) -> dict:
+    """config.json of a tiny model, with the keys a real ChatGLM folder's config has (ffn: the
+    MLP width, by default 4·hidden for v1 and 2·hidden for v2's SwiGLU)."""
     config_class, model_class, _ = CLASSES[version]
     auto_map = {"AutoConfig": f"configuration_chatglm.{config_class}",
                 "AutoModel": f"modeling_chatglm.{model_class}",
@@ -165,7 +166,7 @@ def config_for(version: str, ids: dict[str, int], hidden: int = 64, layers: int 
     if version == "chatglm":  # THUDM/chatglm-6b registers no AutoModelForCausalLM
         return {"model_type": "chatglm", "architectures": ["ChatGLMModel"], "auto_map": auto_map,
                 "vocab_size": ids["vocab"], "hidden_size": hidden, "num_layers": layers,
-                "num_attention_heads": heads, "inner_hidden_size": 4 * hidden,
+                "num_attention_heads": heads, "inner_hidden_size": ffn or 4 * hidden,
                 "max_sequence_length": 256, "position_encoding_2d": True,
                 "bos_token_id": ids["bos_token_id"], "eos_token_id": ids["eos_token_id"],
                 "mask_token_id": ids["mask_token_id"], "gmask_token_id": ids["gmask_token_id"],
@@ -175,7 +176,7 @@ def config_for(version: str, ids: dict[str, int], hidden: int = 64, layers: int 
     return {"model_type": "chatglm", "architectures": ["ChatGLMModel"], "auto_map": auto_map,
             "padded_vocab_size": ids["vocab"], "hidden_size": hidden, "num_layers": layers,
             "num_attention_heads": heads, "kv_channels": hidden // heads,
-            "ffn_hidden_size": 2 * hidden, "seq_length": 256, "multi_query_attention": True,
+            "ffn_hidden_size": ffn or 2 * hidden, "seq_length": 256, "multi_query_attention": True,
             "multi_query_group_num": groups, "add_qkv_bias": True, "add_bias_linear": False,
             "rmsnorm": True, "post_layer_norm": True, "apply_query_key_layer_scaling": True,
             "attention_softmax_in_fp32": True, "fp32_residual_connection": False,
@@ -201,6 +202,15 @@ def legacy_config(config) -> None:
     for name, value in (("max_length", getattr(config, "seq_length", 2048)), ("use_cache", True)):
         if not hasattr(config, name):
             setattr(config, name, value)
+
+
+def real_config(version: str, folder: Path, **fields) -> dict:
+    """The real configuration class's dict (its defaults are the 6B model's) with `fields` set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in real_sources(version).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    configuration = import_folder(folder, "configuration_chatglm")
+    return getattr(configuration, CLASSES[version][0])(**fields).to_dict()
 
 
 def _construct(folder: Path, version: str, seed: int | None = None):

@@ -69,27 +69,3 @@ def adapter_delta(adapter: Path, module: str) -> torch.Tensor:
     a = weights[f"base_model.model.{module}.lora_A.weight"]
     b = weights[f"base_model.model.{module}.lora_B.weight"]
     return config["lora_alpha"] / config["r"] * (b @ a)
-
-
-class _Linear(torch.nn.Linear):
-    def __init__(self, rows: int, columns: int) -> None:
-        super().__init__(columns, rows, bias=True)
-
-
-class ChatGLMv1Toy(torch.nn.Module):
-    """Module tree with ChatGLM-6B v1's names and fused per-head qkv (not a working model)."""
-
-    def __init__(self, hidden: int = 64, layers: int = 4, inner: int = 128) -> None:
-        super().__init__()
-        self.config = type("Config", (), {"model_type": "chatglm", "to_dict": lambda self: {},
-                                          "get": lambda self, k, d=None: d})()
-        layer = lambda: torch.nn.ModuleDict({  # noqa: E731
-            "attention": torch.nn.ModuleDict({"query_key_value": _Linear(3 * hidden, hidden),
-                                              "dense": _Linear(hidden, hidden)}),
-            "mlp": torch.nn.ModuleDict({"dense_h_to_4h": _Linear(inner, hidden),
-                                        "dense_4h_to_h": _Linear(hidden, inner)})})
-        self.transformer = torch.nn.ModuleDict(
-            {"layers": torch.nn.ModuleList(layer() for _ in range(layers))})
-
-    def prepare_inputs_for_generation(self, *args, **kwargs):  # peft's CausalLM wrapper wants it
-        return kwargs

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kbqa.adapters import load_adapters
-from kbqa.adapters.profiles import profile_for_folder
+from kbqa.adapters.profiles import profile_for, profile_for_folder
 from kbqa.adapters.transplant import transplant
 from kbqa.errors import AdapterError
 from tests.chatglm_models import import_folder, load_chatglm, sample_ids, save_chatglm
@@ -50,6 +50,7 @@ def test_profile_names_and_shapes_are_the_real_modules(folders, version):
     folder = folders[version]
     model = load_chatglm(folder)
     profile = profile_for_folder(folder)
+    assert profile_for(model.config.to_dict()) == profile  # the real class's own dict agrees
     assert profile.family == version
     assert (profile.num_heads, profile.head_dim) == (HEADS, DIM)
     assert profile.num_kv_heads == (2 if version == "chatglm2" else HEADS)

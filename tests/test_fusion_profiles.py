@@ -48,15 +48,20 @@ def test_real_smollm2_profile(tiny_llm_folder):
     assert profile.parse_module("model.layers.30.self_attn.v_proj") is None
 
 
-CHATGLM6B = {"model_type": "chatglm", "hidden_size": 4096, "inner_hidden_size": 16384,
-             "num_attention_heads": 32, "num_layers": 28, "position_encoding_2d": True}
-CHATGLM3 = {"model_type": "chatglm", "hidden_size": 4096, "ffn_hidden_size": 13696,
-            "num_attention_heads": 32, "num_layers": 28, "kv_channels": 128,
-            "multi_query_attention": True, "multi_query_group_num": 2}
+@pytest.fixture(scope="module")
+def chatglm_configs(tmp_path_factory) -> dict[str, dict]:
+    """Full-size configs from the real ChatGLM-6B / ChatGLM2 configuration classes (their
+    defaults are the 6B models'; ChatGLM2/3-6B turn on 2 multi-query groups)."""
+    from tests.chatglm_models import real_config
+
+    root = tmp_path_factory.mktemp("glm-configs")
+    return {"chatglm": real_config("chatglm", root / "v1"),
+            "chatglm3": real_config("chatglm2", root / "v2", multi_query_attention=True,
+                                    multi_query_group_num=2)}
 
 
-def test_chatglm_v1_qkv_is_interleaved_per_head():
-    profile = profile_for(CHATGLM6B)
+def test_chatglm_v1_qkv_is_interleaved_per_head(chatglm_configs):
+    profile = profile_for(chatglm_configs["chatglm"])
     spec = profile.spec_for("q")
     assert spec.name(3) == "transformer.layers.3.attention.query_key_value"
     assert profile.module_shape(spec) == (12288, 4096)
@@ -66,8 +71,8 @@ def test_chatglm_v1_qkv_is_interleaved_per_head():
     assert sorted(q + k + v) == list(range(12288))
 
 
-def test_chatglm3_qkv_in_blocks_with_kv_groups():
-    profile = profile_for(CHATGLM3)
+def test_chatglm3_qkv_in_blocks_with_kv_groups(chatglm_configs):
+    profile = profile_for(chatglm_configs["chatglm3"])
     assert profile.family == "chatglm2"
     assert profile.spec_for("k").name(0) == "transformer.encoder.layers.0.self_attention.query_key_value"
     assert profile.module_shape(profile.spec_for("q")) == (4096 + 2 * 256, 4096)

@@ -10,8 +10,8 @@ from kbqa.errors import AdapterError
 from kbqa.adapters import load_adapters
 from kbqa.adapters.transplant import TransplantOptions, refactor, transplant
 from kbqa.adapters.verify import verify_adapter
-from tests.fusion_models import (ChatGLMv1Toy, adapter_delta, save_adapter, save_config,
-                                 save_llama, save_qwen2)
+from tests.chatglm_models import load_chatglm, save_chatglm
+from tests.fusion_models import adapter_delta, save_adapter, save_config, save_llama, save_qwen2
 
 ATOL = 1e-5
 
@@ -28,13 +28,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "llama_gqa_adapter": save_adapter(llama_gqa, root / "llama_gqa_adapter", seed=4),
         "llama2": save_llama(root / "llama2", layers=2, seed=5),
         "qwen2": save_qwen2(root / "qwen2"),  # hidden 96, 3 layers
-        "chatglm": save_config(root / "chatglm", {
-            "model_type": "chatglm", "hidden_size": 64, "inner_hidden_size": 128,
-            "num_attention_heads": 4, "num_layers": 4}),
-        "chatglm3": save_config(root / "chatglm3", {
-            "model_type": "chatglm", "hidden_size": 64, "ffn_hidden_size": 128,
-            "num_attention_heads": 4, "num_layers": 4, "kv_channels": 16,
-            "multi_query_attention": True, "multi_query_group_num": 2}),
+        # ChatGLM-6B and ChatGLM2-6B (ChatGLM3's architecture) on their real modeling code
+        "chatglm": save_chatglm(root / "chatglm", "chatglm", layers=4, heads=4, ffn=128),
+        "chatglm2": save_chatglm(root / "chatglm2", "chatglm2", layers=4, heads=4, groups=2,
+                                 ffn=128),
     }
 
 
@@ -70,13 +67,13 @@ def test_llama_into_chatglm_v1_scatters_qkv_per_head(models, tmp_path):
 def test_chatglm_v1_result_loads_strictly_into_its_module_tree(models, tmp_path):
     out = tmp_path / "glm-6b.v1"  # a "." in the folder name must not reach peft's adapter name
     transplant(models["llama_adapter"], models["chatglm"], out)
-    peft_model, reports = load_adapters(ChatGLMv1Toy(), [out])
+    peft_model, reports = load_adapters(load_chatglm(models["chatglm"]), [out])
     assert reports[0].modules == 16 and reports[0].delta_norm > 0
 
 
-def test_llama_into_chatglm3_uses_blocks_and_fused_gate_up(models, tmp_path):
-    out = tmp_path / "glm3"
-    transplant(models["llama_gqa_adapter"], models["chatglm3"], out)
+def test_llama_into_chatglm2_uses_blocks_and_fused_gate_up(models, tmp_path):
+    out = tmp_path / "glm2"
+    transplant(models["llama_gqa_adapter"], models["chatglm2"], out)
     donor = lambda i, name: adapter_delta(models["llama_gqa_adapter"], f"model.layers.{i}.{name}")  # noqa: E731
     prefix = "transformer.encoder.layers.2"
     qkv = torch.cat([donor(2, f"self_attn.{r}_proj") for r in "qkv"])
