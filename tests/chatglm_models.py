@@ -75,7 +75,7 @@ FILES = {
 CLASSES = {"chatglm": ("ChatGLMConfig", "ChatGLMForConditionalGeneration", "ChatGLMTokenizer"),
            "chatglm2": ("ChatGLM2Config", "ChatGLM2ForConditionalGeneration",
                         "ChatGLM2Tokenizer")}
-_IMPORT = re.compile(r"^from (?:modelscope(?:\.[\w.]+)?|\.\.\.) import (?P<names>.+)$", re.M)
+_IMPORT = re.compile(r"^from (?:modelscope(?:\.[\w.]+)?|\.\.\.) import (?P<names>.+)$", re.MULTILINE)
 _LOCAL = {"from .configuration import": "from .configuration_chatglm import",
           "from .tokenization import": "from .tokenization_chatglm import",
           "from modelscope.utils import logger as logging":

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from kbqa.errors import AdapterError
 from kbqa.adapters.layermap import donor_layers_for
 from kbqa.adapters.profiles import profile_for, profile_for_folder
+from kbqa.errors import AdapterError
 
 
 def _names(model: torch.nn.Module) -> set[str]:

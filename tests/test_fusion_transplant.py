@@ -6,12 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from kbqa.errors import AdapterError
 from kbqa.adapters import load_adapters
 from kbqa.adapters.transplant import TransplantOptions, refactor, transplant
 from kbqa.adapters.verify import verify_adapter
+from kbqa.errors import AdapterError
 from tests.chatglm_models import load_chatglm, save_chatglm
-from tests.fusion_models import adapter_delta, save_adapter, save_config, save_llama, save_qwen2
+from tests.fusion_models import (
+    adapter_delta,
+    save_adapter,
+    save_config,
+    save_llama,
+    save_qwen2,
+)
 
 ATOL = 1e-5
 
@@ -42,7 +48,7 @@ def _rows(delta: torch.Tensor, heads: int) -> torch.Tensor:
 def test_llama_into_chatglm_v1_scatters_qkv_per_head(models, tmp_path):
     out = tmp_path / "glm"
     report = transplant(models["llama_adapter"], models["chatglm"], out)
-    donor = lambda i, name: adapter_delta(models["llama_adapter"], f"model.layers.{i}.{name}")  # noqa: E731
+    donor = lambda i, name: adapter_delta(models["llama_adapter"], f"model.layers.{i}.{name}")
     for i in range(4):
         # reference: [head][q, k, v][head_dim] built by reshaping, not by kbqa's row indices
         q, k, v = (_rows(donor(i, f"self_attn.{r}_proj"), 4) for r in "qkv")
@@ -67,14 +73,14 @@ def test_llama_into_chatglm_v1_scatters_qkv_per_head(models, tmp_path):
 def test_chatglm_v1_result_loads_strictly_into_its_module_tree(models, tmp_path):
     out = tmp_path / "glm-6b.v1"  # a "." in the folder name must not reach peft's adapter name
     transplant(models["llama_adapter"], models["chatglm"], out)
-    peft_model, reports = load_adapters(load_chatglm(models["chatglm"]), [out])
+    _, reports = load_adapters(load_chatglm(models["chatglm"]), [out])
     assert reports[0].modules == 16 and reports[0].delta_norm > 0
 
 
 def test_llama_into_chatglm2_uses_blocks_and_fused_gate_up(models, tmp_path):
     out = tmp_path / "glm2"
     transplant(models["llama_gqa_adapter"], models["chatglm2"], out)
-    donor = lambda i, name: adapter_delta(models["llama_gqa_adapter"], f"model.layers.{i}.{name}")  # noqa: E731
+    donor = lambda i, name: adapter_delta(models["llama_gqa_adapter"], f"model.layers.{i}.{name}")
     prefix = "transformer.encoder.layers.2"
     qkv = torch.cat([donor(2, f"self_attn.{r}_proj") for r in "qkv"])
     torch.testing.assert_close(adapter_delta(out, f"{prefix}.self_attention.query_key_value"),
@@ -85,9 +91,9 @@ def test_llama_into_chatglm2_uses_blocks_and_fused_gate_up(models, tmp_path):
 
 
 def test_depth_mapping_interpolate_and_proportional(models, tmp_path):
-    donor = lambda i: adapter_delta(models["llama_adapter"], f"model.layers.{i}.self_attn.v_proj")  # noqa: E731
+    donor = lambda i: adapter_delta(models["llama_adapter"], f"model.layers.{i}.self_attn.v_proj")
     prop = transplant(models["llama_adapter"], models["llama2"], tmp_path / "p")
-    got = lambda out, j: adapter_delta(out, f"model.layers.{j}.self_attn.v_proj")  # noqa: E731
+    got = lambda out, j: adapter_delta(out, f"model.layers.{j}.self_attn.v_proj")
     torch.testing.assert_close(got(tmp_path / "p", 0), donor(0), atol=ATOL, rtol=0)
     torch.testing.assert_close(got(tmp_path / "p", 1), donor(3), atol=ATOL, rtol=0)
     assert prop.unused_donor_layers == [1, 2]
@@ -211,7 +217,7 @@ def test_verify_a_width_mapped_transplant(models, tokenizer, tmp_path):
 def test_verify_zero_partial_and_dropped_adapters(models, tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    load = lambda: AutoModelForCausalLM.from_pretrained(models["llama"], dtype=torch.float32)  # noqa: E731
+    load = lambda: AutoModelForCausalLM.from_pretrained(models["llama"], dtype=torch.float32)
     probe = "w1 w2 w3 w4 w5"
 
     report = verify_adapter(load(), tokenizer, [models["llama_adapter"]], probe=probe)

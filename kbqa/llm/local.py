@@ -93,7 +93,7 @@ class LocalLLM(LLM):
 
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str = "bfloat16", trust_remote_code: bool = True,
-                    **fields: Any) -> "LocalLLM":
+                    **fields: Any) -> LocalLLM:
         """Load model and tokenizer from a local folder (ChatGLM needs its remote code).
 
         dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
@@ -287,7 +287,7 @@ class LocalLLM(LLM):
                     outputs.append(self.model.generate(**generation, streamer=streamer))
                 if lease is not None:
                     lease.give_back()
-            except BaseException as exc:  # surfaced in the consumer thread below
+            except BaseException as exc:  # noqa: BLE001 -- surfaced in the consumer thread below
                 errors.append(exc)
                 streamer.end()
 
