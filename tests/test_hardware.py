@@ -20,7 +20,7 @@ CPU_HAS_BF16 = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_t
 
 
 def test_auto_is_the_default() -> None:
-    assert Settings().llm_dtype == "auto"
+    assert Settings().llm.dtype == "auto"
 
 
 @pytest.mark.parametrize("limit", ["AVX2", "AVX512_CORE", "avx512_core_vnni"])
