@@ -12,7 +12,7 @@ from kbqa.config import LLMSettings, Settings
 from kbqa.errors import ConfigError
 
 if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first used
-    from kbqa.adapters.variants import VariantModel
+    from kbqa.adapters.variants import Variant, VariantModel
     from kbqa.embeddings.embedders import EncoderEmbeddings
     from kbqa.llm.local import LocalLLM
     from kbqa.retrieval.rerank import Reranker
@@ -81,6 +81,11 @@ class Models:
 
             self._variant_model = VariantModel(self.base_llm)
         return self._variant_model
+
+    def ready(self, variant: Variant) -> bool:
+        """Whether answering with `variant` needs no model or adapter loaded first."""
+        return (self._embeddings is not None and self._variant_model is not None
+                and all(folder in self._variant_model.names for folder in variant.adapters))
 
     @cached_property
     def reranker(self) -> Reranker | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from kbqa.qa.timing import StageTimer
 
 if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first used
     from kbqa.adapters.variants import Variant, VariantModel
+    from kbqa.conversations import ConversationStore
     from kbqa.embeddings.embedders import EncoderEmbeddings
     from kbqa.kb.freshness import Identity
     from kbqa.kb.results import IngestResult
@@ -70,6 +72,24 @@ class KbqaService:
     @property
     def reranker(self) -> Reranker | None:
         return self.models.reranker
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        """The web app's saved conversations and answer feedback (HOME/conversations.sqlite3)."""
+        from kbqa.conversations import ConversationStore
+
+        return ConversationStore(self.settings.home / "conversations.sqlite3")
+
+    def models_ready(self, variant: Variant | None = None) -> bool:
+        """Whether a question with `variant` can start without loading a model or adapter first."""
+        return self.models.ready(self.default_variant() if variant is None else variant)
+
+    def load_models(self, variant: Variant | None = None) -> None:
+        """Load the embedder, the shared base model and `variant`'s adapters now (a front end
+        shows this as its own step; otherwise the first question pays for it unseen)."""
+        variant = self.default_variant() if variant is None else variant
+        self.models.embeddings  # noqa: B018 - loads it
+        self.models.variant_model.prepare(variant)
 
     def knowledge_base(self, name: str | None = None, *, create: bool = False) -> KnowledgeBase:
         """Open (or create) a knowledge base by name; an opened one is reused while it is still

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,9 +21,12 @@ import sys
 import time
 import tomllib
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import tomli_w
 from playwright.sync_api import expect
 
 from tests.ui_support import APP, DOC_TEXT, QUESTION, ROOT
@@ -46,11 +50,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path: Path, default_llm_folder: Path):
+@contextmanager
+def _app(tmp_path: Path, config: dict[str, object]) -> Iterator[str]:
+    """`streamlit run` on a free port with `config` as KBQA_HOME/config.toml; yields its URL."""
     home = Path(os.environ["KBQA_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'llm = "{default_llm_folder}"\n', encoding="utf-8")
+    (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
     port = _free_port()
     log = (tmp_path / "streamlit.log").open("w")
     env = {**os.environ, "KBQA_HOME": str(home), "HF_HUB_OFFLINE": "1"}
@@ -77,6 +82,21 @@ def server(tmp_path: Path, default_llm_folder: Path):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, default_llm_folder: Path) -> Iterator[str]:
+    """The app with the default model (Qwen2.5-Coder-0.5B)."""
+    with _app(tmp_path, {"llm": str(default_llm_folder)}) as url:
+        yield url
+
+
+@pytest.fixture
+def tiny_server(tmp_path: Path, tiny_llm_folder: Path) -> Iterator[str]:
+    """The app with the tiny SmolLM2-135M (fast; for what the page does, not what it answers)."""
+    with _app(tmp_path, {"llm": str(tiny_llm_folder), "llm_dtype": "float32",
+                         "max_new_tokens": 60}) as url:
+        yield url
 
 
 @pytest.fixture
@@ -108,13 +128,36 @@ def _idle(page) -> None:
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
 
 
-_ANSWER_JS = """(index) => {
-    const message = document.querySelectorAll('[data-testid="stChatMessage"]')[index];
-    if (!message) return null;
-    const parts = [...message.querySelectorAll('[data-testid="stMarkdownContainer"]')]
-        .filter(el => !el.closest('[data-testid="stSpinner"]'));
-    return parts.length ? parts[0].innerText.trim() : null;
+_MESSAGE_JS = """(index) => {
+    const m = document.querySelectorAll('[data-testid="stChatMessage"]')[index];
+    return m ? m.innerText : '';
 }"""
+
+
+def _message(page, index: int) -> str:
+    return page.evaluate(_MESSAGE_JS, index)
+
+
+_ANSWER_SHOWN_JS = """(index) => {
+    const m = document.querySelectorAll('[data-testid="stChatMessage"]')[index];
+    if (!m) return false;
+    const skip = '[data-testid="stSpinner"], [data-testid="stCaptionContainer"], button, '
+               + '[data-testid="stExpander"], [data-testid="stAlert"]';
+    return [...m.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+        .some(el => !el.closest(skip) && el.innerText.trim());
+}"""
+
+
+def _wait_answer_text(page, index: int) -> None:
+    """Until chat message `index` shows answer text (its first token, while streaming)."""
+    page.wait_for_function(f"() => ({_ANSWER_SHOWN_JS})({index})", polling=10)
+
+
+def _wait_message(page, index: int, *texts: str) -> None:
+    """Until chat message `index` shows any of `texts` ('▌' is the cursor of a streaming answer;
+    ' total ' is in the timing caption written once the answer is complete)."""
+    page.wait_for_function(f"""() => {{ const t = ({_MESSAGE_JS})({index});
+        return {json.dumps(list(texts))}.some(x => t.includes(x)); }}""", polling=10)
 
 
 def _ask(page, question: str, message: int) -> tuple[float, float]:
@@ -124,11 +167,9 @@ def _ask(page, question: str, message: int) -> tuple[float, float]:
     box.fill(question)
     start = time.perf_counter()
     box.press("Enter")
-    page.wait_for_function(f"() => !!({_ANSWER_JS})({message})", polling=10)
+    _wait_answer_text(page, message)
     first = time.perf_counter() - start
-    page.wait_for_function(
-        f"""() => {{ const m = document.querySelectorAll('[data-testid="stChatMessage"]')[{message}];
-                   return m && m.innerText.includes(' total '); }}""", polling=10)
+    _wait_message(page, message, " total ")
     full = time.perf_counter() - start
     _idle(page)
     return round(first, 3), round(full, 3)
@@ -161,6 +202,10 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
         first, full = _ask(page, question, message=2 * turn + 1)
         timings[f"{label}_first_token_s"], timings[f"{label}_full_answer_s"] = first, full
         text = page.locator('[data-testid="stChatMessage"]').nth(2 * turn + 1).inner_text()
+        load = re.search(r"model load ([\d.]+) s", text)
+        assert bool(load) == (label == "cold"), text  # the load is its own step, the first time
+        if load:
+            timings["cold_model_load_s_shown"] = float(load.group(1))
         assert "员工手册.md · 年假制度" in text, text
         assert ("10" in text or "十" in text) if turn == 0 else ("15" in text or "十五" in text), text
     _shot(page, tmp_path, "chat")
@@ -232,7 +277,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     _idle(page)
     _shot(page, tmp_path, "settings")
     saved = tomllib.loads((Path(os.environ["KBQA_HOME"]) / "config.toml").read_text("utf-8"))
-    assert saved["top_k"] == 7 and saved["llm"] == str(default_llm_folder)
+    assert saved["retrieval"]["top_k"] == 7 and saved["llm"]["model"] == str(default_llm_folder)
     page.reload()
     page.get_by_text("保存 / save").wait_for()
     assert page.get_by_label("top-k").input_value() == "7"
@@ -245,3 +290,153 @@ def _table(locator) -> list[dict[str, str]]:
     header, *body = rows
     skip = 1 if header and header[0] == "" else 0
     return [dict(zip(header[skip:], row[skip:], strict=True)) for row in body]
+
+
+def _ingest(tmp_path: Path, kb: str = "公司制度") -> None:
+    """The handbook in knowledge base `kb`, written on disk before the page opens it."""
+    from kbqa.config import load_settings
+    from kbqa.service import KbqaService
+
+    doc = tmp_path / "docs" / "员工手册.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(DOC_TEXT, encoding="utf-8")
+    KbqaService(load_settings()).ingest([doc], kb)
+
+
+def _sidebar_kb(page) -> str:
+    """What the sidebar's knowledge base selector shows (its label and chosen value)."""
+    return page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.evaluate(
+        "el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value).join(' ')")
+
+
+def _choose(page, label: str, option: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    page.keyboard.type(option)  # the dropdown filters to it; Enter picks it
+    page.keyboard.press("Enter")
+    _idle(page)
+    assert box.input_value() == option or option in box.evaluate("el => el.closest("
+                                                                 "'[data-testid=stSelectbox]').innerText")
+
+
+def test_kb_create_selects_it_and_delete_needs_the_name_each_time(tiny_server: str, page,
+                                                                 tmp_path: Path) -> None:
+    page.set_default_timeout(60_000)
+    page.goto(f"{tiny_server}/?page=knowledge")
+    for name in ("公司制度", "临时库2"):
+        page.get_by_label("新知识库名称 / new knowledge base name").fill(name)
+        page.get_by_role("button", name="创建 / create").click()
+        page.get_by_text(f"created '{name}'").wait_for()
+        _idle(page)
+        # item 7: the new knowledge base is the one in use, so staged files go into it
+        assert name in _sidebar_kb(page), _sidebar_kb(page)
+        page.get_by_text(f"上传文件到“{name}”").wait_for()
+
+    # item 1: delete 临时库2 by typing its name; then the next knowledge base is not armed
+    page.get_by_text("删除知识库 / delete a knowledge base").click()
+    _choose(page, "删除 / delete", "临时库2")
+    confirm = page.get_by_label("输入要删除的知识库名称以确认 / type its name to confirm")
+    confirm.fill("临时库2")
+    page.get_by_role("button", name="删除知识库 / delete").click()
+    page.get_by_text("deleted '临时库2'").wait_for()
+    _idle(page)
+    if not page.get_by_label("删除 / delete").is_visible():
+        page.get_by_text("删除知识库 / delete a knowledge base").click()
+    assert page.get_by_label(
+        "输入要删除的知识库名称以确认 / type its name to confirm").input_value() == ""
+    _choose(page, "删除 / delete", "公司制度")
+    page.get_by_role("button", name="删除知识库 / delete").click()  # nothing typed
+    _idle(page)
+    page.get_by_text("名称不符", exact=False).first.wait_for()
+    _shot(page, tmp_path, "knowledge-delete-refused")
+    assert (Path(os.environ["KBQA_HOME"]) / "kb" / "公司制度").is_dir()
+    assert "公司制度" in _sidebar_kb(page)
+
+
+def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server: str, page,
+                                                                   tmp_path: Path) -> None:
+    _ingest(tmp_path)
+    page.set_default_timeout(90_000)
+    page.goto(f"{tiny_server}/?page=chat")
+    box = page.locator('[data-testid="stChatInputTextArea"]')
+    # the tiny model answers both at length (its max_new_tokens), so there is time to interrupt
+    first_question, second_question = QUESTION, "在公司工作满十年的员工每年享有几天带薪年假？"
+    box.fill(first_question)
+    box.press("Enter")
+    _wait_answer_text(page, 1)  # the first answer is streaming ...
+    box.fill(second_question)
+    start = time.perf_counter()
+    box.press("Enter")  # ... when the second question is sent
+    _wait_message(page, 3, " total ")
+    waited = time.perf_counter() - start
+    _idle(page)
+    messages = page.locator('[data-testid="stChatMessage"]').all_inner_texts()
+    assert len(messages) == 4, messages
+    assert first_question in messages[0] and second_question in messages[2]
+    # the first answer is kept as far as it got, marked as cut short
+    assert "已停止生成" in messages[1] and messages[1].split("已停止生成")[0].strip(), messages[1]
+    # the second answer's total is the wait the user had, from pressing Enter
+    total = float(re.search(r"total ([\d.]+) s", messages[3]).group(1))
+    assert waited - 3.0 <= total <= waited, (total, waited)
+
+    # the stop button ends an answer at once, keeping what was written: in a new conversation,
+    # the first question again (the same prompt as above, so again a long answer)
+    page.get_by_role("button", name="新对话 / new chat").click()
+    expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(0)
+    _idle(page)
+    box.fill(first_question)
+    box.press("Enter")
+    _wait_answer_text(page, 1)
+    page.get_by_role("button", name="停止生成 / stop").click()
+    _wait_message(page, 1, " total ")
+    _idle(page)
+    assert "已停止生成" in _message(page, 1), _message(page, 1)
+    assert not page.get_by_role("button", name="停止生成 / stop").count()
+    _shot(page, tmp_path, "chat-stopped")
+    # both conversations are saved: listed in the sidebar after a reload, the newest shown
+    page.reload()
+    _wait_message(page, 1, "已停止生成")
+    sidebar = page.locator('[data-testid="stSidebar"]').get_by_role("button")
+    titles = [t.strip() for t in sidebar.all_inner_texts()]
+    assert titles.count(first_question) == 2, titles
+
+
+def test_report_plot_fits_its_frame(tiny_server: str, page, tmp_path: Path) -> None:
+    from PIL import Image
+
+    report = tmp_path / "eval-run"
+    report.mkdir()
+    (report / "metrics.json").write_text(json.dumps({"plain": {"answer": {"f1": 0.5}, "n": 1}}))
+    image = tmp_path / "plot.png"
+    Image.new("RGB", (2400, 700), (30, 120, 200)).save(image)
+    page.set_default_timeout(60_000)
+    import base64
+
+    data = base64.b64encode(image.read_bytes()).decode()
+    (report / "report.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'></head><body><h1>kbqa evaluation</h1>"
+        f"<h2>Plots</h2><img alt='metrics' src='data:image/png;base64,{data}'>"
+        "<p id='end'>end of report</p></body></html>", encoding="utf-8")
+    page.goto(f"{tiny_server}/?page=evaluation")
+    page.get_by_label("报告目录 / report folder").fill(str(report))
+    page.get_by_label("报告目录 / report folder").press("Enter")
+    page.get_by_text("report.html", exact=True).wait_for()
+    _idle(page)
+    frame_element = page.locator("iframe").first
+    frame_element.wait_for()
+    frame = frame_element.element_handle().content_frame()
+    frame.locator("#end").wait_for()
+    page.wait_for_timeout(1000)  # the frame's height follows its content
+    _shot(page, tmp_path, "evaluation-report")
+    inside = frame.evaluate("""() => {
+        const img = document.querySelector('img').getBoundingClientRect();
+        const root = document.documentElement;
+        return {imgRight: img.right, width: root.clientWidth, scrollWidth: root.scrollWidth,
+                scrollHeight: root.scrollHeight};
+    }""")
+    frame_height = frame_element.bounding_box()["height"]
+    # the whole plot is visible: nothing cut at the right, nothing at the bottom
+    assert inside["imgRight"] <= inside["width"] + 1, inside
+    assert inside["scrollWidth"] <= inside["width"] + 1, inside
+    assert inside["scrollHeight"] <= frame_height + 1, (inside, frame_height)
+    assert "components.v1.html" not in (tmp_path / "streamlit.log").read_text()

@@ -8,8 +8,14 @@ import pytest
 
 from kbqa.config import load_settings
 from kbqa.service import KbqaService
-
-from tests.ui_support import DONOR_ADAPTER, QUESTION, app_test, texts, write_config, write_doc
+from tests.ui_support import (
+    DONOR_ADAPTER,
+    QUESTION,
+    app_test,
+    texts,
+    write_config,
+    write_doc,
+)
 
 
 @pytest.mark.skipif(not DONOR_ADAPTER.is_dir(), reason="adapters/smollm2-cmrc-donor is missing")
@@ -21,6 +27,10 @@ def test_compare_shows_two_answers_and_applied(tmp_path: Path, tiny_llm_folder: 
     at.run()
     assert not at.exception
     assert at.multiselect(key="compare_variants").value == ["adapter: smollm2-cmrc-donor"]
+    # only the adapter made for the loaded model (SmolLM2) is offered; the Qwen ones are named
+    # in one sentence instead
+    assert at.multiselect(key="compare_variants").options == ["adapter: smollm2-cmrc-donor"]
+    assert any("未列出 2 个适配器" in c.value for c in at.caption)
     at.text_input(key="compare_question").input(QUESTION)
     at.button(key="compare_go").click().run()
     assert not at.exception, at.exception

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from kbqa.evaluation.reader import read_eval_report
-
 from tests.cmrc_sample import cmrc_sample
 from tests.ui_support import DONOR_ADAPTER, app_test, home, texts, write_config
 
@@ -101,3 +100,21 @@ def test_a_run_with_a_bad_questions_file_says_why(tmp_path: Path) -> None:
     at.button(key="eval_run").click().run()
     assert "holds no valid questions" in texts(at)
     assert not (home() / "eval" / "ui-run").exists()  # nothing was started
+
+
+def test_feedback_given_in_chat_is_offered_for_export(tmp_path: Path) -> None:
+    from kbqa.conversations import ConversationStore
+
+    store = ConversationStore(home() / "conversations.sqlite3")
+    conversation = store.create("default")
+    turn = store.add_turn(conversation.id, "年假几天？", "plain")
+    turn.answer, turn.state = "十天", "done"
+    store.save_turn(turn)
+    at = app_test()
+    at.query_params["page"] = "evaluation"
+    at.run()
+    assert "no 👍/👎 feedback yet" in texts(at)
+    store.rate(turn.id, 1)
+    at.run()
+    [button] = at.get("download_button")
+    assert "(1 👍, 0 👎, JSONL)" in button.proto.label

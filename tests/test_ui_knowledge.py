@@ -1,4 +1,5 @@
-"""Knowledge bases page (AppTest): create, ingest a generated Chinese file, list, remove, re-index."""
+"""Knowledge bases page (AppTest): create, ingest a generated Chinese file, list, remove, re-index;
+deleting asks for the name and removing asks again, each saying what it did."""
 
 from __future__ import annotations
 
@@ -15,12 +16,32 @@ def _open_page():
     return at.run()
 
 
+def _create(at, name: str):
+    at.text_input(key="kb_new_name").input(name)
+    [create] = [b for b in at.button if b.label == "创建 / create"]
+    create.click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _kb_selector(at):
+    [selector] = [s for s in at.selectbox if s.label == "知识库 / knowledge base"]
+    return selector
+
+
+def _delete(at, name: str, typed: str | None):
+    at.selectbox(key="kb_delete_name").select(name)
+    if typed is not None:
+        at.text_input(key="kb_delete_confirm").input(typed)
+    [delete] = [b for b in at.button if b.label == "删除知识库 / delete"]
+    delete.click().run()
+    assert not at.exception, at.exception
+    return at
+
+
 def test_create_ingest_list_remove_reindex(tmp_path: Path) -> None:
     doc = write_doc(tmp_path / "docs")
-    at = _open_page()
-    assert not at.exception
-    at.text_input(key="kb_new_name").input("手册")
-    at.button[0].click().run()  # the form's submit button
+    at = _create(_open_page(), "手册")
     assert "created '手册'" in texts(at)
     assert folders.list_names(home() / "kb") == ["手册"]
 
@@ -32,28 +53,61 @@ def test_create_ingest_list_remove_reindex(tmp_path: Path) -> None:
     assert "1 added" in texts(at) and "1 document(s)" in texts(at)
     docs = at.table[1].value
     assert list(docs["file"]) == ["员工手册.md"]
+    # no path of the server's files: not in the tables, not in the remove selector
+    shown = [str(v) for t in at.table for col in t.value.columns for v in t.value[col]]
+    shown += at.selectbox(key="kb_remove_doc").options
+    assert not [v for v in shown if str(tmp_path) in v or str(home()) in v], shown
 
     at.button(key="kb_reindex").click().run()
     assert "index rebuilt" in texts(at)
 
+    # removing asks first; nothing is removed until confirmed
     at.button(key="kb_remove").click().run()
+    assert "1 document(s)" in texts(at)
+    assert "确认从“手册”移除 员工手册.md" in texts(at)
+    at.button(key="kb_remove_yes").click().run()
     assert not at.exception
     assert "no documents yet" in texts(at)
+    assert "已移除 / removed 员工手册.md" in texts(at)  # says what it did
+    assert "ingest result" not in texts(at) and not at.table  # the old result is gone
+
+
+def test_remove_can_be_cancelled(tmp_path: Path) -> None:
+    at = _create(_open_page(), "手册")
+    at.text_input(key="kb_path").input(str(write_doc(tmp_path / "docs")))
+    at.button(key="kb_ingest_path").click().run()
+    at.button(key="kb_remove").click().run()
+    at.button(key="kb_remove_no").click().run()
+    assert "1 document(s)" in texts(at) and "确认从" not in texts(at)
 
 
 def test_bad_name_is_refused(tmp_path: Path) -> None:
-    at = _open_page()
-    at.text_input(key="kb_new_name").input("../evil")
-    at.button[0].click().run()
+    at = _create(_open_page(), "../evil")
     assert at.error and "evil" in at.error[0].value
     assert folders.list_names(home() / "kb") == []
 
 
-def test_delete_knowledge_base(tmp_path: Path) -> None:
-    at = _open_page()
-    at.text_input(key="kb_new_name").input("temp")
-    at.button[0].click().run()
-    at.checkbox(key="kb_delete_sure").check().run()
-    at.button(key="kb_delete").click().run()
-    assert not at.exception
-    assert folders.list_names(home() / "kb") == []
+def test_new_knowledge_base_becomes_the_one_in_use(tmp_path: Path) -> None:
+    at = _create(_open_page(), "公司制度")
+    at.text_input(key="kb_path").input(str(write_doc(tmp_path / "docs")))
+    at.button(key="kb_ingest_path").click().run()
+    assert "ingest result" in texts(at)
+    _create(at, "临时库2")
+    # files now go into the new knowledge base, and the old one's result is not shown under it
+    assert _kb_selector(at).value == "临时库2"
+    assert "上传文件到“临时库2”" in at.subheader[0].value
+    assert "no documents yet" in texts(at) and "ingest result" not in texts(at)
+
+
+def test_delete_needs_the_name_typed_every_time(tmp_path: Path) -> None:
+    at = _create(_create(_open_page(), "公司制度"), "临时库2")
+    _delete(at, "临时库2", typed="临时库2")
+    assert folders.list_names(home() / "kb") == ["公司制度"]
+    assert "已删除知识库 / deleted '临时库2'" in texts(at)  # says what it did
+    # the confirmation does not carry over to the next knowledge base
+    assert at.text_input(key="kb_delete_confirm").value == ""
+    _delete(at, "公司制度", typed=None)
+    assert folders.list_names(home() / "kb") == ["公司制度"]
+    _delete(at, "公司制度", typed="临时库2")  # another name is not a confirmation
+    assert folders.list_names(home() / "kb") == ["公司制度"]
+    assert "名称不符" in at.error[0].value

@@ -48,6 +48,27 @@ def is_adapter_folder(path: Path) -> bool:
     return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
 
 
+def adapter_fits(folder: Path, llm: str) -> bool | None:
+    """Whether the base model an adapter records (adapter_config.json) is the model `llm` names:
+    None when either cannot be told apart (then only loading it shows whether it fits)."""
+    import json
+
+    from kbqa.llm.loading import base_model_name
+    from kbqa.llm.remote import is_remote
+
+    if is_remote(llm):
+        return False  # adapters apply on the serving side, not to a remote model
+    try:
+        recorded = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = recorded.get("base_model_name_or_path") if isinstance(recorded, dict) else None
+    adapter_base, model = base_model_name(base or None) if base else None, base_model_name(llm)
+    if adapter_base is None or model is None:
+        return None
+    return adapter_base == model
+
+
 def discover_adapters(configured: Iterable[Path | str], roots: Iterable[Path | str]) -> list[Path]:
     """Configured adapter folders first, then every adapter folder directly under each root."""
     found: dict[Path, None] = {}

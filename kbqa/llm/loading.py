@@ -186,6 +186,24 @@ def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> 
     return convert_gguf(joined_gguf(EMBEDDED_LLMS[name], cache_dir), folder, dtype)
 
 
+def base_model_name(spec: str | None) -> str | None:
+    """Which model a setting (or an adapter's recorded base) names, without loading anything:
+    'embedded:NAME' for an embedded model, also for its converted folder (NAME-DTYPE), else the
+    resolved folder; None when it names nothing kbqa can tell (a hub id, empty)."""
+    if not spec or spec == "embedded":
+        return EMBEDDED_PREFIX + DEFAULT_LLM
+    if spec.startswith(EMBEDDED_PREFIX):
+        return spec
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return None
+    for name in EMBEDDED_LLMS:
+        # embedded_llm_folder's naming: the converted copy of NAME is the folder NAME-DTYPE
+        if folder.name.startswith(name + "-") and (folder / "config.json").is_file():
+            return EMBEDDED_PREFIX + name
+    return str(folder.resolve())
+
+
 def resolve_llm(spec: str | None, cache_dir: Path, dtype: str = "bfloat16") -> Path:
     """Turn a model setting into a local folder: 'embedded[:NAME]', or a path to a model folder."""
     if not spec or spec == "embedded":

@@ -1,92 +1,209 @@
-"""Chat: ask a knowledge base; the answer streams in with its sources; per-session history."""
+"""Chat: ask the sidebar's knowledge base; answers stream in with their sources. Conversations are
+saved (kbqa.conversations) and listed in the sidebar, per knowledge base."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
 
 import streamlit as st
 
+from kbqa.conversations import Conversation, ConversationStore, Turn
 from kbqa.errors import KbqaError
-from kbqa.ui.common import (default_variant_label, kb_picker, render_refusal, render_sources,
-                            service, variant_options)
+from kbqa.service import KbqaService
+from kbqa.ui.common import (
+    current_kb,
+    default_variant_label,
+    explain_unfit_adapters,
+    flash,
+    render_refusal,
+    render_sources,
+    service,
+    show_error,
+    variant_options,
+)
 
-HISTORY_KEY = "chat_history"
-MAX_SHOWN_TURNS = 50  # the page keeps this many; the prompt gets settings.answer.history_turns of them
+STOPPED_NOTE = "（已停止生成 / generation stopped）"
+# set while this session's answer streams. A click (stop, a new question) starts the next run
+# on a new thread at once while the old run is still stopping; the next run waits for the old
+# one to save what it wrote before reading the conversation.
+ANSWERING_KEY = "chat_answering"
+SAVE_WAIT_S = 30.0
 
 
-def _show_turn(turn: dict[str, Any]) -> None:
-    st.chat_message("user").write(turn["question"])
+def _conversation_key(kb: str) -> str:
+    return f"chat_conversation_{kb}"
+
+
+def _pending_key(kb: str) -> str:
+    return f"chat_conversation_pending_{kb}"
+
+
+def _sidebar(store: ConversationStore, kb: str) -> Conversation | None:
+    """The knowledge base's saved conversations, newest first, one button each; new, rename and
+    delete. The one shown is kept in session state (None: a new, still empty conversation)."""
+    key = _conversation_key(kb)
+    conversations = {c.id: c for c in store.list(kb)}
+    if _pending_key(kb) in st.session_state:
+        st.session_state[key] = st.session_state.pop(_pending_key(kb))
+    chosen = st.session_state.get(key, "unset")
+    if chosen is not None and chosen not in conversations:
+        chosen = st.session_state[key] = next(iter(conversations), None)
+    st.subheader("对话 / conversations")
+    if st.button("新对话 / new chat", key="chat_new", width="stretch",
+                 icon=":material/add:"):
+        chosen = st.session_state[key] = None
+    if not conversations:
+        st.caption("还没有保存的对话 / no saved conversation yet")
+    for conversation in conversations.values():
+        if st.button(conversation.title, key=f"chat_open_{conversation.id}", width="stretch",
+                     type="primary" if conversation.id == chosen else "secondary"):
+            st.session_state[key] = conversation.id
+            st.rerun()
+    if chosen is None:
+        return None
+    conversation = conversations[chosen]
+    with st.expander("重命名或删除 / rename or delete"):
+        title = st.text_input("标题 / title", value=conversation.title,
+                              key=f"chat_title_{conversation.id}")
+        cols = st.columns(2)
+        if cols[0].button("重命名 / rename", key="chat_rename") and title.strip():
+            store.rename(conversation.id, title)
+            st.rerun()
+        if cols[1].button("删除 / delete", key="chat_delete"):
+            store.delete(conversation.id)
+            st.session_state[_pending_key(kb)] = None
+            flash("success", f"已删除对话 / deleted “{conversation.title}”")
+            st.rerun()
+    return conversation
+
+
+def _timing_caption(turn: Turn) -> None:
+    t = turn.timings
+    if "total" not in t:
+        return
+    load = f"模型加载 / model load {t['load']:.1f} s · " if t.get("load") else ""
+    first = f"首字 / first token {t['first_token']:.2f} s · " if "first_token" in t else ""
+    st.caption(f"{turn.variant} · {load}{first}总计 / total {t['total']:.2f} s")
+
+
+def _rate(store: ConversationStore, turn_id: int) -> None:
+    value = st.session_state.get(f"chat_rating_{turn_id}")
+    if value is not None:
+        store.rate(turn_id, 1 if value == 1 else -1)
+
+
+def _show_turn(store: ConversationStore, turn: Turn) -> None:
+    st.chat_message("user").write(turn.question)
     with st.chat_message("assistant"):
-        if turn.get("error"):
-            st.error(turn["error"])
+        if turn.error:
+            st.error(turn.error)
             return
-        st.write(turn["answer"])
-        if turn["refused"]:
+        st.write(turn.answer + (f"\n\n{STOPPED_NOTE}" if turn.state == "stopped" else ""))
+        if turn.refused:
             render_refusal()
-        render_sources(turn["sources"])
+        render_sources(turn.sources)
         _timing_caption(turn)
+        if turn.state == "done":
+            key = f"chat_rating_{turn.id}"
+            if key not in st.session_state and turn.rating is not None:
+                st.session_state[key] = 1 if turn.rating == 1 else 0
+            st.feedback("thumbs", key=key, on_change=_rate, args=(store, turn.id))
 
 
-def _timing_caption(turn: dict[str, Any]) -> None:
-    t = turn.get("timings") or {}
-    if "total" in t:
-        first = f"first token {t['first_token']:.2f} s · " if "first_token" in t else ""
-        st.caption(f"{turn['variant']} · {first}total {t['total']:.2f} s")
+def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
+            previous: list[tuple[str, str]], started: float) -> None:
+    """Stream one answer into the page, saving it whatever happens: finished, failed, or cut
+    short by the stop button or a new question (Streamlit then stops this run with an
+    exception, which the `finally` below sees)."""
+    store = svc.conversations
+    variant = variant_options(svc)[variant_label]
+    saved = st.session_state[ANSWERING_KEY] = threading.Event()
+    try:
+        if not svc.models_ready(variant):
+            with st.status("正在加载模型… / loading the model…", expanded=False) as status:
+                load_start = time.perf_counter()
+                svc.load_models(variant)
+                turn.timings["load"] = time.perf_counter() - load_start
+                status.update(label=f"模型已加载 / model loaded · {turn.timings['load']:.1f} s",
+                              state="complete")
+        st.button("停止生成 / stop", key="chat_stop", icon=":material/stop_circle:")  # any click ends this run (see above)
+        slot = st.empty()
+        slot.caption("检索与生成中… / retrieving and generating…")
+        events = svc.stream_variant(turn.question, variant, kb, history=previous)
+        try:
+            for kind, value in events:
+                if kind == "sources":
+                    turn.sources = value
+                elif kind == "token":
+                    if not turn.answer:
+                        turn.timings["first_token"] = time.perf_counter() - started
+                    turn.answer += value
+                    slot.markdown(turn.answer + "▌")
+                elif kind == "done":
+                    turn.answer, turn.refused = value.text, value.refused
+                    turn.sources = value.sources
+                    turn.timings = {**value.timings, **turn.timings}
+            turn.state = "done"
+        finally:
+            events.close()  # releases the shared model and stops its generation thread
+    except KbqaError as exc:
+        turn.state, turn.error = "error", str(exc)
+        show_error(exc)
+    finally:
+        if turn.state == "pending":
+            turn.state = "stopped"
+        turn.timings["total"] = time.perf_counter() - started
+        try:
+            store.save_turn(turn)
+        finally:
+            saved.set()
 
 
 def render() -> None:
+    started = time.perf_counter()  # a question's wait counts from here, the run's start
     svc = service()
+    store = svc.conversations
+    answering = st.session_state.get(ANSWERING_KEY)
+    if answering is not None:
+        answering.wait(SAVE_WAIT_S)
     st.header("问答 / Chat")
-    history: list[dict[str, Any]] = st.session_state.setdefault(HISTORY_KEY, [])
-    left, right = st.columns(2)
-    with left:
-        kb = kb_picker(svc, key="chat_kb")
+    kb = current_kb(svc)
+    conversation = None
+    if kb is not None:
+        with st.sidebar:
+            conversation = _sidebar(store, kb)
     options = variant_options(svc)
-    with right:
-        label = st.selectbox("模型 / model variant", list(options),
-                             index=default_variant_label(svc, options), key="chat_variant")
-    turns = svc.settings.answer.history_turns
-    cols = st.columns([3, 1])
-    cols[0].caption(f"最近 {turns} 轮对话会作为上下文 / the last {turns} turns go into the prompt")
-    if cols[1].button("清空对话 / clear", key="chat_clear", disabled=not history):
-        history.clear()
-    for turn in history:
-        _show_turn(turn)
+    label = st.selectbox("模型 / model variant", list(options),
+                         index=default_variant_label(svc, options), key="chat_variant")
+    explain_unfit_adapters(svc)
     if kb is None:
         return
+    try:
+        if not svc.knowledge_base(kb).documents():
+            st.info(f"知识库“{kb}”还是空的：请先在“知识库”页面上传文件，再来提问。 "
+                    "This knowledge base is empty: upload files on the Knowledge bases page first.")
+    except KbqaError as exc:
+        st.error(str(exc))
+    turns = store.turns(conversation.id) if conversation else []
+    history_turns = svc.settings.answer.history_turns
+    cols = st.columns([3, 1])
+    cols[0].caption(f"最近 {history_turns} 轮对话会作为上下文 / the last {history_turns} turns "
+                    "go into the prompt")
+    if cols[1].button("清空对话 / clear", key="chat_clear", disabled=not turns):
+        store.clear(conversation.id)  # type: ignore[union-attr]  # turns imply a conversation
+        st.rerun()
+    for turn in turns:
+        _show_turn(store, turn)
     question = st.chat_input("输入问题，例如：入职满一年的员工每年享有几天带薪年假？")
     if not question:
         return
-    previous = [(t["question"], t["answer"]) for t in history
-                if t["kb"] == kb and not t.get("error")]
-    turn: dict[str, Any] = {"question": question, "kb": kb, "variant": label, "answer": "",
-                            "sources": [], "refused": False, "timings": {}}
+    if conversation is None:
+        conversation = store.create(kb)
+    previous = [(t.question, t.answer) for t in turns if t.state == "done"]
+    st.session_state[_pending_key(kb)] = conversation.id
+    turn = store.add_turn(conversation.id, question, label)
     st.chat_message("user").write(question)
     with st.chat_message("assistant"):
-        try:
-            events = svc.stream_variant(question, options[label], kb, history=previous)
-            done: dict[str, Any] = {}
-
-            def tokens():
-                for kind, value in events:
-                    if kind == "sources":
-                        turn["sources"] = value
-                    elif kind == "token":
-                        yield value
-                    elif kind == "done":
-                        done["answer"] = value
-
-            with st.spinner("检索与生成中… / retrieving and generating…"):
-                st.write_stream(tokens())
-            answer = done["answer"]
-            turn.update(answer=answer.text, refused=answer.refused, sources=answer.sources,
-                        timings=answer.timings)
-            if answer.refused:
-                render_refusal()
-            render_sources(answer.sources)
-            _timing_caption(turn)
-        except KbqaError as exc:
-            turn["error"] = str(exc)
-            st.error(str(exc))
-    history.append(turn)
-    del history[:-MAX_SHOWN_TURNS]
+        _answer(svc, turn, label, kb, previous, started)
+    st.rerun()  # shows the saved turn with its rating buttons, and enables "clear"

@@ -1,4 +1,5 @@
-"""What every page shares: the one service per process, and how a source is shown."""
+"""What every page shares: the one service per process, the knowledge base in use, messages that
+outlive a rerun, and how a source is shown."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from kbqa.qa.answers import Source
+from kbqa.adapters.variants import Variant, adapter_fits
 from kbqa.config import load_settings
+from kbqa.errors import AdapterError, KbqaError
+from kbqa.qa.answers import Source
 from kbqa.service import KbqaService
-from kbqa.adapters.variants import Variant
 
 # adapters/ next to streamlit_app.py (the repository's own adapters) is offered as well
 REPO_ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
+PLAIN_LABEL = "plain（无适配器 / no adapter）"
+KB_KEY = "kb"                 # the sidebar's knowledge base selector
+KB_PENDING_KEY = "kb_pending"  # a knowledge base to select at the next run (see select_kb)
+FLASH_KEY = "flash"
 
 
 @st.cache_resource(show_spinner=False)
@@ -25,16 +31,33 @@ def service() -> KbqaService:
     return _service(str(load_settings().home))
 
 
+def _fitting(svc: KbqaService) -> tuple[list[Path], list[Path]]:
+    """Adapter folders whose recorded base model is the configured one (or cannot be told), and
+    those trained on another model."""
+    fit, unfit = [], []
+    for folder in svc.adapter_choices([REPO_ADAPTERS]):
+        (unfit if adapter_fits(folder, svc.settings.llm.model) is False else fit).append(folder)
+    return fit, unfit
+
+
 def variant_options(svc: KbqaService) -> dict[str, Variant]:
-    """Label → Variant: plain, each adapter alone, and the configured stack if it has several."""
-    options = {"plain（无适配器 / no adapter）": Variant()}
+    """Label → Variant: plain, each adapter that fits the model alone, and the configured stack."""
+    options = {PLAIN_LABEL: Variant()}
     configured = svc.default_variant()
     if len(configured.adapters) > 1:
         options[f"{configured.label}（configured）"] = configured
-    for folder in svc.adapter_choices([REPO_ADAPTERS]):
+    for folder in _fitting(svc)[0]:
         variant = Variant.of([folder])
         options.setdefault(f"adapter: {variant.label}", variant)
     return options
+
+
+def explain_unfit_adapters(svc: KbqaService) -> None:
+    """One sentence naming the adapters left out because they were trained on another model."""
+    unfit = _fitting(svc)[1]
+    if unfit:
+        st.caption(f"未列出 {len(unfit)} 个适配器（{'、'.join(f.name for f in unfit)}）："
+                   "它们是为其他基础模型训练的，不能用于当前模型。")
 
 
 def default_variant_label(svc: KbqaService, options: dict[str, Variant]) -> int:
@@ -45,17 +68,59 @@ def default_variant_label(svc: KbqaService, options: dict[str, Variant]) -> int:
     return 0
 
 
-def kb_picker(svc: KbqaService, key: str, label: str = "知识库 / knowledge base") -> str | None:
+def select_kb(name: str) -> None:
+    """Make `name` the knowledge base in use from the next run on (the sidebar's selector is
+    already drawn in this run, so its value cannot change until then)."""
+    st.session_state[KB_PENDING_KEY] = name
+
+
+def kb_switcher(svc: KbqaService) -> str | None:
+    """The sidebar's knowledge base selector: the one knowledge base every page works on."""
     names = svc.list_knowledge_bases()
+    pending = st.session_state.pop(KB_PENDING_KEY, None)
+    if pending in names:
+        st.session_state[KB_KEY] = pending
     if not names:
-        st.info("还没有知识库。请在“知识库”页面创建并上传文件。 "
-                "No knowledge base yet: create one on the Knowledge bases page.")
+        st.session_state.pop(KB_KEY, None)
         return None
-    default = names.index(svc.settings.kb.name) if svc.settings.kb.name in names else 0
-    return st.selectbox(label, names, index=default, key=key)
+    if st.session_state.get(KB_KEY) not in names:
+        default = svc.settings.kb.name
+        st.session_state[KB_KEY] = default if default in names else names[0]
+    return st.selectbox("知识库 / knowledge base", names, key=KB_KEY)
+
+
+def current_kb(svc: KbqaService) -> str | None:
+    """The knowledge base chosen in the sidebar; says how to make one when there is none."""
+    kb = st.session_state.get(KB_KEY)
+    if kb in svc.list_knowledge_bases():
+        return kb
+    st.info("还没有知识库。请在“知识库”页面创建并上传文件。 "
+            "No knowledge base yet: create one on the Knowledge bases page.")
+    return None
+
+
+def flash(kind: str, text: str) -> None:
+    """A message shown at the top of the next run (one that follows an st.rerun)."""
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, text))
+
+
+def show_flashes() -> None:
+    for kind, text in st.session_state.pop(FLASH_KEY, []):
+        getattr(st, kind)(text)
+
+
+def show_error(exc: KbqaError) -> None:
+    """An error as one sentence; an adapter's long technical reason goes under a fold."""
+    if isinstance(exc, AdapterError):
+        st.error("这个适配器与当前模型不匹配，无法使用。请选择其他适配器或 plain。")
+        with st.expander("详情 / details"):
+            st.code(str(exc))
+    else:
+        st.error(str(exc))
 
 
 def render_sources(sources: list[Source]) -> None:
+    """Each cited passage under its file name and heading (never the server's path)."""
     if not sources:
         st.caption("没有检索到相关段落 / no passage retrieved")
         return
@@ -64,7 +129,6 @@ def render_sources(sources: list[Source]) -> None:
         score = "" if source.score is None else f" · score {source.score:.3f}"
         with st.expander(f"[{number}] {source.location()}{score}"):
             st.write(source.snippet)
-            st.caption(source.source)
 
 
 def render_refusal() -> None:

@@ -6,7 +6,15 @@ import streamlit as st
 
 from kbqa.errors import KbqaError
 from kbqa.qa.answers import VariantAnswer
-from kbqa.ui.common import kb_picker, render_refusal, render_sources, service, variant_options
+from kbqa.ui.common import (
+    PLAIN_LABEL,
+    current_kb,
+    explain_unfit_adapters,
+    render_refusal,
+    render_sources,
+    service,
+    variant_options,
+)
 
 RESULT_KEY = "compare_result"
 
@@ -14,7 +22,9 @@ RESULT_KEY = "compare_result"
 def _column(answer: VariantAnswer) -> None:
     st.markdown(f"**{answer.variant.label}**")
     if answer.error:
-        st.error(answer.error)
+        st.error("这个变体没有生成回答（详情见下） / this variant could not answer")
+        with st.expander("详情 / details"):
+            st.code(answer.error)
         return
     st.write(answer.text or "…")
     if answer.refused:
@@ -39,12 +49,13 @@ def render() -> None:
     st.caption("同一问题、同一检索结果，比较无适配器与有适配器的回答。 The same question and the same "
                "retrieved passages; the base model is loaded once and the plain answer comes from "
                "it with the adapters disabled.")
-    kb = kb_picker(svc, key="compare_kb")
+    kb = current_kb(svc)
     options = variant_options(svc)
     adapters = [label for label, v in options.items() if not v.is_plain]
     if not adapters:
         st.info("没有可用的适配器 / no adapters found (configure them in Settings or put peft "
                 "folders in adapters/)")
+    explain_unfit_adapters(svc)
     configured = [label for label in adapters if options[label] == svc.default_variant()]
     chosen = st.multiselect("适配器 / adapter variants", adapters,
                             default=configured or adapters[:1], key="compare_variants",
@@ -53,7 +64,7 @@ def render() -> None:
     if kb is None:
         return
     if st.button("对比 / compare", key="compare_go", type="primary") and question.strip():
-        variants = [options[label] for label in ["plain（无适配器 / no adapter）", *chosen]]
+        variants = [options[label] for label in [PLAIN_LABEL, *chosen]]
         cols = st.columns(len(variants))
         slots = [col.empty() for col in cols]
         for slot, variant in zip(slots, variants):

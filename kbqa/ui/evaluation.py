@@ -6,12 +6,21 @@ import time
 from pathlib import Path
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from kbqa.errors import KbqaError
 from kbqa.evaluation.launch import start_eval
 from kbqa.evaluation.reader import read_eval_report
 from kbqa.ui.common import service, variant_options
+
+# the report is written for a browser window; inside the page's frame its plot must shrink to
+# the frame's width instead of being cut off (also for reports written by older versions)
+FIT_STYLE = "<style>img,svg{max-width:100%;height:auto}table{max-width:100%}</style>"
+
+
+def fit_to_frame(html: str) -> str:
+    """The report with a style that keeps images and tables within the frame's width."""
+    head = html.find("</head>")
+    return html[:head] + FIT_STYLE + html[head:] if head >= 0 else FIT_STYLE + html
 
 
 def _launcher() -> None:
@@ -52,11 +61,25 @@ def _launcher() -> None:
         st.session_state["eval_folder"] = str(run.out)
 
 
+def _feedback_export() -> None:
+    """👍/👎 given in Chat, with question, answer and sources, as JSON Lines for evaluators."""
+    records = service().conversations.feedback()
+    if not records:
+        st.caption("还没有问答反馈 / no 👍/👎 feedback yet")
+        return
+    up = sum(r["rating"] == 1 for r in records)
+    st.download_button(f"导出问答反馈 / export feedback ({up} 👍, {len(records) - up} 👎, JSONL)",
+                       data=service().conversations.export_feedback(),
+                       file_name="kbqa-feedback.jsonl", mime="application/jsonl",
+                       key="eval_feedback_export")
+
+
 def render() -> None:
     st.header("评测 / Evaluation")
     st.caption("打开 `kbqa eval --out DIR` 生成的报告目录。 Open a report folder written by "
                "`kbqa eval ... --out DIR` (metrics.json, answers.jsonl, report.html).")
     _launcher()
+    _feedback_export()
     folder = st.text_input("报告目录 / report folder", key="eval_folder")
     if not folder.strip():
         return
@@ -84,6 +107,6 @@ def render() -> None:
             st.dataframe(unanswerable, hide_index=True, width="stretch")
     if report.html:
         st.subheader("report.html")
-        components.html(report.html, height=900, scrolling=True)
+        st.iframe(fit_to_frame(report.html), height="content", alt="kbqa evaluation report")
     if not (rows or side or report.html):
         st.error("这个目录里没有评测报告 / this folder holds no evaluation report")
