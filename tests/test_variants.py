@@ -63,3 +63,31 @@ def test_an_adapter_that_does_not_fit_leaves_the_model_plain(variants: VariantMo
     with variants.activate(Variant()) as llm:
         assert torch.allclose(before, _logits(llm), atol=1e-5)
     assert not variants.lock.locked()
+
+
+def test_adapter_fits_only_the_base_model_it_records(tmp_path: Path) -> None:
+    import json
+
+    from kbqa.adapters.variants import adapter_fits
+
+    def adapter(name: str, base: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps(
+            {"peft_type": "LORA", "base_model_name_or_path": base}), encoding="utf-8")
+        return folder
+
+    smol = adapter("smol", "embedded:smollm2-135m-instruct")
+    converted = tmp_path / "models" / "smollm2-135m-instruct-float32"  # embedded_llm_folder's name
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text("{}", encoding="utf-8")
+    assert adapter_fits(smol, "embedded:smollm2-135m-instruct") is True
+    assert adapter_fits(smol, str(converted)) is True
+    assert adapter_fits(smol, "embedded") is False  # the default is Qwen2.5-Coder-0.5B
+    assert adapter_fits(adapter("qwen", "embedded:qwen2.5-coder-0.5b-instruct"), "embedded")
+    assert adapter_fits(smol, "openai:http://127.0.0.1:8000/v1#plain") is False
+    other = tmp_path / "other-model"
+    other.mkdir()
+    assert adapter_fits(adapter("local", str(other)), str(other)) is True
+    assert adapter_fits(adapter("local2", str(other)), str(converted)) is False
+    assert adapter_fits(adapter("hub", "Qwen/Qwen2.5-0.5B"), "embedded") is None  # cannot tell
