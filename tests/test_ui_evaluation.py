@@ -113,8 +113,8 @@ def test_feedback_given_in_chat_is_offered_for_export(tmp_path: Path) -> None:
     at = app_test()
     at.query_params["page"] = "evaluation"
     at.run()
-    assert "no 👍/👎 feedback yet" in texts(at)
+    assert "no thumbs-up or thumbs-down given in Chat yet" in texts(at)
     store.rate(turn.id, 1)
     at.run()
     [button] = at.get("download_button")
-    assert "(1 👍, 0 👎, JSONL)" in button.proto.label
+    assert "1 赞 up, 0 踩 down" in button.proto.label

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from kbqa.adapters.variants import Variant, VariantModel, discover_adapters
 from kbqa.errors import AdapterError
 from kbqa.llm.local import LocalLLM
-from kbqa.adapters.variants import Variant, VariantModel, discover_adapters
-
 from tests.ui_support import DONOR_ADAPTER, ROOT
 
 PROBE = "The capital of France is"

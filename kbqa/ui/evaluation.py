@@ -65,10 +65,11 @@ def _feedback_export() -> None:
     """👍/👎 given in Chat, with question, answer and sources, as JSON Lines for evaluators."""
     records = service().conversations.feedback()
     if not records:
-        st.caption("还没有问答反馈 / no 👍/👎 feedback yet")
+        st.caption("问答页还没有人点赞或点踩 / no thumbs-up or thumbs-down given in Chat yet")
         return
     up = sum(r["rating"] == 1 for r in records)
-    st.download_button(f"导出问答反馈 / export feedback ({up} 👍, {len(records) - up} 👎, JSONL)",
+    st.download_button(f"导出问答反馈 / export feedback: {up} 赞 up, {len(records) - up} 踩 down "
+                       "(JSON Lines)",
                        data=service().conversations.export_feedback(),
                        file_name="kbqa-feedback.jsonl", mime="application/jsonl",
                        key="eval_feedback_export")
