@@ -27,7 +27,11 @@ def _forget_results() -> None:
 
 
 def _manage(svc: KbqaService) -> None:
-    with st.form("kb_create", clear_on_submit=True):
+    # the forms' fields are emptied here, on the run after a submit, not by clear_on_submit: its
+    # extra rerun from the browser could replace the run that shows the result message
+    if st.session_state.pop("kb_create_reset", False):
+        st.session_state["kb_new_name"] = ""
+    with st.form("kb_create"):
         name = st.text_input("新知识库名称 / new knowledge base name", key="kb_new_name")
         if st.form_submit_button("创建 / create") and name.strip():
             try:
@@ -35,6 +39,7 @@ def _manage(svc: KbqaService) -> None:
             except KbqaError as exc:
                 st.error(str(exc))
             else:
+                st.session_state["kb_create_reset"] = True
                 select_kb(name.strip())  # the new one is the one files now go into
                 _forget_results()
                 flash("success", f"已创建知识库 / created '{name.strip()}'")
@@ -45,7 +50,7 @@ def _manage(svc: KbqaService) -> None:
     with st.expander("删除知识库 / delete a knowledge base"):
         if st.session_state.pop("kb_delete_reset", False):
             st.session_state["kb_delete_confirm"] = ""  # every attempt starts from an empty field
-        with st.form("kb_delete_form", clear_on_submit=True):
+        with st.form("kb_delete_form"):
             doomed = st.selectbox("删除 / delete", names, key="kb_delete_name")
             typed = st.text_input("输入要删除的知识库名称以确认 / type its name to confirm",
                                   key="kb_delete_confirm")
