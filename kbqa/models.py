@@ -36,7 +36,10 @@ class Models:
     def embeddings(self) -> EncoderEmbeddings:
         """The configured embedder, loaded once."""
         if self._embeddings is None:
-            from kbqa.embeddings.embedders import load_embedded_default, load_sentence_transformer
+            from kbqa.embeddings.embedders import (
+                load_embedded_default,
+                load_sentence_transformer,
+            )
 
             model = self.settings.embeddings.model
             self._embeddings = (load_embedded_default() if model == "embedded"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from kbqa.kb import folders
-
 from tests.ui_support import app_test, home, texts, write_doc
 
 

@@ -40,7 +40,7 @@ class Variant:
         return "plain" if self.is_plain else " + ".join(p.name for p in self.adapters)
 
     @classmethod
-    def of(cls, adapters: Iterable[Path | str] = ()) -> "Variant":
+    def of(cls, adapters: Iterable[Path | str] = ()) -> Variant:
         return cls(tuple(Path(a).expanduser().resolve() for a in adapters))
 
 
