@@ -284,24 +284,17 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _rag_examples(folder: Path, home: Path, refusal_share: float, seed: int) -> list[Example]:
     """Index the docs with the default settings, then build examples from what kbqa retrieves."""
-    from kbqa.adapters.rag_data import RagQuestion, rag_examples
-    from kbqa.config import Settings
-    from kbqa.evaluation.data import materialise_docs
-    from kbqa.service import KbqaService
+    from kbqa.adapters.rag_data import RagQuestion, rag_examples, retrieval_over
+    from kbqa.config import RetrievalSettings
 
-    service = KbqaService(Settings(home=home, kb="train"))
-    docs, problems = materialise_docs(folder / "docs.jsonl", home / "docs")
-    for problem in problems:
-        print(problem)
-    if "train" not in service.list_knowledge_bases():
-        service.ingest([docs], "train", progress=True)
-    top_k = service.settings.retrieval.top_k
+    top_k = RetrievalSettings().top_k
+    retrieve = retrieval_over(folder / "docs.jsonl", home, top_k + 5)
     rows = [json.loads(line) for line in
             (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     questions = [RagQuestion(r["question"], tuple(r.get("answers") or ())) for r in rows
                  if r.get("answers")]
-    examples, mix = rag_examples(questions, lambda q: service.retrieve(q, "train", top_k + 5),
-                                 top_k=top_k, refusal_share=refusal_share, seed=seed)
+    examples, mix = rag_examples(questions, retrieve, top_k=top_k, refusal_share=refusal_share,
+                                 seed=seed)
     print(f"RAG examples: {mix.answerable} answerable, {mix.refusals} refusals; skipped "
           f"{mix.skipped_no_gold} without the answer in the top {top_k} and {mix.skipped_empty} "
           "with nothing retrieved")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from langchain_core.documents import Document
 
@@ -75,3 +76,26 @@ def rag_examples(questions: Sequence[RagQuestion], retrieve: Retrieve, *, top_k:
             answerable += 1
     rng.shuffle(examples)
     return examples, RagMix(answerable, refusals, no_gold, empty)
+
+
+def retrieval_over(docs_jsonl: Path, home: Path, n: int) -> Retrieve:
+    """Index docs.jsonl as a knowledge base under `home` with the default settings; the result
+    returns the first `n` passages kbqa's default retrieval gives a question."""
+    from kbqa.config import Settings
+    from kbqa.embeddings.embedders import load_embedded_default
+    from kbqa.ingest.jsonl_docs import materialise_docs
+    from kbqa.kb.store import KnowledgeBase
+    from kbqa.retrieval.retriever import KnowledgeBaseRetriever
+
+    defaults = Settings(home=home)
+    folder, problems = materialise_docs(docs_jsonl, home / "docs")
+    for problem in problems:
+        print(problem)
+    kb = KnowledgeBase.open_or_create(home / "kb", "train", load_embedded_default(),
+                                      chunk_size=defaults.kb.chunk_size,
+                                      chunk_overlap=defaults.kb.chunk_overlap)
+    kb.ingest([folder], progress=True)
+    retriever = KnowledgeBaseRetriever(kb=kb, mode=defaults.retrieval.mode, k=n,
+                                       score_threshold=defaults.retrieval.score_threshold,
+                                       min_coverage=defaults.retrieval.min_coverage)
+    return retriever.invoke

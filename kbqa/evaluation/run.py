@@ -21,7 +21,8 @@ from tqdm import tqdm
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
 from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
-from kbqa.evaluation.data import Question, Variant, materialise_docs, parse_variant, read_questions
+from kbqa.evaluation.data import Question, Variant, parse_variant, read_questions
+from kbqa.ingest.jsonl_docs import materialise_docs
 from kbqa.evaluation.scoring import summarise
 from kbqa.evaluation.metrics import exact_match, f1_score, rouge_l
 from kbqa.service import KbqaService
