@@ -150,13 +150,17 @@ def _service(args: argparse.Namespace) -> KbqaService:
 
 
 def _print_sources(answer: Answer) -> None:
+    from kbqa.qa.snippets import aligned
+
     if not answer.sources:
         print("\n来源 / sources: （无相关段落 / no passage above the threshold）")
         return
     print("\n来源 / sources:")
     for number, source in enumerate(answer.sources, start=1):
         score = f"{source.score:.3f}" if isinstance(source.score, float) else "-"
-        print(f"  [{number}] {source.location()}  (score {score})\n      {source.snippet}")
+        print(f"  [{number}] {source.location()}  (score {score})")
+        for line in aligned(source.snippet):  # a table's rows with their columns lined up
+            print(f"      {line}")
 
 
 def _answer(service: KbqaService, question: str, history: list[tuple[str, str]],

@@ -273,7 +273,7 @@ class KbqaService:
         Events: ('sources', [Source]) then ('answer', VariantAnswer) per variant, in order.
         """
         docs = self.retrieve(question, kb_name, top_k)
-        yield "sources", [Source.from_document(d) for d in docs]
+        yield "sources", [Source.from_document(d, question) for d in docs]
         for variant in variants:
             yield "answer", self.answer_with_context(question, docs, variant)
 
@@ -338,7 +338,7 @@ def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | Non
                               config={"callbacks": [timer]}):
         if "docs" in chunk:
             timings["retrieve"] = time.perf_counter() - start
-            sources = [Source.from_document(d) for d in chunk["docs"]]
+            sources = [Source.from_document(d, question) for d in chunk["docs"]]
             yield "sources", sources
         if chunk.get("answer"):
             if not parts:

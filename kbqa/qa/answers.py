@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from langchain_core.documents import Document
 
+from kbqa.qa.snippets import SNIPPET_CHARS, snippet
+
 if TYPE_CHECKING:
     from kbqa.adapters.variants import Variant
     from kbqa.adapters.verify import VerifyReport
 
-SNIPPET_CHARS = 120
+__all__ = ["SNIPPET_CHARS", "Answer", "Source", "VariantAnswer"]
 
 
 @dataclass(frozen=True)
@@ -21,19 +23,19 @@ class Source:
     filename: str
     source: str
     score: float | None  # dense cosine similarity when known (higher = closer), else the rank score
-    snippet: str
+    snippet: str  # one line of prose, or a table's Markdown lines (kbqa.qa.snippets)
     page: int | None = None
     heading: str | None = None
     chunk_id: int | None = None
 
     @classmethod
-    def from_document(cls, document: Document) -> "Source":
+    def from_document(cls, document: Document, query: str = "") -> "Source":
+        """The passage's source; its snippet keeps a table's header and the rows `query` is about."""
         meta = document.metadata
-        text = " ".join(document.page_content.split())
         return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
                    source=str(meta.get("source", "")),
                    score=meta["dense_score"] if meta.get("dense_score") is not None else meta.get("score"),
-                   snippet=text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else ""),
+                   snippet=snippet(document.page_content, query),
                    page=meta.get("page"), heading=meta.get("heading"),
                    chunk_id=meta.get("chunk_id"))
 

@@ -187,7 +187,8 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
                        "invalid_request_error", "model_not_found")
     _check_lengths(state, body)
     docs = await run_in_threadpool(_retrieve, state, key, body)
-    sources = None if docs is None else [source_view(Source.from_document(d)) for d in docs]
+    sources = None if docs is None else [source_view(Source.from_document(d, body.question))
+                                         for d in docs]
     try:
         ticket = state.queue.admit()
     except QueueFull as exc:

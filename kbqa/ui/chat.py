@@ -102,7 +102,7 @@ def _show_turn(store: ConversationStore, turn: Turn) -> None:
         st.write(turn.answer + (f"\n\n{STOPPED_NOTE}" if turn.state == "stopped" else ""))
         if turn.refused:
             render_refusal()
-        render_sources(turn.sources)
+        render_sources(turn.sources, turn.answer)
         _timing_caption(turn)
         if turn.state == "done":
             key = f"chat_rating_{turn.id}"

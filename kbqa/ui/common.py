@@ -11,6 +11,7 @@ from kbqa.adapters.variants import Variant, adapter_fits
 from kbqa.config import load_settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.qa.answers import Source
+from kbqa.qa.snippets import highlighted_markdown
 from kbqa.service import KbqaService
 
 # adapters/ next to streamlit_app.py (the repository's own adapters) is offered as well
@@ -119,8 +120,9 @@ def show_error(exc: KbqaError) -> None:
         st.error(str(exc))
 
 
-def render_sources(sources: list[Source]) -> None:
-    """Each cited passage under its file name and heading (never the server's path)."""
+def render_sources(sources: list[Source], answer: str = "") -> None:
+    """Each cited passage under its file name and heading (never the server's path): a table as a
+    table, the answer's words marked, the document's own text never taken as markup."""
     if not sources:
         st.caption("没有检索到相关段落 / no passage retrieved")
         return
@@ -128,7 +130,8 @@ def render_sources(sources: list[Source]) -> None:
     for number, source in enumerate(sources, start=1):
         score = "" if source.score is None else f" · score {source.score:.3f}"
         with st.expander(f"[{number}] {source.location()}{score}"):
-            st.write(source.snippet)
+            # safe: highlighted_markdown escapes the passage; its only HTML is its own <mark>
+            st.markdown(highlighted_markdown(source.snippet, answer), unsafe_allow_html=True)
 
 
 def render_refusal() -> None:
