@@ -306,6 +306,30 @@ def test_upload_ingest_ask_and_remove_a_document(server: Server) -> None:
     assert names == ["员工手册.md"]
 
 
+def test_sources_keep_a_tables_header_and_the_row_asked_about(server: Server) -> None:
+    sheet = "型号,最大吸力,续航\n" + "".join(f"星河X{n},{n}000Pa,{n * 10}分钟\n" for n in range(1, 9))
+    assert api(server, "POST", "/v1/kbs", json={"name": "products"}).status_code == 201
+    try:
+        response = api(server, "POST", "/v1/kbs/products/documents",
+                       files={"files": ("型号参数.csv", sheet.encode(), "text/csv")})
+        assert response.status_code == 202
+        assert _wait(server, "products", response.json()["id"], server.admin_key)["status"] == "done"
+        for stream in (False, True):
+            answer = ask(server, server.admin_key, stream=stream, extra_body={"kb": "products"},
+                         messages=[{"role": "user", "content": "星河X3的最大吸力是多少？"}])
+            first = next(iter(answer)) if stream else answer
+            [source] = first.model_extra["sources"]
+            assert source["document"] == "型号参数.csv"
+            # the table's lines, newlines kept: header, separator, the row asked about, "more"
+            assert source["snippet"].split("\n") == [
+                "| 型号 | 最大吸力 | 续航 |", "| --- | --- | --- |", "| 星河X3 | 3000Pa | 30分钟 |",
+                "| … | … | … |"]
+            if stream:
+                answer.close()
+    finally:
+        assert api(server, "DELETE", "/v1/kbs/products").status_code == 200
+
+
 def test_create_and_delete_a_kb(server: Server) -> None:
     created = api(server, "POST", "/v1/kbs", json={"name": "scratch"})
     assert created.status_code == 201

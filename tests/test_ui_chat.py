@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 from kbqa.config import load_settings
 from kbqa.qa.prompts import REFUSAL
+from kbqa.qa.snippets import highlighted_markdown
 from kbqa.service import KbqaService
 from tests.ui_support import QUESTION, app_test, home, texts, write_config, write_doc
 
@@ -177,6 +179,30 @@ def test_conversations_are_saved_renamed_deleted_and_rated(ready: None) -> None:
     assert record["rating"] == 1 and record["question"] == QUESTION
     assert record["answer"] == answer and record["kb"] == "default"
     assert [s["filename"] for s in record["sources"]] == ["员工手册.md"]
+
+
+def test_a_table_source_shows_its_header_and_the_row_asked_about(tmp_path: Path,
+                                                                 tiny_llm_folder: Path) -> None:
+    write_config(tiny_llm_folder)
+    sheet = tmp_path / "docs" / "型号参数.csv"
+    sheet.parent.mkdir()
+    sheet.write_text("型号,最大吸力,续航\n" + "".join(f"星河X{n},{n}000Pa,{n * 10}分钟\n"
+                                                  for n in range(1, 9)), encoding="utf-8")
+    KbqaService(load_settings()).ingest([sheet], "default")
+    question = "星河X3的最大吸力是多少？"
+    expected = KbqaService(load_settings()).ask(question, "default")
+    at = _ask(app_test().run(), question)
+    [assistant] = _messages(at, "assistant")
+    source = assistant.expander[0]
+    assert source.label.startswith("[1] 型号参数.csv")
+    shown = source.markdown[0].value
+    # the answer's words in the passage are marked the way highlighted_markdown marks them
+    assert shown == highlighted_markdown(expected.sources[0].snippet, expected.text)
+    # rendered, it is a table: the header, then the row asked about (not the other seven)
+    page = re.sub("</?mark>", "", MarkdownIt("commonmark").enable("table").render(shown))
+    assert re.findall("<th>(.*?)</th>", page) == ["型号", "最大吸力", "续航"]
+    rows = [re.findall("<td>(.*?)</td>", row) for row in re.findall("<tr>(.*?)</tr>", page, re.S)]
+    assert rows[1:] == [["星河X3", "3000Pa", "30分钟"], ["…", "…", "…"]]
 
 
 def test_question_outside_the_knowledge_base_shows_refusal(ready: None) -> None:
