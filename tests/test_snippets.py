@@ -154,3 +154,17 @@ def test_a_pipe_inside_a_cell_stays_in_its_cell(tmp_path: Path) -> None:
     [chunk] = chunks(path)
     shown = html(highlighted_markdown(snippet(chunk.page_content, "竖线")))
     assert "<td>a|b &lt;b&gt;粗&lt;/b&gt;</td>" in shown and shown.count("<td>") == 2
+
+
+def test_kbqa_ask_prints_a_cited_table_with_aligned_rows(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from kbqa.cli import _print_sources
+    from kbqa.qa.answers import Answer
+
+    [chunk] = chunks(make_docx(tmp_path / "产品参数.docx"))
+    source = Source.from_document(chunk, QUESTION)
+    _print_sources(Answer(question=QUESTION, text="4000Pa", sources=[source], refused=False))
+    printed = capsys.readouterr().out.split("\n")
+    start = printed.index("      【技术参数】")
+    assert printed[start + 1:start + 5] == [f"      {line}" for line in aligned(source.snippet)[1:]]
+    assert printed[start + 3].split() == ["最大吸力", "|", "4000Pa", "|", "5000Pa"]

@@ -201,7 +201,7 @@ def test_a_table_source_shows_its_header_and_the_row_asked_about(tmp_path: Path,
     # rendered, it is a table: the header, then the row asked about (not the other seven)
     page = re.sub("</?mark>", "", MarkdownIt("commonmark").enable("table").render(shown))
     assert re.findall("<th>(.*?)</th>", page) == ["型号", "最大吸力", "续航"]
-    rows = [re.findall("<td>(.*?)</td>", row) for row in re.findall("<tr>(.*?)</tr>", page, re.S)]
+    rows = [re.findall("<td>(.*?)</td>", row) for row in re.findall("<tr>(.*?)</tr>", page, re.DOTALL)]
     assert rows[1:] == [["星河X3", "3000Pa", "30分钟"], ["…", "…", "…"]]
 
 

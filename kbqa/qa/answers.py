@@ -29,7 +29,7 @@ class Source:
     chunk_id: int | None = None
 
     @classmethod
-    def from_document(cls, document: Document, query: str = "") -> "Source":
+    def from_document(cls, document: Document, query: str = "") -> Source:
         """The passage's source; its snippet keeps a table's header and the rows `query` is about."""
         meta = document.metadata
         return cls(filename=str(meta.get("filename") or meta.get("source") or "?"),
