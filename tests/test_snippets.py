@@ -168,3 +168,11 @@ def test_kbqa_ask_prints_a_cited_table_with_aligned_rows(tmp_path: Path,
     start = printed.index("      【技术参数】")
     assert printed[start + 1:start + 5] == [f"      {line}" for line in aligned(source.snippet)[1:]]
     assert printed[start + 3].split() == ["最大吸力", "|", "4000Pa", "|", "5000Pa"]
+
+
+def test_a_mark_never_cuts_a_number_or_word() -> None:
+    # "1000Pa" is not "3000Pa": no "000Pa" marked inside the passage's value
+    assert "<mark>" not in highlighted_markdown("| 型号 | 最大吸力 |\n| --- | --- |\n| 星河X3 | 3000Pa |",
+                                                "最大吸力是1000Pa。")
+    assert "<mark>3000Pa</mark>" in highlighted_markdown(
+        "| 型号 | 最大吸力 |\n| --- | --- |\n| 星河X3 | 3000Pa |", "是3000Pa。")

@@ -448,3 +448,48 @@ def test_report_plot_fits_its_frame(tiny_server: str, page, tmp_path: Path) -> N
     assert inside["scrollWidth"] <= inside["width"] + 1, inside
     assert inside["scrollHeight"] <= frame_height + 1, (inside, frame_height)
     assert "components.v1.html" not in (tmp_path / "streamlit.log").read_text()
+
+
+def test_a_table_source_is_a_table_with_the_answer_marked(tiny_server: str, page,
+                                                         tmp_path: Path) -> None:
+    import csv
+
+    from kbqa.config import load_settings
+    from kbqa.conversations import ConversationStore
+    from kbqa.qa.snippets import highlighted_markdown
+    from kbqa.service import KbqaService
+
+    sheet = tmp_path / "docs" / "型号参数.csv"
+    sheet.parent.mkdir(parents=True)
+    hostile = '30分钟<img src=x onerror="window.__pwned=1"> **快充**'
+    with sheet.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out).writerows([("型号", "最大吸力", "续航"),
+                                   *((f"星河X{n}", f"{n}000Pa", hostile if n == 3 else f"{n * 10}分钟")
+                                     for n in range(1, 9))])
+    KbqaService(load_settings()).ingest([sheet], "产品")
+    page.set_default_timeout(90_000)
+    page.goto(f"{tiny_server}/?page=chat")
+    _ask(page, "星河X3的最大吸力是多少？", message=1)
+    source = page.locator('[data-testid="stChatMessage"]').nth(1).locator(
+        '[data-testid="stExpander"]').first
+    source.locator("summary").click()
+    table = source.locator("table")
+    expect(table).to_have_count(1)
+    # the header, then the row asked about, then "…" for the rows left out
+    assert [t.strip() for t in table.locator("th").all_inner_texts()] == ["型号", "最大吸力", "续航"]
+    rows = [[c.strip() for c in row.locator("td").all_inner_texts()]
+            for row in table.locator("tbody tr").all()]
+    assert rows == [["星河X3", "3000Pa", hostile], ["…", "…", "…"]]
+    # the document's HTML and Markdown are shown as text, never run
+    assert not source.locator("img, strong").count()
+    assert page.evaluate("() => window.__pwned") is None
+    # the answer's longest run in the passage is marked, as highlighted_markdown says
+    store = ConversationStore(Path(os.environ["KBQA_HOME"]) / "conversations.sqlite3")
+    [conversation] = store.list()
+    [turn] = store.turns(conversation.id)
+    marked = re.findall("<mark>(.*?)</mark>", highlighted_markdown(turn.sources[0].snippet,
+                                                                   turn.answer))
+    print("answer:", turn.answer, "marked:", marked)
+    assert [m.strip() for m in source.locator("mark").all_inner_texts()] == [
+        m.replace("\\", "") for m in marked]
+    _shot(page, tmp_path, "chat-table-source")

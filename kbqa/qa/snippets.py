@@ -24,6 +24,7 @@ ELLIPSIS = "…"
 
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 _ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_UNIT = re.compile(r"[0-9A-Za-z]+|.", re.DOTALL)
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
@@ -113,15 +114,25 @@ def aligned(snippet_text: str) -> list[str]:
     return [*lead, line(rows[0]), rule, *(line(row) for row in rows[1:])]
 
 
+def _units(text: str) -> list[str]:
+    """Characters, except that an ASCII word or number is one unit: a mark never cuts "3000Pa"."""
+    return _UNIT.findall(text)
+
+
 def answer_span(answer: str, fragments: list[str]) -> tuple[int, int, int] | None:
     """(fragment index, start, end) of the longest run of the answer's text found in one fragment,
-    when it has at least HIGHLIGHT_MIN_CHARS characters that are not spaces or punctuation."""
+    in whole ASCII words, when it has at least HIGHLIGHT_MIN_CHARS characters that are not spaces
+    or punctuation."""
+    wanted = _units(answer)
     best: tuple[int, int, int] | None = None
     for number, fragment in enumerate(fragments):
-        match = SequenceMatcher(None, fragment, answer, autojunk=False).find_longest_match(
-            0, len(fragment), 0, len(answer))
-        if match.size and (best is None or match.size > best[2] - best[1]):
-            best = (number, match.a, match.a + match.size)
+        units = _units(fragment)
+        match = SequenceMatcher(None, units, wanted, autojunk=False).find_longest_match(
+            0, len(units), 0, len(wanted))
+        start = sum(len(unit) for unit in units[:match.a])
+        end = start + sum(len(unit) for unit in units[match.a:match.a + match.size])
+        if end > start and (best is None or end - start > best[2] - best[1]):
+            best = (number, start, end)
     if best is None:
         return None
     number, start, end = best
@@ -149,14 +160,18 @@ def _marked(fragment: str, span: tuple[int, int] | None) -> str:
 
 def highlighted_markdown(snippet_text: str, answer: str = "") -> str:
     """The snippet as safe Markdown for the web app (a table stays a table), the answer's longest
-    run in the passage wrapped in <mark>; the only HTML in it is that tag."""
+    run in the passage (in a table: in a row, not the header) wrapped in <mark>; the only HTML in
+    it is that tag."""
     table = table_of(snippet_text)
     if table is None:
         fragments, lead, rows = [snippet_text], [], []
     else:
         lead, rows = table
         fragments = [*lead, *(cell for row in rows for cell in row)]
-    found = answer_span(answer, fragments) if answer.strip() else None
+    # the header names the columns: the answer's value is looked for in the rows
+    header = range(len(lead), len(lead) + len(rows[0])) if rows else range(0)
+    searched = ["" if number in header else fragment for number, fragment in enumerate(fragments)]
+    found = answer_span(answer, searched) if answer.strip() else None
     pieces = [_marked(fragment, found[1:] if found and found[0] == number else None)
               for number, fragment in enumerate(fragments)]
     if table is None:
