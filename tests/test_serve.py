@@ -317,7 +317,9 @@ def test_sources_keep_a_tables_header_and_the_row_asked_about(server: Server) ->
         for stream in (False, True):
             answer = ask(server, server.admin_key, stream=stream, extra_body={"kb": "products"},
                          messages=[{"role": "user", "content": "星河X3的最大吸力是多少？"}])
-            first = list(answer)[0] if stream else answer  # a stream carries them first
+            # read to its end (a stream left open keeps the server generating at shutdown)
+            chunks = [*answer] if stream else [answer]  # a stream carries them first
+            first = chunks[0]
             [source] = first.model_extra["sources"]
             assert source["document"] == "型号参数.csv"
             # the table's lines, newlines kept: header, separator, the row asked about, "more"
