@@ -405,6 +405,8 @@ def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server
     page.reload()
     _wait_message(page, 1, "已停止生成")
     sidebar = page.locator('[data-testid="stSidebar"]').get_by_role("button")
+    # the sidebar renders after the page's first message: wait for it, then read it
+    expect(sidebar.filter(has_text=first_question)).to_have_count(2, timeout=30_000)
     titles = [t.strip() for t in sidebar.all_inner_texts()]
     assert titles.count(first_question) == 2, titles
 
