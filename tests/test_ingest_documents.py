@@ -110,6 +110,25 @@ def test_without_the_ocr_extra_a_scan_is_refused_with_the_install_command(
         load_file(path)
 
 
+def test_rapidocr_without_its_inference_engine_counts_as_no_ocr(
+        scan_pdf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rapidocr 3 installs without onnxruntime; a fresh install once failed on the first page."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args))
+    assert not ocr_module.ocr_available()
+    with pytest.raises(LoaderError, match=r"scan\.pdf: a scanned PDF \(no text layer\); "
+                                          r"OCR is not installed: pip install 'kbqa\[ocr\]'"):
+        load_file(scan_pdf)
+    extras = tomllib.loads((KNOWLEDGE_PDF.parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]
+    for package in ocr_module._OCR_PACKAGES:  # what OCR needs is what `kbqa[ocr]` and CI install
+        for extra in ("ocr", "dev"):
+            assert any(dep.startswith(f"{package}==") for dep in extras[extra]), (package, extra)
+
+
 def test_a_text_pdf_is_not_sent_to_ocr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object) -> str:
         raise AssertionError("OCR ran on a page with a text layer")

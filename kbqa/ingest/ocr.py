@@ -33,11 +33,15 @@ _lock = threading.Lock()  # one onnxruntime session pair, used by one page at a 
 PageProgress = Callable[[int, int], None]
 
 
+# rapidocr 3 imports without its inference engine and fails only on the first page
+_OCR_PACKAGES = ("rapidocr", "onnxruntime")
+
+
 def ocr_available() -> bool:
-    """Whether the optional OCR extra is installed (without loading its models)."""
+    """Whether the optional OCR extra is installed, engine included (without loading models)."""
     import importlib.util
 
-    return importlib.util.find_spec("rapidocr") is not None
+    return all(importlib.util.find_spec(package) is not None for package in _OCR_PACKAGES)
 
 
 @lru_cache(maxsize=1)
