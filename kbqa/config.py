@@ -120,6 +120,11 @@ class AnswerSettings(_Section):
     history_turns: int = Field(3, ge=0, le=20, description="chat turns kept in the prompt")
     prompt_template: str | None = Field(None, description="custom template with {context} "
                                         "{question}")
+    grounding: Literal["off", "span", "refuse"] = Field(
+        "off", description="an answer whose numbers or words no retrieved passage holds: off = "
+                           "kept as the model wrote it; span = replaced by the passage's sentence "
+                           "that supports it best (a refusal when none does); refuse = replaced "
+                           "by the refusal (kbqa.qa.grounding)")
 
 
 class ServerSettings(_Section):

@@ -19,6 +19,7 @@ from kbqa.kb import folders
 from kbqa.models import Models
 from kbqa.qa.answers import Answer, Source, VariantAnswer
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
+from kbqa.qa.grounding import Grounding
 from kbqa.qa.prompts import build_prompt
 from kbqa.qa.timing import StageTimer
 
@@ -334,6 +335,7 @@ def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | Non
     timings: dict[str, float] = {}
     sources: list[Source] = []
     parts: list[str] = []
+    grounding: Grounding | None = None
     for chunk in chain.stream({"question": question, "history": history or []},
                               config={"callbacks": [timer]}):
         if "docs" in chunk:
@@ -345,10 +347,13 @@ def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | Non
                 timings["first_token"] = time.perf_counter() - start
             parts.append(chunk["answer"])
             yield "token", chunk["answer"]
+        if "grounded" in chunk:
+            grounding = chunk["grounded"]
     timer.wait_for_llm()
     timings["total"] = time.perf_counter() - start
     timings.update(timer.stages())  # the retriever's own span replaces the arrival time if seen
-    text = "".join(parts).strip()
+    # the streamed tokens are the model's draft; the answer is what the grounding check kept of it
+    text = grounding.text if grounding is not None else "".join(parts).strip()
     yield "done", Answer(question=question, text=text, sources=sources,
                          refused=is_refusal(text), timings=timings, usage=timer.usage,
-                         finish_reason=timer.finish_reason)
+                         finish_reason=timer.finish_reason, grounding=grounding)

@@ -18,7 +18,7 @@ from typing import Any
 from langchain_core.documents import Document
 from tqdm import tqdm
 
-from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
+from kbqa.qa.chain import final_answer, fixed_context, is_refusal, qa_chain
 from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
 from kbqa.evaluation.data import Question, Variant, parse_variant, read_questions
@@ -129,7 +129,7 @@ def check_variants(models: VariantModel, variants: tuple[Variant, ...]) -> dict[
 def _answer(llm: Any, settings: Settings, question: Question, context: list[Document]) -> dict:
     chain = qa_chain(settings, fixed_context(context), llm, history=False)
     start = time.perf_counter()
-    answer = chain.invoke({"question": question.question})["answer"].strip()
+    answer = final_answer(chain.invoke({"question": question.question}))
     latency = time.perf_counter() - start
     tokens = len(llm.tokenizer(answer)["input_ids"]) if context else 0
     return {"answer": answer, "latency_s": latency, "tokens": tokens,

@@ -12,6 +12,7 @@ from kbqa.qa.snippets import SNIPPET_CHARS, snippet
 if TYPE_CHECKING:
     from kbqa.adapters.variants import Variant
     from kbqa.adapters.verify import VerifyReport
+    from kbqa.qa.grounding import Grounding
 
 __all__ = ["SNIPPET_CHARS", "Answer", "Source", "VariantAnswer"]
 
@@ -57,6 +58,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)  # prompt/completion/total tokens, if known
     finish_reason: str | None = None  # "stop" or "length" (the max_new_tokens budget ran out)
+    grounding: Grounding | None = None  # the model's draft and what the grounding check made of it
 
     def decode_rate(self) -> float | None:
         """Generated tokens per second after the first one, when the model reported its usage."""

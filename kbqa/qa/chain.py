@@ -1,9 +1,11 @@
 """The QA chain in LCEL: question → retriever → prompt → LLM → answer, with the sources kept.
 
 Input: {"question": str, "history": [(question, answer), ...] (optional)}.
-Output: {"question", "docs", "answer"}; `.stream()` yields the docs first and
-then the answer token by token. When retrieval finds nothing above the score
-threshold the chain answers the fixed refusal without calling the model.
+Output: {"question", "docs", "answer", "grounded"}; `.stream()` yields the docs first,
+then the model's answer token by token, then "grounded" (kbqa.qa.grounding.Grounding):
+the answer as given after the grounding check, which `final_answer` reads. When retrieval
+finds nothing above the score threshold the chain answers the fixed refusal without
+calling the model.
 """
 
 from __future__ import annotations
@@ -19,16 +21,25 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
 from kbqa.config import Settings
+from kbqa.qa.grounding import Grounding, Policy, ground
 from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
+
 
 def is_refusal(answer: str) -> bool:
     """Whether an answer is the template's fixed 'cannot answer' phrase (allowing punctuation)."""
     return REFUSAL in answer.replace(" ", "")
 
 
+def final_answer(result: dict[str, Any]) -> str:
+    """The answer a chain run gives: the grounded one when the chain checked it, else the model's."""
+    grounded = result.get("grounded")
+    return grounded.text if isinstance(grounded, Grounding) else str(result["answer"]).strip()
+
+
 def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
-                   prompt: PromptTemplate | None = None, history_turns: int = 3) -> Runnable:
-    """Compose retriever | prompt | llm; any LangChain retriever and LLM fit."""
+                   prompt: PromptTemplate | None = None, history_turns: int = 3,
+                   grounding: Policy = "off") -> Runnable:
+    """Compose retriever | prompt | llm | grounding check; any LangChain retriever and LLM fit."""
     prompt = prompt or build_prompt()
 
     def render(inputs: dict[str, Any]) -> str:
@@ -42,16 +53,23 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
     def route(inputs: dict[str, Any]) -> Runnable:
         return answer_with_llm if inputs["docs"] else refuse
 
+    def check(inputs: dict[str, Any]) -> Grounding:
+        return ground(inputs["answer"], [d.page_content for d in inputs["docs"]],
+                      inputs["question"], grounding)
+
     return (RunnablePassthrough.assign(docs=itemgetter("question") | retriever)
-            | RunnablePassthrough.assign(answer=RunnableLambda(route)))
+            | RunnablePassthrough.assign(answer=RunnableLambda(route))
+            | RunnablePassthrough.assign(grounded=RunnableLambda(check)))
 
 
 def qa_chain(settings: Settings, retriever: BaseRetriever | Runnable, llm: BaseLanguageModel, *,
              history: bool = True) -> Runnable:
     """The app's QA chain: `build_qa_chain` with the configured template and history turns
-    (none when `history` is False); the CLI, web app, server and evaluator all build this one."""
+    (none when `history` is False) and grounding policy; the CLI, web app, server and evaluator
+    all build this one."""
     return build_qa_chain(retriever, llm, build_prompt(settings.answer.prompt_template),
-                          history_turns=settings.answer.history_turns if history else 0)
+                          history_turns=settings.answer.history_turns if history else 0,
+                          grounding=settings.answer.grounding)
 
 
 def fixed_context(docs: list[Document]) -> Runnable:

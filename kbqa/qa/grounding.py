@@ -1,0 +1,187 @@
+"""Grounding: is the answer written in the passages it was given, and what to say when it is not.
+
+A small model sometimes answers with a number or a phrase that no passage holds. The check looks
+for the answer's claims in the passages after folding full-width forms and case (NFKC) and
+dropping spaces and punctuation:
+
+- every number of the answer must stand in one passage as a whole number (not inside a longer
+  one), and a Latin unit written right after it ("4000Pa", "5200mAh", "12%") right after it there;
+- most of its other characters must be found there too, each as part of a character pair the
+  passage holds (pairs the question holds count as well: an answer may echo the question).
+
+The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
+replaced by the passage clause that best supports it (span; a refusal when no clause does), or
+replaced by the fixed refusal (refuse).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from kbqa.qa.prompts import REFUSAL
+
+Policy = Literal["off", "span", "refuse"]
+POLICIES: tuple[str, ...] = ("off", "span", "refuse")
+MIN_COVERAGE = 0.8       # share of the answer's other characters a supporting passage must hold
+MIN_SPAN_COVERAGE = 0.5  # a clause holding less of the answer is no support worth quoting
+
+_KEPT = re.compile(r"[0-9a-z\u3400-\u9fff.%]")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_LATIN_UNIT = re.compile(r"[a-z%]+")
+_CLAUSE_END = re.compile(r"(?<=[。！？；;!?\n])")
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+              "七": 7, "八": 8, "九": 9}
+_CN_SCALES = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+_CN_NUMBER = re.compile(f"[{''.join(_CN_DIGITS)}{''.join(_CN_SCALES)}]+")
+
+
+def normalise(text: str) -> str:
+    """NFKC-folded, lower-cased, only CJK characters, Latin letters, digits, '.' and '%' kept."""
+    return "".join(_KEPT.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def _chinese_number(word: str) -> int | None:
+    """'十五' → 15, '两' → 2, '三千' → 3000; None when the word is not a plain numeral."""
+    total, digit = 0, None
+    for char in word:
+        if char in _CN_DIGITS:
+            if digit is not None:  # "一二" is not a number this reads
+                return None
+            digit = _CN_DIGITS[char]
+        else:
+            total += (1 if digit is None else digit) * _CN_SCALES[char]
+            digit = None
+    return total + (digit or 0)
+
+
+def with_arabic_numerals(text: str) -> str:
+    """Chinese numerals written as digits ('两天' → '2天'), so they compare with the passages'."""
+    def replace(match: re.Match[str]) -> str:
+        value = _chinese_number(match.group())
+        return match.group() if value is None else str(value)
+
+    return _CN_NUMBER.sub(replace, text)
+
+
+def _numbers(text: str) -> list[tuple[str, str]]:
+    """(number, the Latin unit written right after it or '') for each number in normalised text."""
+    found = []
+    for match in _NUMBER.finditer(text):
+        unit = _LATIN_UNIT.match(text, match.end())
+        found.append((match.group(), unit.group() if unit else ""))
+    return found
+
+
+def _holds_number(passage: str, number: str, unit: str) -> bool:
+    """Whether the passage has `number` as a whole number (followed by `unit` when one is given)."""
+    pattern = rf"(?<![\d.]){re.escape(number)}(?!\.?\d)" + (re.escape(unit) if unit else "")
+    return re.search(pattern, passage) is not None
+
+
+def _pairs(text: str) -> set[str]:
+    return {text[i:i + 2] for i in range(len(text) - 1)}
+
+
+def _coverage(claim: str, passage: str, question: str) -> float:
+    """Share of the claim's characters that sit in a character pair the passage (or the question)
+    also holds; a one-character claim needs only to occur."""
+    if not claim:
+        return 1.0
+    if len(claim) == 1:
+        return float(claim in passage or claim in question)
+    known = _pairs(passage) | _pairs(question)
+    covered = [False] * len(claim)
+    for i in range(len(claim) - 1):
+        if claim[i:i + 2] in known:
+            covered[i] = covered[i + 1] = True
+    return sum(covered) / len(claim)
+
+
+@dataclass(frozen=True)
+class Support:
+    """How well one answer is supported by the passages it was given."""
+
+    supported: bool
+    passage: int | None     # index of the passage that supports it best
+    coverage: float         # share of its characters found there (see _coverage)
+    missing_numbers: tuple[str, ...]  # its numbers (with units) found in no single passage
+    span: str | None        # the passage clause that best supports it, when one does
+
+
+def _judge(claim: str, question: str, passages: list[str]) -> tuple[bool, int | None, float, tuple[str, ...]]:
+    numbers = _numbers(claim)
+    best: tuple[bool, int | None, float, tuple[str, ...]] = (False, None, 0.0, tuple(
+        number + unit for number, unit in numbers))
+    for index, passage in enumerate(passages):
+        missing = tuple(number + unit for number, unit in numbers
+                        if not _holds_number(passage, number, unit))
+        coverage = _coverage(claim, passage, question)
+        ok = not missing and coverage >= MIN_COVERAGE
+        if (ok, -len(missing), coverage) > (best[0], -len(best[3]), best[2]):
+            best = (ok, index, coverage, missing)
+    return best
+
+
+def _best_clause(claim: str, question: str, passages: list[str]) -> str | None:
+    """The clause (sentence or table row) that holds most of the claim; None under
+    MIN_SPAN_COVERAGE. Ties go to the clause sharing more with the question."""
+    scored = []
+    for passage in passages:
+        for piece in _CLAUSE_END.split(passage):
+            clause = piece.strip()
+            plain = normalise(clause)
+            if not plain:
+                continue
+            numbers = _numbers(claim)
+            held = sum(_holds_number(plain, n, u) for n, u in numbers) / len(numbers) if numbers else 1.0
+            score = min(held, _coverage(claim, plain, ""))
+            scored.append((score, _coverage(normalise(question), plain, ""), clause))
+    if not scored:
+        return None
+    score, _, clause = max(scored, key=lambda item: item[:2])
+    return clause if score >= MIN_SPAN_COVERAGE else None
+
+
+def check_support(answer: str, passages: Sequence[str], question: str = "") -> Support:
+    """Whether `answer` is supported by one of `passages` (see the module's docstring)."""
+    plain_passages = [normalise(p) for p in passages]
+    plain_question = normalise(question)
+    claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
+    judged = max((_judge(claim, plain_question, plain_passages) for claim in claims),
+                 key=lambda j: (j[0], -len(j[3]), j[2]))
+    supported, index, coverage, missing = judged
+    span = None if supported else _best_clause(normalise(answer), question, list(passages))
+    return Support(supported, index, round(coverage, 3), missing, span)
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What the grounding step did to one answer: the model's draft, the answer given, and why."""
+
+    draft: str
+    text: str
+    action: Literal["kept", "span", "refused", "unchecked"]
+    support: Support | None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ground(draft: str, passages: Sequence[str], question: str, policy: Policy) -> Grounding:
+    """Apply `policy` to the model's draft: a refusal, an empty context or policy 'off' is left as
+    it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal."""
+    from kbqa.qa.chain import is_refusal
+
+    text = draft.strip()
+    if policy == "off" or not passages or not text or is_refusal(text):
+        return Grounding(draft, text, "unchecked", None)
+    support = check_support(text, passages, question)
+    if support.supported:
+        return Grounding(draft, text, "kept", support)
+    if policy == "span" and support.span:
+        return Grounding(draft, support.span, "span", support)
+    return Grounding(draft, REFUSAL, "refused", support)

@@ -1,0 +1,127 @@
+"""The grounding check on passages as kbqa retrieves them: numbers with units, characters, policies,
+and the service giving the checked answer while the model's draft streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kbqa.config import Settings, load_settings
+from kbqa.qa.grounding import check_support, ground, with_arabic_numerals
+from kbqa.qa.prompts import REFUSAL
+from kbqa.service import KbqaService
+from tests.test_store import fake_embeddings
+
+DOCUMENTS = Path(__file__).resolve().parents[1] / "bench" / "data" / "company_docs" / "documents"
+# chunks as the Markdown loader and splitter give them: a heading lead, then the section's text
+REMOTE = ("【三、远程办公】经直属主管批准，转正员工可申请远程办公。每周最多远程2天，每月不超过8天。"
+          "试用期员工不得申请远程办公。")
+LEAVE = ("【六、请假审批】所有假期均须在“星河通”中提交申请，审批权限如下：\n- 请假1天以内（含1天）的，"
+         "由直属主管审批；\n- 连续休假超过1天、不超过5天的，由直属主管和部门经理审批；\n"
+         "- 连续休假超过5天的，须由部门总监审批，并抄送人力资源部备案。")
+# a table chunk as the DOCX loader writes it (kbqa/ingest/tables.py)
+SPECS = ("【一、规格参数】\n| 项目 | 参数 |\n| --- | --- |\n| 最大吸力 | 4000Pa |\n"
+         "| 电池容量 | 5200mAh |\n| 集尘站尘袋容量 | 3升 |\n| 整机重量 | 3.8千克 |")
+PASSAGES = [REMOTE, LEAVE, SPECS]
+
+
+def test_the_passages_are_the_company_documents_text() -> None:
+    handbook = (DOCUMENTS / "员工手册.md").read_text(encoding="utf-8")
+    assert "每周最多远程2天，每月不超过8天。" in handbook
+    assert "连续休假超过5天的，须由部门总监审批，并抄送人力资源部备案。" in handbook
+
+
+@pytest.mark.parametrize("answer", ["2天", "每周最多远程2天", "须由部门总监审批", "部门总监",
+                                    "4000Pa", "４０００ Ｐａ", "3升", "3.8千克", "5200mAh"])
+def test_an_answer_the_passages_hold_is_supported(answer: str) -> None:
+    support = check_support(answer, PASSAGES)
+    assert support.supported and support.missing_numbers == ()
+
+
+def test_which_passage_supports_it_is_named() -> None:
+    assert check_support("部门总监", PASSAGES).passage == 1
+    assert check_support("4000Pa", PASSAGES).passage == 2
+
+
+@pytest.mark.parametrize(("answer", "missing"), [
+    ("5000Pa", ("5000pa",)),  # a number no passage holds
+    ("4000W", ("4000w",)),    # the number with another unit
+    ("400Pa", ("400pa",)),    # a number inside a longer one is not that number
+    ("3.5千克", ("3.5",)),
+])
+def test_a_number_the_passages_do_not_hold_is_unsupported(answer: str, missing: tuple) -> None:
+    support = check_support(answer, PASSAGES)
+    assert not support.supported and support.missing_numbers == missing
+
+
+def test_words_the_passages_do_not_hold_are_unsupported() -> None:
+    support = check_support("须由人力资源部总经理批准", PASSAGES)
+    assert not support.supported and support.coverage < 0.8
+
+
+def test_a_unit_changed_after_a_number_that_is_there_is_unsupported() -> None:
+    # "3" is in the passages (3升), "3天" is nowhere
+    assert not check_support("3天", PASSAGES).supported
+
+
+def test_chinese_numerals_compare_with_the_passages_digits() -> None:
+    assert with_arabic_numerals("两天、十五天、三千元、第一条") == "2天、15天、3000元、第1条"
+    assert check_support("每周最多两天", PASSAGES).supported
+    assert not check_support("每周最多三天", PASSAGES).supported
+
+
+def test_words_echoed_from_the_question_count_as_support() -> None:
+    question = "试用期的新人可以居家上班吗？"
+    assert not check_support("试用期的新人不得居家上班", PASSAGES).supported
+    assert check_support("试用期的新人不得居家上班", PASSAGES, question).supported
+
+
+def test_policies_keep_replace_or_refuse_an_unsupported_answer() -> None:
+    question, draft = "连续休假超过5天需要谁审批？", "超过5天的，须由部门总监和董事会共同审批"
+    off = ground(draft, PASSAGES, question, "off")
+    assert (off.text, off.action, off.support) == (draft, "unchecked", None)
+    refused = ground(draft, PASSAGES, question, "refuse")
+    assert (refused.text, refused.action, refused.draft) == (REFUSAL, "refused", draft)
+    span = ground(draft, PASSAGES, question, "span")
+    assert span.action == "span" and span.text == "- 连续休假超过5天的，须由部门总监审批，并抄送人力资源部备案。"
+
+
+def test_span_refuses_when_no_clause_supports_the_answer() -> None:
+    grounded = ground("1999元", PASSAGES, "R2的最大吸力是多少？", "span")
+    assert (grounded.text, grounded.action) == (REFUSAL, "refused")
+
+
+def test_supported_answers_refusals_and_empty_contexts_pass_unchanged() -> None:
+    assert ground("4000Pa", PASSAGES, "", "refuse").text == "4000Pa"
+    assert ground(REFUSAL + "。", PASSAGES, "", "refuse").action == "unchecked"
+    assert ground("1999元", [], "", "refuse").text == "1999元"
+
+
+def test_the_setting_has_a_short_name_and_rejects_unknown_policies(tmp_path: Path) -> None:
+    from kbqa.errors import ConfigError
+
+    settings = load_settings({"home": tmp_path, "grounding": "refuse"}, environ={})
+    assert settings.answer.grounding == "refuse" and settings.value("grounding") == "refuse"
+    with pytest.raises(ConfigError, match="grounding"):
+        load_settings({"home": tmp_path, "grounding": "maybe"}, environ={})
+
+
+def test_the_service_answers_the_grounded_text_while_the_draft_streams(tmp_path: Path,
+                                                                      tiny_llm) -> None:
+    """End to end with a real (tiny) model: what it writes from the handbook is checked against
+    the passages it was given, and the answer given is what the check made of it."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "员工手册.md").write_bytes((DOCUMENTS / "员工手册.md").read_bytes())
+    service = KbqaService(Settings(home=tmp_path / "home", grounding="refuse"),
+                          embeddings=fake_embeddings(), llm=tiny_llm)
+    service.ingest([folder])
+    question = "每周最多可以远程办公几天？"
+    events = list(service.stream(question))
+    answer = events[-1][1]
+    draft = "".join(value for kind, value in events if kind == "token").strip()
+    passages = [d.page_content for d in service.retrieve(question)]
+    assert passages and answer.grounding is not None and answer.grounding.draft.strip() == draft
+    expected = draft if check_support(draft, passages, question).supported else REFUSAL
+    assert answer.text == expected and answer.refused == (expected == REFUSAL)
