@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from langchain_core.runnables import RunnableLambda
-
 from machine_facts import with_machine
-from kbqa.qa.chain import is_refusal, qa_chain
+
 from kbqa.config import load_settings
 from kbqa.evaluation.metrics import exact_match, f1_score
+from kbqa.qa.chain import final_answer, is_refusal, qa_chain
 from kbqa.service import KbqaService
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "cmrc2018"
@@ -77,7 +77,11 @@ def evaluate(service: KbqaService, questions: list[dict], generate: bool) -> lis
             answer = service.ask(q["question"])
             tokens = len(service.llm.tokenizer(answer.text)["input_ids"])
             decode_s = answer.timings["total"] - answer.timings.get("first_token", 0.0)
-            row.update(prediction=answer.text, em=exact_match(answer.text, q["answers"]),
+            passages = [d.page_content for d in service.retrieve(q["question"])]
+            draft = answer.grounding.draft.strip() if answer.grounding else answer.text
+            row.update(prediction=answer.text, draft=draft, passages=passages,
+                       grounding=answer.grounding.action if answer.grounding else None,
+                       em=exact_match(answer.text, q["answers"]),
                        f1=f1_score(answer.text, q["answers"]), refused=answer.refused,
                        total_s=answer.timings["total"],
                        first_token_s=answer.timings.get("first_token", answer.timings["total"]),
@@ -89,10 +93,12 @@ def evaluate(service: KbqaService, questions: list[dict], generate: bool) -> lis
     return rows
 
 
-def refusals_without_gold(service: KbqaService, questions: list[dict]) -> dict:
-    """Ask each question with its gold passage hidden: the right answer is then a refusal."""
+def refusals_without_gold(service: KbqaService, questions: list[dict]) -> tuple[dict, list[dict]]:
+    """Ask each question with its gold passage hidden: the right answer is then a refusal.
+    Returns the figures and one row per question (its passages, the model's draft, the answer)."""
     wide = service.retriever(top_k=service.settings.retrieval.top_k + 10)
     refused = gated = 0
+    rows = []
     for number, q in enumerate(questions, start=1):
         def without_gold(question: str, gold: str = q["doc_id"]) -> list:
             docs = [d for d in wide.invoke(question) if _doc_id(d) != gold]
@@ -100,16 +106,20 @@ def refusals_without_gold(service: KbqaService, questions: list[dict]) -> dict:
 
         chain = qa_chain(service.settings, RunnableLambda(without_gold), service.llm)
         result = chain.invoke({"question": q["question"]})
+        answer = final_answer(result)
         gated += not result["docs"]
-        refused += is_refusal(result["answer"])
-        print(f"[unanswerable {number}/{len(questions)}] {q['question']} → {result['answer'][:40]!r}",
+        refused += is_refusal(answer)
+        rows.append({"qid": q["qid"], "question": q["question"], "answer": answer,
+                     "draft": result["answer"].strip(), "refused": is_refusal(answer),
+                     "passages": [d.page_content for d in result["docs"]]})
+        print(f"[unanswerable {number}/{len(questions)}] {q['question']} → {answer[:40]!r}",
               file=sys.stderr, flush=True)
     return {"n": len(questions), "refusal_rate": refused / len(questions),
-            "refused_by_retrieval_gate": gated / len(questions)}
+            "refused_by_retrieval_gate": gated / len(questions)}, rows
 
 
 def summarise(rows: list[dict], generate: bool) -> dict:
-    mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
+    mean = lambda key: statistics.fmean(r[key] for r in rows)
     summary = {"n": len(rows), "hit@1": mean("hit@1"), "hit@5": mean("hit@5"), "mrr": mean("rr"),
                "gold_doc@5": mean("doc@5"),
                "retrieve_p50_ms": 1000 * statistics.median(r["retrieve_s"] for r in rows)}
@@ -134,24 +144,31 @@ def main() -> None:
     parser.add_argument("--retrieval-only", action="store_true")
     parser.add_argument("--unanswerable", action="store_true",
                         help="also ask every question with its gold passage hidden (refusal rate)")
+    parser.add_argument("--grounding", default=None, choices=["off", "span", "refuse"],
+                        help="answer.grounding policy (default: the setting's default)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
     settings = load_settings({"home": args.home, "kb": "cmrc", "llm": args.llm,
-                              "retrieval_mode": args.mode, "top_k": args.top_k})
+                              "retrieval_mode": args.mode, "top_k": args.top_k,
+                              "grounding": args.grounding})
     service = KbqaService(settings)
     ingest = build_kb(service, args.eval_dir)
     questions = _jsonl(args.eval_dir / "dev" / "questions.jsonl")[: args.limit]
     rows = evaluate(service, questions, generate=not args.retrieval_only)
     summary = summarise(rows, generate=not args.retrieval_only)
+    unanswerable_rows: list[dict] = []
     if args.unanswerable:
-        summary["unanswerable"] = refusals_without_gold(service, questions)
+        summary["unanswerable"], unanswerable_rows = refusals_without_gold(service, questions)
     report = {"settings": {"llm": args.llm, "mode": settings.retrieval.mode,
+                           "grounding": settings.answer.grounding,
                            "top_k": settings.retrieval.top_k, "chunk_size": settings.kb.chunk_size},
               "ingest": ingest, "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval.mode}"
-    (args.out / f"{name}.json").write_text(json.dumps(with_machine({**report, "rows": rows}), ensure_ascii=False,
+    name = (f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval.mode}"
+            f"_grounding-{settings.answer.grounding}")
+    full = {**report, "rows": rows, "unanswerable_rows": unanswerable_rows}
+    (args.out / f"{name}.json").write_text(json.dumps(with_machine(full), ensure_ascii=False,
                                                       indent=1), encoding="utf-8")
     print(json.dumps(report, indent=1))
     print("\n| metric | value |\n|---|---|")
