@@ -125,3 +125,39 @@ def test_the_service_answers_the_grounded_text_while_the_draft_streams(tmp_path:
     assert passages and answer.grounding is not None and answer.grounding.draft.strip() == draft
     expected = draft if check_support(draft, passages, question).supported else REFUSAL
     assert answer.text == expected and answer.refused == (expected == REFUSAL)
+
+
+# tables as the XLSX and DOCX loaders write them (bench/data/company_docs)
+PRICES = ("| 产品型号 | 产品名称 | 建议零售价 | 经销商价 | 保修期 |\n| --- | --- | --- | --- | --- |\n"
+          "| XH-R1 | 星河扫地机器人R1 | 1999元 | 1499元 | 1年 |\n"
+          "| XH-R2 | 星河扫地机器人R2 | 2999元 | 2299元 | 1年 |\n"
+          "| XH-W1 | 星河洗地机W1 | 2499元 | 1899元 | 1年 |")
+SPEC_ROWS = ("【一、规格参数】\n| 项目 | 参数 |\n| --- | --- |\n| 产品型号 | XH-R2 |\n"
+             "| 机身尘盒容量 | 400毫升 |\n| 水箱容量 | 250毫升 |\n| 机身尺寸 | 350×350×96毫米 |\n"
+             "| 整机重量 | 3.8千克 |")
+
+
+def test_a_value_read_off_another_products_row_is_unsupported() -> None:
+    support = check_support("2299元", [PRICES], "洗地机W1的经销商价是多少？")
+    assert not support.supported and support.wrong_row
+    assert support.span == "产品型号：XH-W1，产品名称：星河洗地机W1，建议零售价：2499元，经销商价：1899元，保修期：1年"
+    assert check_support("1899元", [PRICES], "洗地机W1的经销商价是多少？").supported
+
+
+def test_a_value_read_off_another_spec_row_becomes_the_right_row() -> None:
+    question = "R2的水箱容量是多少？"
+    grounded = ground("400毫升", [SPEC_ROWS], question, "span")
+    assert (grounded.action, grounded.text) == ("span", "项目：水箱容量，参数：250毫升")
+    assert ground("400毫升", [SPEC_ROWS], question, "refuse").text == REFUSAL
+
+
+def test_one_shared_word_does_not_make_another_row_the_one_asked_about() -> None:
+    # "机身" is in "机身尺寸" but the weight is what is asked: one word is not enough to overrule
+    assert check_support("3.8千克", [SPEC_ROWS], "R2机身有多重？").supported
+
+
+def test_numbers_in_neighbouring_cells_stay_apart() -> None:
+    outlets = ("| 城市 | 网点名称 | 地址 | 电话 | 营业时间 |\n| --- | --- | --- | --- | --- |\n"
+               "| 深圳 | 星河售后深圳南山店 | 南山区科苑路15号科兴科学园B座1层 | 0755-8663-4004 | 9:00-18:00 |")
+    assert check_support("0755-8663-4004", [outlets], "深圳售后网点的电话是多少？").supported
+    assert not check_support("0755-8663-4009", [outlets]).supported

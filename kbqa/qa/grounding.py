@@ -7,11 +7,15 @@ dropping spaces and punctuation:
 - every number of the answer must stand in one passage as a whole number (not inside a longer
   one), and a Latin unit written right after it ("4000Pa", "5200mAh", "12%") right after it there;
 - most of its other characters must be found there too, each as part of a character pair the
-  passage holds (pairs the question holds count as well: an answer may echo the question).
+  passage holds (pairs the question holds count as well: an answer may echo the question);
+- in a table, the row it comes from must be the row the question is about: when another row
+  shares more of the question's words (its model or city, say) and does not hold the answer, the
+  answer was read off the wrong row.
 
 The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
-replaced by the passage clause that best supports it (span; a refusal when no clause does), or
-replaced by the fixed refusal (refuse).
+replaced by the passage clause that best supports it, or by the row the question is about with
+its column names (span; a refusal when there is neither), or replaced by the fixed refusal
+(refuse).
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from kbqa.ingest.tables import is_separator, is_table_line
+from kbqa.kb.lexical import query_tokens, tokenize
 from kbqa.qa.prompts import REFUSAL
+from kbqa.qa.snippets import cells
 
 Policy = Literal["off", "span", "refuse"]
 POLICIES: tuple[str, ...] = ("off", "span", "refuse")
 MIN_COVERAGE = 0.8       # share of the answer's other characters a supporting passage must hold
 MIN_SPAN_COVERAGE = 0.5  # a clause holding less of the answer is no support worth quoting
+ROW_MARGIN = 2  # question words another row must share beyond the answer's row: one is chance
 
-_KEPT = re.compile(r"[0-9a-z\u3400-\u9fff.%]")
+_DROPPED = re.compile(r"[^0-9a-z\u3400-\u9fff.%]+")
+GAP = " "  # what a run of dropped characters becomes: "0755-8663" is two numbers, not 07558663
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LATIN_UNIT = re.compile(r"[a-z%]+")
 _CLAUSE_END = re.compile(r"(?<=[。！？；;!?\n])")
@@ -40,8 +49,9 @@ _CN_NUMBER = re.compile(f"[{''.join(_CN_DIGITS)}{''.join(_CN_SCALES)}]+")
 
 
 def normalise(text: str) -> str:
-    """NFKC-folded, lower-cased, only CJK characters, Latin letters, digits, '.' and '%' kept."""
-    return "".join(_KEPT.findall(unicodedata.normalize("NFKC", text).lower()))
+    """NFKC-folded, lower-cased; CJK characters, Latin letters, digits, '.' and '%' kept, any run
+    of other characters (spaces, punctuation, table rules) one GAP."""
+    return _DROPPED.sub(GAP, unicodedata.normalize("NFKC", text).lower()).strip()
 
 
 def _chinese_number(word: str) -> int | None:
@@ -83,22 +93,81 @@ def _holds_number(passage: str, number: str, unit: str) -> bool:
 
 
 def _pairs(text: str) -> set[str]:
-    return {text[i:i + 2] for i in range(len(text) - 1)}
+    return {text[i:i + 2] for i in range(len(text) - 1) if GAP not in text[i:i + 2]}
 
 
 def _coverage(claim: str, passage: str, question: str) -> float:
     """Share of the claim's characters that sit in a character pair the passage (or the question)
     also holds; a one-character claim needs only to occur."""
-    if not claim:
+    chars = len(claim.replace(GAP, ""))
+    if not chars:
         return 1.0
-    if len(claim) == 1:
-        return float(claim in passage or claim in question)
+    if chars == 1:
+        return float(claim.strip() in passage or claim.strip() in question)
     known = _pairs(passage) | _pairs(question)
     covered = [False] * len(claim)
     for i in range(len(claim) - 1):
         if claim[i:i + 2] in known:
             covered[i] = covered[i + 1] = True
-    return sum(covered) / len(claim)
+    # a lone character between gaps ("A", "是") needs only to occur
+    words = claim.split(GAP)
+    position = 0
+    for word in words:
+        if len(word) == 1 and (word in passage or word in question):
+            covered[position] = True
+        position += len(word) + 1
+    return sum(covered) / chars
+
+
+def _holds(claim: str, text: str, question: str, min_coverage: float) -> bool:
+    """Whether normalised `text` holds the claim's numbers and enough of its characters."""
+    return (all(_holds_number(text, n, u) for n, u in _numbers(claim))
+            and _coverage(claim, text, question) >= min_coverage)
+
+
+def _tables(passage: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(header cells, body rows as cell lists) of each Markdown table in a passage."""
+    lines = [line.strip() for line in passage.splitlines()]
+    found, index = [], 0
+    while index < len(lines) - 1:
+        if is_table_line(lines[index]) and is_separator(lines[index + 1]):
+            end = index + 2
+            while end < len(lines) and is_table_line(lines[end]):
+                end += 1
+            found.append((cells(lines[index]), [cells(line) for line in lines[index + 2:end]]))
+            index = end
+        else:
+            index += 1
+    return found
+
+
+def _row_text(header: list[str], row: list[str]) -> str:
+    """A row as a reader quotes it: '型号：XH-W1，经销商价：1899元' (its cells alone without a header)."""
+    if len(header) != len(row) or not any(header):
+        return "，".join(row)
+    return "，".join(f"{name}：{value}" for name, value in zip(header, row, strict=True))
+
+
+def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
+    """When the claim comes from table rows of the passage and another row is the one the question
+    is about (it shares ROW_MARGIN more of the question's words that not every row has) without holding
+    the claim: that row, quoted. None when no table row says otherwise."""
+    wanted = {token for token in query_tokens(question) if len(token) > 1}
+    plain_question = normalise(question)
+    for header, rows in _tables(passage):
+        if len(rows) < 2:
+            continue
+        found = [wanted & set(tokenize(" ".join(row))) for row in rows]
+        common = set.intersection(*found)
+        scores = [len(words - common) for words in found]
+        holding = [i for i, row in enumerate(rows)
+                   if _holds(claim, normalise(" ".join(row)), plain_question, min_coverage)]
+        if not holding:
+            continue
+        best = max(range(len(rows)), key=lambda i: scores[i])
+        if scores[best] >= max(scores[i] for i in holding) + ROW_MARGIN and best not in holding:
+            return _row_text(header, rows[best])
+    return None
 
 
 @dataclass(frozen=True)
@@ -109,10 +178,12 @@ class Support:
     passage: int | None     # index of the passage that supports it best
     coverage: float         # share of its characters found there (see _coverage)
     missing_numbers: tuple[str, ...]  # its numbers (with units) found in no single passage
-    span: str | None        # the passage clause that best supports it, when one does
+    span: str | None        # the passage clause (or the table row) that best supports it, if any
+    wrong_row: bool = False  # it was read off a table row the question is not about
 
 
-def _judge(claim: str, question: str, passages: list[str]) -> tuple[bool, int | None, float, tuple[str, ...]]:
+def _judge(claim: str, question: str, passages: list[str],
+           min_coverage: float) -> tuple[bool, int | None, float, tuple[str, ...]]:
     numbers = _numbers(claim)
     best: tuple[bool, int | None, float, tuple[str, ...]] = (False, None, 0.0, tuple(
         number + unit for number, unit in numbers))
@@ -120,7 +191,7 @@ def _judge(claim: str, question: str, passages: list[str]) -> tuple[bool, int | 
         missing = tuple(number + unit for number, unit in numbers
                         if not _holds_number(passage, number, unit))
         coverage = _coverage(claim, passage, question)
-        ok = not missing and coverage >= MIN_COVERAGE
+        ok = not missing and coverage >= min_coverage
         if (ok, -len(missing), coverage) > (best[0], -len(best[3]), best[2]):
             best = (ok, index, coverage, missing)
     return best
@@ -146,14 +217,19 @@ def _best_clause(claim: str, question: str, passages: list[str]) -> str | None:
     return clause if score >= MIN_SPAN_COVERAGE else None
 
 
-def check_support(answer: str, passages: Sequence[str], question: str = "") -> Support:
+def check_support(answer: str, passages: Sequence[str], question: str = "",
+                  min_coverage: float = MIN_COVERAGE) -> Support:
     """Whether `answer` is supported by one of `passages` (see the module's docstring)."""
     plain_passages = [normalise(p) for p in passages]
     plain_question = normalise(question)
     claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
-    judged = max((_judge(claim, plain_question, plain_passages) for claim in claims),
+    judged = max((_judge(claim, plain_question, plain_passages, min_coverage) for claim in claims),
                  key=lambda j: (j[0], -len(j[3]), j[2]))
     supported, index, coverage, missing = judged
+    if supported and index is not None:
+        row = _wrong_row(normalise(answer), passages[index], question, min_coverage)
+        if row is not None:
+            return Support(False, index, round(coverage, 3), missing, row, wrong_row=True)
     span = None if supported else _best_clause(normalise(answer), question, list(passages))
     return Support(supported, index, round(coverage, 3), missing, span)
 
@@ -171,7 +247,8 @@ class Grounding:
         return asdict(self)
 
 
-def ground(draft: str, passages: Sequence[str], question: str, policy: Policy) -> Grounding:
+def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
+           min_coverage: float = MIN_COVERAGE) -> Grounding:
     """Apply `policy` to the model's draft: a refusal, an empty context or policy 'off' is left as
     it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal."""
     from kbqa.qa.chain import is_refusal
@@ -179,7 +256,7 @@ def ground(draft: str, passages: Sequence[str], question: str, policy: Policy) -
     text = draft.strip()
     if policy == "off" or not passages or not text or is_refusal(text):
         return Grounding(draft, text, "unchecked", None)
-    support = check_support(text, passages, question)
+    support = check_support(text, passages, question, min_coverage)
     if support.supported:
         return Grounding(draft, text, "kept", support)
     if policy == "span" and support.span:
