@@ -177,6 +177,9 @@ def _answer(service: KbqaService, question: str, history: list[tuple[str, str]],
     print()
     if answer is None:  # pragma: no cover - stream always ends with 'done'
         raise KbqaError("the answer stream ended without an answer")
+    if answer.grounding is not None and answer.grounding.action in ("span", "refused"):
+        # the streamed draft is not what the passages say (kbqa.qa.grounding): say what stands
+        print(f"（资料中找不到上面答案的依据 / not supported by the sources → {answer.text}）")
     _print_sources(answer)
     if verbose:
         _print_timings(answer)

@@ -123,8 +123,13 @@ def test_the_service_answers_the_grounded_text_while_the_draft_streams(tmp_path:
     draft = "".join(value for kind, value in events if kind == "token").strip()
     passages = [d.page_content for d in service.retrieve(question)]
     assert passages and answer.grounding is not None and answer.grounding.draft.strip() == draft
-    expected = draft if check_support(draft, passages, question).supported else REFUSAL
-    assert answer.text == expected and answer.refused == (expected == REFUSAL)
+    # greedy decoding: the 135M model's draft is the same every run, and no passage holds it
+    assert draft and not check_support(draft, passages, question).supported
+    assert (answer.text, answer.refused, answer.grounding.action) == (REFUSAL, True, "refused")
+    # with the check off, the same draft is the answer
+    unchecked = KbqaService(Settings(home=tmp_path / "home", grounding="off"),
+                            embeddings=fake_embeddings(), llm=tiny_llm)
+    assert unchecked.ask(question).text == draft
 
 
 # tables as the XLSX and DOCX loaders write them (bench/data/company_docs)
