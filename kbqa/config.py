@@ -121,7 +121,8 @@ class AnswerSettings(_Section):
     prompt_template: str | None = Field(None, description="custom template with {context} "
                                         "{question}")
     grounding: Literal["off", "span", "refuse"] = Field(
-        "off", description="an answer whose numbers or words no retrieved passage holds: off = "
+        # span: on the company-docs and CMRC dev sets (docs/benchmarks.md §"Grounding")
+        "span", description="an answer whose numbers or words no retrieved passage holds: off = "
                            "kept as the model wrote it; span = replaced by the passage's sentence "
                            "that supports it best (a refusal when none does); refuse = replaced "
                            "by the refusal (kbqa.qa.grounding)")

@@ -120,3 +120,15 @@ def test_a_settings_change_writes_only_what_changed(tmp_path: Path):
     with pytest.raises(ConfigError, match="top_k"):
         service.update_settings({"top_k": 0})
     assert (tmp_path / "config.toml").read_text() == text  # nothing written
+
+
+def test_grounding_policy_in_the_answer_section(tmp_path: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    assert Settings(home=home).answer.grounding == "span"
+    (home / "config.toml").write_text('[answer]\ngrounding = "off"\n')
+    assert load_settings(environ={"KBQA_HOME": str(home)}).answer.grounding == "off"
+    env = {"KBQA_HOME": str(home), "KBQA_GROUNDING": "refuse"}
+    assert load_settings(environ=env).value("grounding") == "refuse"
+    with pytest.raises(ConfigError, match=r"answer\.grounding"):
+        load_settings({"grounding": "strict"}, environ={"KBQA_HOME": str(home)})

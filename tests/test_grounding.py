@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kbqa.config import Settings, load_settings
+from kbqa.config import Settings
 from kbqa.qa.grounding import check_support, ground, with_arabic_numerals
 from kbqa.qa.prompts import REFUSAL
 from kbqa.service import KbqaService
@@ -96,15 +96,6 @@ def test_supported_answers_refusals_and_empty_contexts_pass_unchanged() -> None:
     assert ground("4000Pa", PASSAGES, "", "refuse").text == "4000Pa"
     assert ground(REFUSAL + "。", PASSAGES, "", "refuse").action == "unchecked"
     assert ground("1999元", [], "", "refuse").text == "1999元"
-
-
-def test_the_setting_has_a_short_name_and_rejects_unknown_policies(tmp_path: Path) -> None:
-    from kbqa.errors import ConfigError
-
-    settings = load_settings({"home": tmp_path, "grounding": "refuse"}, environ={})
-    assert settings.answer.grounding == "refuse" and settings.value("grounding") == "refuse"
-    with pytest.raises(ConfigError, match="grounding"):
-        load_settings({"home": tmp_path, "grounding": "maybe"}, environ={})
 
 
 def test_the_service_answers_the_grounded_text_while_the_draft_streams(tmp_path: Path,
