@@ -5,12 +5,12 @@ for the answer's claims in the passages after folding full-width forms and case 
 dropping spaces and punctuation:
 
 - every number of the answer must stand in one passage as a whole number (not inside a longer
-  one), and a Latin unit written right after it ("4000Pa", "5200mAh", "12%") right after it there;
+  one), followed there by the Latin unit the answer writes after it ("4000Pa", "5200mAh", "12%");
 - most of its other characters must be found there too, each as part of a character pair the
   passage holds (pairs the question holds count as well: an answer may echo the question);
 - in a table, the row it comes from must be the row the question is about: when another row
-  shares more of the question's words (its model or city, say) and does not hold the answer, the
-  answer was read off the wrong row.
+  shares ROW_MARGIN more of the question's words (its model or city, say) and does not hold the
+  answer, the answer was read off the wrong row.
 
 The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
 replaced by the passage clause that best supports it, or by the row the question is about with
@@ -32,7 +32,6 @@ from kbqa.qa.prompts import REFUSAL
 from kbqa.qa.snippets import cells
 
 Policy = Literal["off", "span", "refuse"]
-POLICIES: tuple[str, ...] = ("off", "span", "refuse")
 MIN_COVERAGE = 0.8       # share of the answer's other characters a supporting passage must hold
 MIN_SPAN_COVERAGE = 0.5  # a clause holding less of the answer is no support worth quoting
 ROW_MARGIN = 2  # question words another row must share beyond the answer's row: one is chance
