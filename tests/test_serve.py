@@ -39,6 +39,12 @@ def ask(server: Server, key: str | None = None, **options):
     return client(server, key).chat.completions.create(**options)
 
 
+def draft_of(response) -> str:
+    """The model's own answer: the grounding check's draft where it replaced it."""
+    grounding = response.model_extra.get("grounding") or {}
+    return grounding.get("draft", response.choices[0].message.content)
+
+
 def api(server: Server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or server.admin_key}"}
     return httpx.request(method, server.url + path, headers=headers, timeout=120, **kwargs)
@@ -72,7 +78,23 @@ def test_stream_carries_sources_first_and_the_same_answer(server: Server) -> Non
     assert answer[-1].choices[0].finish_reason == whole.choices[0].finish_reason == "length"
     deltas = [c.choices[0].delta.content or "" for c in answer]
     assert sum(1 for d in deltas if d) >= 2  # streamed in pieces, not one blob
-    assert "".join(deltas).strip() == whole.choices[0].message.content
+    grounding = whole.model_extra["grounding"]  # the tiny model's draft is not in the passages
+    assert "".join(deltas).strip() == grounding["draft"]
+    assert answer[-1].model_extra["grounding"] == grounding
+
+
+def test_a_draft_the_passages_do_not_support_is_replaced_or_refused(server: Server) -> None:
+    """The server gives the answer the web app and CLI give: the grounding check's, not the draft."""
+    response = ask(server, extra_body={"kb": "hr"})
+    grounding = response.model_extra["grounding"]
+    answer = response.choices[0].message.content
+    assert grounding["action"] in ("span", "refused") and grounding["content"] == answer
+    assert grounding["draft"] and grounding["draft"] != answer
+    if grounding["action"] == "span":  # the span comes from the passage it cites
+        passage = response.model_extra["sources"][grounding["source"] - 1]
+        assert answer.replace(" ", "") in passage["snippet"].replace(" ", "")
+    else:
+        assert "无法回答" in answer
 
 
 @contextmanager
@@ -127,8 +149,9 @@ def test_usage_counts_the_whole_prompt_and_every_generated_token(server: Server,
     # max_tokens=5 cut the answer: five tokens generated, counted, and all of them returned
     generated = output[0, input_ids.shape[1]:]
     assert choice.finish_reason == "length"
-    assert usage.completion_tokens == 5 == len(generated) == len(tokens(choice.message.content))
-    assert tokenizer.decode(generated, skip_special_tokens=True).strip() == choice.message.content
+    draft = draft_of(response)  # what the model generated, before the grounding check
+    assert usage.completion_tokens == 5 == len(generated) == len(tokens(draft))
+    assert tokenizer.decode(generated, skip_special_tokens=True).strip() == draft
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
@@ -146,13 +169,13 @@ def test_an_answer_that_ends_by_itself_finishes_with_stop(server: Server) -> Non
 
 
 def test_max_tokens_and_stop_are_honoured(server: Server) -> None:
-    full = ask(server, extra_body={"kb": "hr"}).choices[0].message.content
+    full = draft_of(ask(server, extra_body={"kb": "hr"}))
     one = ask(server, extra_body={"kb": "hr"}, max_tokens=1)
     assert one.choices[0].finish_reason == "length" and one.usage.completion_tokens == 1
-    assert count(server, one.choices[0].message.content) <= 1 < count(server, full)
+    assert count(server, draft_of(one)) <= 1 < count(server, full)
     stop = full[len(full) // 2:len(full) // 2 + 2]
     cut = ask(server, extra_body={"kb": "hr"}, stop=[stop])
-    assert cut.choices[0].message.content == full[:full.find(stop)].strip()
+    assert draft_of(cut) == full[:full.find(stop)].strip()
     assert cut.choices[0].finish_reason == "stop"  # a stop string, though within max_tokens
     cut_stream = list(ask(server, extra_body={"kb": "hr"}, stop=[stop], stream=True))
     assert cut_stream[-1].choices[0].finish_reason == "stop"

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from kbqa.errors import KbqaError, KnowledgeBaseError
 from kbqa.qa.answers import Source
 from kbqa.qa.chain import fixed_context, qa_chain
+from kbqa.qa.grounding import Grounding
 from kbqa.server import schemas
 from kbqa.server.auth import ApiKey
 from kbqa.server.kbs import source_view
@@ -82,8 +83,9 @@ def _overrides(llm: Any, body: schemas.ChatRequest) -> Any:
 
 
 def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | None,
-            ticket: Ticket, meter: Meter, cancelled: threading.Event) -> Iterator[str]:
-    """The answer's text pieces; holds a generation slot and the variant while it runs."""
+            ticket: Ticket, meter: Meter, cancelled: threading.Event) -> Iterator[str | Grounding]:
+    """The answer's text pieces, then (answers from a KB) the grounding check's verdict; holds a
+    generation slot and the variant while it runs."""
     with ticket.running():
         if cancelled.is_set():  # the client left while this waited for a slot
             return
@@ -96,24 +98,31 @@ def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | Non
             for part in chain.stream({"question": body.question, "history": body.history}):
                 if part.get("answer"):
                     yield part["answer"]
+                if isinstance(part.get("grounded"), Grounding):
+                    yield part["grounded"]
 
 
 class ClientGone(Exception):
     """The client of a non-streamed answer disconnected; its generation was stopped."""
 
 
-async def _collect(request: Request, out: queue.SimpleQueue, cancelled: threading.Event) -> str:
-    """The whole answer from the generation thread, checking between waits that the client is
-    still there: if it left, stop the generation (which frees its queue place)."""
+async def _collect(request: Request, out: queue.SimpleQueue,
+                   cancelled: threading.Event) -> tuple[str, Grounding | None]:
+    """The whole answer (the grounded one where the check ran) and the check's verdict, from the
+    generation thread, checking between waits that the client is still there: if it left, stop
+    the generation (which frees its queue place)."""
     parts: list[str] = []
+    grounded: Grounding | None = None
     try:
         while True:
             item = await run_in_threadpool(_next, out, DISCONNECT_POLL_S)
             if item is _END:
-                return "".join(parts).strip()
+                return (grounded.text if grounded else "".join(parts).strip()), grounded
             if isinstance(item, Exception):
                 raise item
-            if item is not None:
+            if isinstance(item, Grounding):
+                grounded = item
+            elif item is not None:
                 parts.append(item)
             elif await request.is_disconnected():
                 raise ClientGone
@@ -128,7 +137,7 @@ def _next(out: queue.SimpleQueue, timeout: float) -> object:
         return None
 
 
-def _pump(tokens: Iterator[str], ticket: Ticket, out: queue.SimpleQueue,
+def _pump(tokens: Iterator[str | Grounding], ticket: Ticket, out: queue.SimpleQueue,
           cancelled: threading.Event) -> None:
     """Run a streamed generation in its own thread, which alone touches the generator.
 
@@ -161,11 +170,18 @@ async def _sse(body: schemas.ChatRequest, out: queue.SimpleQueue, cancelled: thr
     try:
         first = schemas.chunk(cid, body.model, {"role": "assistant", "content": ""}, sources=sources)
         yield _event(first, with_usage)
+        grounded: Grounding | None = None
         while (item := await run_in_threadpool(out.get)) is not _END:
             if isinstance(item, Exception):
                 raise item
+            if isinstance(item, Grounding):
+                grounded = item
+                continue
             yield _event(schemas.chunk(cid, body.model, {"content": item}), with_usage)
-        yield _event(schemas.chunk(cid, body.model, {}, finish=meter.finish_reason), with_usage)
+        # the draft has streamed; a client that knows kbqa replaces it with the checked answer
+        last = schemas.chunk(cid, body.model, {}, finish=meter.finish_reason,
+                             grounding=schemas.grounding_view(grounded))
+        yield _event(last, with_usage)
         usage = meter.usage()
         if with_usage and usage is not None:
             yield _event(schemas.usage_chunk(cid, body.model, usage), with_usage)
@@ -205,8 +221,9 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     try:
-        text = await _collect(request, out, cancelled)
+        text, grounded = await _collect(request, out, cancelled)
     except ClientGone:
         return JSONResponse(schemas.error("the client went away", "client_gone"), status_code=499)
     return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources,
-                                           meter.finish_reason, meter.usage()))
+                                           meter.finish_reason, meter.usage(),
+                                           grounding=schemas.grounding_view(grounded)))

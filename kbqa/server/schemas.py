@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kbqa.qa.grounding import Grounding
+
 
 class TextPart(BaseModel):
     type: Literal["text"]
@@ -97,8 +99,21 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
 
+def grounding_view(grounded: Grounding | None) -> dict[str, Any] | None:
+    """kbqa's extension field: what the grounding check did to the model's draft, if it ran."""
+    if grounded is None or grounded.action == "unchecked":
+        return None
+    view: dict[str, Any] = {"action": grounded.action, "content": grounded.text}
+    if grounded.action != "kept":
+        view["draft"] = grounded.draft.strip()
+    if grounded.support is not None and grounded.support.passage is not None:
+        view["source"] = grounded.support.passage + 1  # the [n] of `sources`
+    return view
+
+
 def completion(cid: str, model: str, text: str, sources: list[dict] | None, finish: str,
-               usage: dict[str, int] | None) -> dict[str, Any]:
+               usage: dict[str, int] | None,
+               grounding: dict[str, Any] | None = None) -> dict[str, Any]:
     """A whole answer; `usage` is left out when the token counts are unknown."""
     body: dict[str, Any] = {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -109,17 +124,22 @@ def completion(cid: str, model: str, text: str, sources: list[dict] | None, fini
         body["usage"] = usage
     if sources is not None:
         body["sources"] = sources
+    if grounding is not None:
+        body["grounding"] = grounding
     return body
 
 
 def chunk(cid: str, model: str, delta: dict[str, str], finish: str | None = None,
-          sources: list[dict] | None = None) -> dict[str, Any]:
+          sources: list[dict] | None = None,
+          grounding: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     if sources is not None:
         body["sources"] = sources
+    if grounding is not None:
+        body["grounding"] = grounding
     return body
 
 
