@@ -13,10 +13,14 @@ from kbqa.errors import AdapterError, KbqaError
 from kbqa.qa.answers import Source
 from kbqa.qa.snippets import highlighted_markdown
 from kbqa.service import KbqaService
+from kbqa.ui.i18n import t
 
 # adapters/ next to streamlit_app.py (the repository's own adapters) is offered as well
 REPO_ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
-PLAIN_LABEL = "plain（无适配器 / no adapter）"
+# the variant selectors' options are these labels (stable across languages); variant_text shows them
+PLAIN_LABEL = "plain"
+ADAPTER_PREFIX = "adapter: "
+CONFIGURED_SUFFIX = " (configured)"
 KB_KEY = "kb"                 # the sidebar's knowledge base selector
 KB_PENDING_KEY = "kb_pending"  # a knowledge base to select at the next run (see select_kb)
 FLASH_KEY = "flash"
@@ -46,19 +50,29 @@ def variant_options(svc: KbqaService) -> dict[str, Variant]:
     options = {PLAIN_LABEL: Variant()}
     configured = svc.default_variant()
     if len(configured.adapters) > 1:
-        options[f"{configured.label}（configured）"] = configured
+        options[configured.label + CONFIGURED_SUFFIX] = configured
     for folder in _fitting(svc)[0]:
         variant = Variant.of([folder])
-        options.setdefault(f"adapter: {variant.label}", variant)
+        options.setdefault(ADAPTER_PREFIX + variant.label, variant)
     return options
+
+
+def variant_text(label: str) -> str:
+    """A variant selector's option as the user reads it, in their language."""
+    if label == PLAIN_LABEL:
+        return t("variant.plain")
+    if label.startswith(ADAPTER_PREFIX):
+        return t("variant.adapter", name=label.removeprefix(ADAPTER_PREFIX))
+    if label.endswith(CONFIGURED_SUFFIX):
+        return t("variant.configured", name=label.removesuffix(CONFIGURED_SUFFIX))
+    return label
 
 
 def explain_unfit_adapters(svc: KbqaService) -> None:
     """One sentence naming the adapters left out because they were trained on another model."""
     unfit = _fitting(svc)[1]
     if unfit:
-        st.caption(f"未列出 {len(unfit)} 个适配器（{'、'.join(f.name for f in unfit)}）："
-                   "它们是为其他基础模型训练的，不能用于当前模型。")
+        st.caption(t("variant.unfit", count=len(unfit), names="、".join(f.name for f in unfit)))
 
 
 def default_variant_label(svc: KbqaService, options: dict[str, Variant]) -> int:
@@ -87,7 +101,7 @@ def kb_switcher(svc: KbqaService) -> str | None:
     if st.session_state.get(KB_KEY) not in names:
         default = svc.settings.kb.name
         st.session_state[KB_KEY] = default if default in names else names[0]
-    return st.selectbox("知识库 / knowledge base", names, key=KB_KEY)
+    return st.selectbox(t("kb.selector"), names, key=KB_KEY)
 
 
 def current_kb(svc: KbqaService) -> str | None:
@@ -95,8 +109,7 @@ def current_kb(svc: KbqaService) -> str | None:
     kb = st.session_state.get(KB_KEY)
     if kb in svc.list_knowledge_bases():
         return kb
-    st.info("还没有知识库。请在“知识库”页面创建并上传文件。 "
-            "No knowledge base yet: create one on the Knowledge bases page.")
+    st.info(t("kb.none"))
     return None
 
 
@@ -113,8 +126,8 @@ def show_flashes() -> None:
 def show_error(exc: KbqaError) -> None:
     """An error as one sentence; an adapter's long technical reason goes under a fold."""
     if isinstance(exc, AdapterError):
-        st.error("这个适配器与当前模型不匹配，无法使用。请选择其他适配器或 plain。")
-        with st.expander("详情 / details"):
+        st.error(t("adapter.mismatch"))
+        with st.expander(t("common.details")):
             st.code(str(exc))
     else:
         st.error(str(exc))
@@ -124,15 +137,15 @@ def render_sources(sources: list[Source], answer: str = "") -> None:
     """Each cited passage under its file name and heading (never the server's path): a table as a
     table, the answer's words marked, the document's own text never taken as markup."""
     if not sources:
-        st.caption("没有检索到相关段落 / no passage retrieved")
+        st.caption(t("sources.none"))
         return
-    st.caption(f"来源 / sources ({len(sources)})")
+    st.caption(t("sources.count", count=len(sources)))
     for number, source in enumerate(sources, start=1):
-        score = "" if source.score is None else f" · score {source.score:.3f}"
+        score = "" if source.score is None else t("sources.score", score=source.score)
         with st.expander(f"[{number}] {source.location()}{score}"):
             # safe: highlighted_markdown escapes the passage; its only HTML is its own <mark>
             st.markdown(highlighted_markdown(source.snippet, answer), unsafe_allow_html=True)
 
 
 def render_refusal() -> None:
-    st.warning("知识库中没有找到答案 / Not in the knowledge base", icon=":material/search_off:")
+    st.warning(t("answer.refused"), icon=":material/search_off:")
