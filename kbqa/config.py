@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kbqa.errors import ConfigError
+from kbqa.errors import ConfigError, SettingProblem
 from kbqa.llm.loading import default_home
 
 if TYPE_CHECKING:
@@ -280,13 +280,23 @@ def _setting_name(location: tuple[int | str, ...]) -> str:
     return f"{dotted} ({short})" if short and short != location[-1] else dotted
 
 
+def _short_name(location: tuple[int | str, ...]) -> str:
+    """The short name of the setting at a pydantic error's location ('' when not one setting)."""
+    if len(location) < 2:
+        return ""
+    return _SHORT_BY_PLACE.get((str(location[0]), str(location[1])), "")
+
+
 def validate_settings(values: Mapping[str, Any]) -> Settings:
     """Settings from raw values, or ConfigError naming each invalid key and why."""
     try:
         return Settings.model_validate(dict(values))
     except ValidationError as exc:
-        problems = "; ".join(f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        errors = exc.errors()
+        message = "; ".join(f"{_setting_name(e['loc'])}: {e['msg']}" for e in errors)
+        problems = [SettingProblem(_short_name(e["loc"]), e["type"], e["msg"], dict(e.get("ctx") or {}))
+                    for e in errors]
+        raise ConfigError(f"invalid settings: {message}", problems) from exc
 
 
 def _config_file(home: Path, environ: Mapping[str, str], config_file: Path | None) -> Path:

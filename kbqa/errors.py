@@ -1,12 +1,34 @@
 """The exceptions kbqa raises on purpose: each carries a message meant for the user."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 
 class KbqaError(Exception):
     """Base class: anything the CLI may print as a one-line error instead of a traceback."""
 
 
+@dataclass(frozen=True)
+class SettingProblem:
+    """One invalid setting, told apart so a form can show it under its field in any language."""
+
+    name: str  # the setting's short name ('top_k'); '' when no one setting is at fault
+    # pydantic's error type ('greater_than_equal', 'literal_error', ...) or kbqa's own
+    # ('template', 'not_adapter', 'missing_path')
+    kind: str
+    message: str  # in English, as the CLI prints it
+    context: dict[str, Any] = field(default_factory=dict)  # e.g. {'ge': 1}, {'path': '...'}
+
+
 class ConfigError(KbqaError):
     """A setting has a bad value or the config file cannot be read."""
+
+    def __init__(self, message: str, problems: Sequence[SettingProblem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class ModelError(KbqaError):

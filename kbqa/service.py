@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.runnables import Runnable
 
 from kbqa.config import Settings
-from kbqa.errors import ConfigError, KnowledgeBaseError
+from kbqa.errors import ConfigError, KnowledgeBaseError, SettingProblem
 from kbqa.kb import folders
 from kbqa.models import Models
 from kbqa.qa.answers import Answer, Source, VariantAnswer
@@ -291,9 +291,10 @@ class KbqaService:
 
         current = self.settings
         new = current.changed({k: v for k, v in changes.items() if k != "home"})
-        problem = _settings_problem(new)
-        if problem:
-            raise ConfigError(f"invalid settings: {problem}")
+        problems = _settings_problems(new)
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(p.message for p in problems),
+                              problems)
         update_config_file(current.config_path, changes)
         self.settings = new
         if self.models.apply(new):  # another embedder: every open base must reopen with it
@@ -304,23 +305,31 @@ class KbqaService:
         return new
 
 
-def _settings_problem(settings: Settings) -> str | None:
+def _settings_problems(settings: Settings) -> list[SettingProblem]:
     """Checks pydantic cannot do: the prompt template, and that named folders exist."""
     from kbqa.adapters.variants import is_adapter_folder
 
+    problems = []
     try:
         build_prompt(settings.answer.prompt_template)
     except ConfigError as exc:
-        return str(exc)
+        problems.append(SettingProblem("prompt_template", "template", str(exc)))
     for folder in settings.llm.adapters:
         if not is_adapter_folder(Path(folder).expanduser()):
-            return f"adapters: {folder} is not a peft adapter folder (no adapter_config.json)"
+            problems.append(SettingProblem(
+                "adapters", "not_adapter",
+                f"adapters: {folder} is not a peft adapter folder (no adapter_config.json)",
+                {"path": str(folder)}))
     if not settings.llm.model.startswith(("embedded", "openai:")) and not Path(
             settings.llm.model).expanduser().is_dir():
-        return f"llm: model folder {settings.llm.model} does not exist"
+        problems.append(SettingProblem(
+            "llm", "missing_path", f"llm: model folder {settings.llm.model} does not exist",
+            {"path": settings.llm.model}))
     if settings.embeddings.model != "embedded" and not Path(settings.embeddings.model).expanduser().is_dir():
-        return f"embedder: folder {settings.embeddings.model} does not exist"
-    return None
+        problems.append(SettingProblem(
+            "embedder", "missing_path", f"embedder: folder {settings.embeddings.model} does not exist",
+            {"path": settings.embeddings.model}))
+    return problems
 
 
 def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | None

@@ -20,10 +20,12 @@ from kbqa.ui.common import (
     render_sources,
     service,
     show_error,
+    timing_text,
     variant_options,
+    variant_text,
 )
+from kbqa.ui.i18n import t
 
-STOPPED_NOTE = "（已停止生成 / generation stopped）"
 # set while this session's answer streams. A click (stop, a new question) starts the next run
 # on a new thread at once while the old run is still stopping; the next run waits for the old
 # one to save what it wrote before reading the conversation.
@@ -49,12 +51,12 @@ def _sidebar(store: ConversationStore, kb: str) -> Conversation | None:
     chosen = st.session_state.get(key, "unset")
     if chosen is not None and chosen not in conversations:
         chosen = st.session_state[key] = next(iter(conversations), None)
-    st.subheader("对话 / conversations")
-    if st.button("新对话 / new chat", key="chat_new", width="stretch",
+    st.subheader(t("chat.conversations"))
+    if st.button(t("chat.new"), key="chat_new", width="stretch",
                  icon=":material/add:"):
         chosen = st.session_state[key] = None
     if not conversations:
-        st.caption("还没有保存的对话 / no saved conversation yet")
+        st.caption(t("chat.no_saved"))
     for conversation in conversations.values():
         if st.button(conversation.title, key=f"chat_open_{conversation.id}", width="stretch",
                      type="primary" if conversation.id == chosen else "secondary"):
@@ -63,28 +65,26 @@ def _sidebar(store: ConversationStore, kb: str) -> Conversation | None:
     if chosen is None:
         return None
     conversation = conversations[chosen]
-    with st.expander("重命名或删除 / rename or delete"):
-        title = st.text_input("标题 / title", value=conversation.title,
+    with st.expander(t("chat.manage")):
+        title = st.text_input(t("chat.title"), value=conversation.title,
                               key=f"chat_title_{conversation.id}")
         cols = st.columns(2)
-        if cols[0].button("重命名 / rename", key="chat_rename") and title.strip():
+        if cols[0].button(t("chat.rename"), key="chat_rename") and title.strip():
             store.rename(conversation.id, title)
             st.rerun()
-        if cols[1].button("删除 / delete", key="chat_delete"):
+        if cols[1].button(t("chat.delete"), key="chat_delete"):
             store.delete(conversation.id)
             st.session_state[_pending_key(kb)] = None
-            flash("success", f"已删除对话 / deleted “{conversation.title}”")
+            flash("success", t("chat.deleted", title=conversation.title))
             st.rerun()
     return conversation
 
 
 def _timing_caption(turn: Turn) -> None:
-    t = turn.timings
-    if "total" not in t:
+    timings = turn.timings
+    if "total" not in timings:
         return
-    load = f"模型加载 / model load {t['load']:.1f} s · " if t.get("load") else ""
-    first = f"首字 / first token {t['first_token']:.2f} s · " if "first_token" in t else ""
-    st.caption(f"{turn.variant} · {load}{first}总计 / total {t['total']:.2f} s")
+    st.caption(f"{variant_text(turn.variant)} · {timing_text(timings)}")
 
 
 def _rate(store: ConversationStore, turn_id: int) -> None:
@@ -99,7 +99,7 @@ def _show_turn(store: ConversationStore, turn: Turn) -> None:
         if turn.error:
             st.error(turn.error)
             return
-        st.write(turn.answer + (f"\n\n{STOPPED_NOTE}" if turn.state == "stopped" else ""))
+        st.write(turn.answer + (f"\n\n{t('chat.stopped')}" if turn.state == "stopped" else ""))
         if turn.refused:
             render_refusal()
         render_sources(turn.sources, turn.answer)
@@ -121,15 +121,15 @@ def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
     saved = st.session_state[ANSWERING_KEY] = threading.Event()
     try:
         if not svc.models_ready(variant):
-            with st.status("正在加载模型… / loading the model…", expanded=False) as status:
+            with st.status(t("chat.loading"), expanded=False) as status:
                 load_start = time.perf_counter()
                 svc.load_models(variant)
                 turn.timings["load"] = time.perf_counter() - load_start
-                status.update(label=f"模型已加载 / model loaded · {turn.timings['load']:.1f} s",
+                status.update(label=t("chat.loaded", seconds=turn.timings["load"]),
                               state="complete")
-        st.button("停止生成 / stop", key="chat_stop", icon=":material/stop_circle:")  # any click ends this run (see above)
+        st.button(t("chat.stop"), key="chat_stop", icon=":material/stop_circle:")  # any click ends this run (see above)
         slot = st.empty()
-        slot.caption("检索与生成中… / retrieving and generating…")
+        slot.caption(t("chat.working"))
         events = svc.stream_variant(turn.question, variant, kb, history=previous)
         try:
             for kind, value in events:
@@ -167,35 +167,33 @@ def render() -> None:
     answering = st.session_state.get(ANSWERING_KEY)
     if answering is not None:
         answering.wait(SAVE_WAIT_S)
-    st.header("问答 / Chat")
+    st.header(t("chat.header"))
     kb = current_kb(svc)
     conversation = None
     if kb is not None:
         with st.sidebar:
             conversation = _sidebar(store, kb)
     options = variant_options(svc)
-    label = st.selectbox("模型 / model variant", list(options),
+    label = st.selectbox(t("chat.variant"), list(options), format_func=variant_text,
                          index=default_variant_label(svc, options), key="chat_variant")
     explain_unfit_adapters(svc)
     if kb is None:
         return
     try:
         if not svc.knowledge_base(kb).documents():
-            st.info(f"知识库“{kb}”还是空的：请先在“知识库”页面上传文件，再来提问。 "
-                    "This knowledge base is empty: upload files on the Knowledge bases page first.")
+            st.info(t("chat.empty_kb", kb=kb))
     except KbqaError as exc:
         st.error(str(exc))
     turns = store.turns(conversation.id) if conversation else []
     history_turns = svc.settings.answer.history_turns
     cols = st.columns([3, 1])
-    cols[0].caption(f"最近 {history_turns} 轮对话会作为上下文 / the last {history_turns} turns "
-                    "go into the prompt")
-    if cols[1].button("清空对话 / clear", key="chat_clear", disabled=not turns):
+    cols[0].caption(t("chat.history", turns=history_turns))
+    if cols[1].button(t("chat.clear"), key="chat_clear", disabled=not turns):
         store.clear(conversation.id)  # type: ignore[union-attr]  # turns imply a conversation
         st.rerun()
     for turn in turns:
         _show_turn(store, turn)
-    question = st.chat_input("输入问题，例如：入职满一年的员工每年享有几天带薪年假？")
+    question = st.chat_input(t("chat.input"))
     if not question:
         return
     if conversation is None:

@@ -147,5 +147,12 @@ def render_sources(sources: list[Source], answer: str = "") -> None:
             st.markdown(highlighted_markdown(source.snippet, answer), unsafe_allow_html=True)
 
 
+def timing_text(timings: dict[str, float]) -> str:
+    """'model load … · first token … · total …' (each part only when measured)."""
+    load = t("timing.load", seconds=timings["load"]) if timings.get("load") else ""
+    first = t("timing.first", seconds=timings["first_token"]) if "first_token" in timings else ""
+    return load + first + t("timing.total", seconds=timings["total"])
+
+
 def render_refusal() -> None:
     st.warning(t("answer.refused"), icon=":material/search_off:")

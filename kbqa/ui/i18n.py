@@ -41,11 +41,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "variant.adapter": ("适配器：{name}", "adapter: {name}"),
     "variant.configured": ("{name}（已配置）", "{name} (configured)"),
     "variant.unfit": ("未列出 {count} 个适配器（{names}）：它们是为其他基础模型训练的，不能用于当前模型。",
-                      "{count} adapter(s) not listed ({names}): they were trained for another base "
-                      "model and cannot be used with this one."),
+                      ("{count} adapter(s) not listed ({names}): they were trained for another base "
+                      "model and cannot be used with this one.")),
     "adapter.mismatch": ("这个适配器与当前模型不匹配，无法使用。请选择其他适配器或 plain。",
-                         "This adapter does not fit the loaded model. Choose another adapter or "
-                         "plain."),
+                         ("This adapter does not fit the loaded model. Choose another adapter or "
+                         "plain.")),
     "sources.none": ("没有检索到相关段落", "No passage retrieved"),
     "sources.count": ("来源（{count}）", "Sources ({count})"),
     "sources.score": (" · 得分 {score:.3f}", " · score {score:.3f}"),
@@ -70,22 +70,22 @@ TEXTS: dict[str, tuple[str, str]] = {
     "chat.working": ("检索与生成中…", "Retrieving and generating…"),
     "chat.variant": ("模型", "Model variant"),
     "chat.empty_kb": ("知识库“{kb}”还是空的：请先在“知识库”页面上传文件，再来提问。",
-                      "The knowledge base “{kb}” is empty: upload files on the Knowledge bases page "
-                      "first."),
+                      ("The knowledge base “{kb}” is empty: upload files on the Knowledge bases page "
+                      "first.")),
     "chat.history": ("最近 {turns} 轮对话会作为上下文", "The last {turns} turns go into the prompt"),
     "chat.clear": ("清空对话", "Clear"),
     "chat.input": ("输入问题，例如：入职满一年的员工每年享有几天带薪年假？",
                    "Ask a question, e.g. how many days of paid leave after one year?"),
     # compare.py
     "compare.header": ("对比", "Compare"),
-    "compare.caption": ("同一问题、同一检索结果，比较无适配器与有适配器的回答：基础模型只加载一次，"
-                        "plain 的回答由它在禁用适配器时生成。",
-                        "The same question and the same retrieved passages; the base model is "
+    "compare.caption": (("同一问题、同一检索结果，比较无适配器与有适配器的回答：基础模型只加载一次，"
+                        "plain 的回答由它在禁用适配器时生成。"),
+                        ("The same question and the same retrieved passages; the base model is "
                         "loaded once and the plain answer comes from it with the adapters "
-                        "disabled."),
+                        "disabled.")),
     "compare.no_adapters": ("没有可用的适配器（请在“设置”中配置，或把 peft 适配器文件夹放进 adapters/）",
-                            "No adapters found (configure them in Settings or put peft folders in "
-                            "adapters/)"),
+                            ("No adapters found (configure them in Settings or put peft folders in "
+                            "adapters/)")),
     "compare.variants": ("适配器", "Adapter variants"),
     "compare.question": ("问题", "Question"),
     "compare.go": ("对比", "Compare"),
@@ -109,8 +109,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "kb.delete_confirm": ("输入要删除的知识库名称以确认", "Type its name to confirm"),
     "kb.delete": ("删除知识库", "Delete knowledge base"),
     "kb.delete_mismatch": ("名称不符，没有删除。要删除“{name}”及其所有文件，请输入它的名称。",
-                           "The name typed does not match: nothing was deleted. To delete “{name}” "
-                           "and all its files, type its name."),
+                           ("The name typed does not match: nothing was deleted. To delete “{name}” "
+                           "and all its files, type its name.")),
     "kb.deleted": ("已删除知识库“{name}”", "Deleted the knowledge base “{name}”"),
     "kb.status.added": ("新增", "added"),
     "kb.status.updated": ("更新", "updated"),
@@ -148,20 +148,20 @@ TEXTS: dict[str, tuple[str, str]] = {
     "kb.reindexed": ("索引已重建", "Index rebuilt"),
     # evaluation.py
     "eval.header": ("评测", "Evaluation"),
-    "eval.caption": ("查看 `kbqa eval` 生成的评测报告（metrics.json、answers.jsonl、report.html），"
-                     "或在这里运行一个小评测。",
-                     "Open a report written by `kbqa eval` (metrics.json, answers.jsonl, "
-                     "report.html), or run a small evaluation here."),
+    "eval.caption": (("查看 `kbqa eval` 生成的评测报告（metrics.json、answers.jsonl、report.html），"
+                     "或在这里运行一个小评测。"),
+                     ("Open a report written by `kbqa eval` (metrics.json, answers.jsonl, "
+                     "report.html), or run a small evaluation here.")),
     "eval.run_section": ("运行一个小评测", "Run a small evaluation"),
     "eval.questions": ("问题文件", "Questions file"),
-    "eval.questions_help": ("每行一个 JSON 对象：{{\"qid\": …, \"question\": …, \"answers\": […], "
-                            "\"doc_id\": …}}（JSONL），或由这些对象组成的 JSON 数组",
-                            "one JSON object per line: {{\"qid\": …, \"question\": …, "
-                            "\"answers\": […], \"doc_id\": …}} (JSONL), or a JSON array of them"),
+    "eval.questions_help": (("每行一个 JSON 对象：{{\"qid\": …, \"question\": …, \"answers\": […], "
+                            "\"doc_id\": …}}（JSONL），或由这些对象组成的 JSON 数组"),
+                            ("one JSON object per line: {{\"qid\": …, \"question\": …, "
+                            "\"answers\": […], \"doc_id\": …}} (JSONL), or a JSON array of them")),
     "eval.docs": ("文档", "Documents"),
     "eval.docs_help": ("docs.jsonl（每行 {{\"doc_id\": …, \"text\": …}}），或要评测的文档文件",
-                       "docs.jsonl (one {{\"doc_id\": …, \"text\": …}} per line), or the document "
-                       "files themselves"),
+                       ("docs.jsonl (one {{\"doc_id\": …, \"text\": …}} per line), or the document "
+                       "files themselves")),
     "eval.source.upload": ("上传", "Upload"),
     "eval.source.home": ("从数据目录选择", "From the data folder"),
     "eval.source.path": ("输入服务器路径（高级）", "Server path (advanced)"),
@@ -202,8 +202,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     # settings.py
     "settings.header": ("设置", "Settings"),
     "settings.caption": ("保存到 `{path}`；下次启动时 KBQA_* 环境变量仍然优先。",
-                         "Saved to `{path}`; KBQA_* environment variables still win at the next "
-                         "start."),
+                         ("Saved to `{path}`; KBQA_* environment variables still win at the next "
+                         "start.")),
     "settings.model": ("模型", "Model"),
     "settings.retrieval": ("检索", "Retrieval"),
     "settings.generation": ("生成", "Generation"),
@@ -217,8 +217,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "settings.top_k": ("检索段落数（top-k）", "top-k"),
     "settings.mode": ("检索方式", "Retrieval mode"),
     "settings.min_coverage": ("最低覆盖率（min_coverage）", "min_coverage"),
-    "settings.min_coverage_help": ("段落必须包含的问题关键词比例", "share of the question's terms a "
-                                   "passage must hold"),
+    "settings.min_coverage_help": ("段落必须包含的问题关键词比例", ("share of the question's terms a "
+                                   "passage must hold")),
     "settings.score_threshold": ("相似度阈值（score_threshold）", "score_threshold"),
     "settings.score_threshold_help": ("向量余弦相似度下限", "dense cosine cut-off"),
     "settings.enabled": ("启用{label}", "{label}: on"),
@@ -229,8 +229,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "settings.history_turns": ("历史轮数（history_turns）", "history_turns"),
     "settings.max_file_mb": ("单个文件上限 MB（max_file_mb）", "max_file_mb"),
     "settings.template": ("提示词模板（留空 = 内置；必须包含 {{context}} 和 {{question}}，可包含 {{history}}）",
-                          "prompt template (empty = built-in; must use {{context}} and "
-                          "{{question}}, may use {{history}})"),
+                          ("prompt template (empty = built-in; must use {{context}} and "
+                          "{{question}}, may use {{history}})")),
     "settings.save": ("保存", "Save"),
     "settings.saved": ("已保存到 {path}", "Saved to {path}"),
     "settings.invalid": ("设置无效，没有保存：请修改标出的字段。",
