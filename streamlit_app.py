@@ -25,9 +25,9 @@ if "page" not in st.session_state:
 try:
     with st.sidebar:
         st.title(t("app.title"))
-        language_switch()
-        page = st.radio(t("app.page"), list(PAGES), format_func=lambda key: t(f"page.{key}"),
-                        key="page")
+        lang = language_switch()
+        page = st.radio(t("app.page"), list(PAGES), key="page",
+                        format_func=lambda key: t(f"page.{key}", lang))
         kb_switcher(service())
     streamlit_texts_css()
     st.query_params["page"] = page

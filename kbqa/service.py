@@ -290,7 +290,20 @@ class KbqaService:
         from kbqa.kb.freshness import retire
 
         current = self.settings
-        new = current.changed({k: v for k, v in changes.items() if k != "home"})
+        changes = {k: v for k, v in changes.items() if k != "home"}
+        try:
+            new = current.changed(changes)
+        except ConfigError as exc:  # also report the other fields' problems, all at once
+            bad = {problem.name for problem in exc.problems}
+            try:
+                rest = current.changed({k: v for k, v in changes.items() if k not in bad})
+            except ConfigError:
+                raise exc from exc.__cause__
+            more = [p for p in _settings_problems(rest) if p.name not in bad]
+            if not more:
+                raise
+            raise ConfigError("; ".join([str(exc), *(p.message for p in more)]),
+                              [*exc.problems, *more]) from exc
         problems = _settings_problems(new)
         if problems:
             raise ConfigError("invalid settings: " + "; ".join(p.message for p in problems),

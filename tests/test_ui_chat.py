@@ -33,7 +33,7 @@ def _messages(at, author: str) -> list:
 
 def _kb_selector(at):
     """The knowledge base selector, found by its label as the user finds it."""
-    [selector] = [s for s in at.selectbox if s.label == "知识库 / knowledge base"]
+    [selector] = [s for s in at.selectbox if s.label == "知识库"]
     return selector
 
 
@@ -70,9 +70,9 @@ def test_ask_streams_answer_with_source(ready: None, tmp_path: Path) -> None:
     # the source block: one expander per retrieved passage, file · heading · score, the passage
     # text, and no path of the server's files anywhere on the page
     captions = [c.value for c in assistant.caption]
-    assert captions[0] == f"来源 / sources ({len(expected.sources)})"
+    assert captions[0] == f"来源（{len(expected.sources)}）"
     [source] = assistant.expander
-    assert source.label == f"[1] 员工手册.md · 年假制度 · score {expected.sources[0].score:.3f}"
+    assert source.label == f"[1] 员工手册.md · 年假制度 · 得分 {expected.sources[0].score:.3f}"
     passage = source.markdown[0].value
     assert "入职满一年的员工每年享有十天带薪年假" in passage  # the fact, from the document
     assert "差旅费用" not in passage  # the other section was not cited
@@ -110,22 +110,21 @@ def test_clear_is_enabled_after_the_first_exchange(ready: None) -> None:
 def test_first_answer_shows_the_model_load_and_the_whole_wait(ready: None) -> None:
     at = _ask(app_test().run(), QUESTION)
     caption = [c.value for c in _messages(at, "assistant")[0].caption][-1]
-    found = re.search(r"model load ([\d.]+) s · 首字 / first token ([\d.]+) s · "
-                      r"总计 / total ([\d.]+) s", caption)
+    found = re.search(r"模型加载 ([\d.]+) 秒 · 首字 ([\d.]+) 秒 · 总计 ([\d.]+) 秒", caption)
     assert found, caption
     load, first, total = map(float, found.groups())
     assert 0 < load <= first <= total  # the first token came after the load, both from the click
     # the model is loaded now: the next answer has no load step
     _ask(at, FOLLOW_UP)
     caption = [c.value for c in _messages(at, "assistant")[1].caption][-1]
-    assert "model load" not in caption and " total " in caption
+    assert "模型加载" not in caption and "总计 " in caption
 
 
 def test_only_adapters_for_the_loaded_model_are_offered(ready: None) -> None:
     at = app_test().run()
     options = at.selectbox(key="chat_variant").options
     # the tiny LLM is SmolLM2: its own adapter is offered, the two made for Qwen are not ...
-    assert "adapter: smollm2-cmrc-donor" in options
+    assert "适配器：smollm2-cmrc-donor" in options
     assert not [o for o in options if "qwen0.5b" in o], options
     # ... and one sentence says which were left out and why
     [why] = [c.value for c in at.caption if "未列出" in c.value]
@@ -169,7 +168,7 @@ def test_conversations_are_saved_renamed_deleted_and_rated(ready: None) -> None:
     assert not again.exception
     assert not again.chat_message
     assert "还没有保存的对话" in texts(again) and not _titles(again)
-    assert "已删除对话 / deleted “年假问题”" in texts(again)
+    assert "已删除对话“年假问题”" in texts(again)
 
     # the rating outlives the conversation, and exports as JSON lines
     from kbqa.conversations import ConversationStore
@@ -209,7 +208,7 @@ def test_question_outside_the_knowledge_base_shows_refusal(ready: None) -> None:
     at = _ask(app_test().run(), "火星的卫星叫什么名字？")
     shown = texts(at)
     assert REFUSAL in shown
-    assert "Not in the knowledge base" in "\n".join(w.value for w in at.warning)
+    assert "知识库中没有找到答案" in "\n".join(w.value for w in at.warning)
 
 
 def test_empty_knowledge_base_says_so(tiny_llm_folder: Path) -> None:
@@ -224,4 +223,4 @@ def test_no_knowledge_base_says_so(tiny_llm_folder: Path) -> None:
     write_config(tiny_llm_folder)
     at = app_test().run()
     assert not at.exception
-    assert "No knowledge base yet" in texts(at)
+    assert "还没有知识库" in texts(at)

@@ -21,6 +21,7 @@ from kbqa.ui.common import (
     service,
     show_error,
     timing_text,
+    variant_formatter,
     variant_options,
     variant_text,
 )
@@ -174,7 +175,7 @@ def render() -> None:
         with st.sidebar:
             conversation = _sidebar(store, kb)
     options = variant_options(svc)
-    label = st.selectbox(t("chat.variant"), list(options), format_func=variant_text,
+    label = st.selectbox(t("chat.variant"), list(options), format_func=variant_formatter(),
                          index=default_variant_label(svc, options), key="chat_variant")
     explain_unfit_adapters(svc)
     if kb is None:

@@ -3,6 +3,8 @@ outlive a rerun, and how a source is shown."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -13,7 +15,7 @@ from kbqa.errors import AdapterError, KbqaError
 from kbqa.qa.answers import Source
 from kbqa.qa.snippets import highlighted_markdown
 from kbqa.service import KbqaService
-from kbqa.ui.i18n import t
+from kbqa.ui.i18n import Language, language, t
 
 # adapters/ next to streamlit_app.py (the repository's own adapters) is offered as well
 REPO_ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
@@ -57,15 +59,20 @@ def variant_options(svc: KbqaService) -> dict[str, Variant]:
     return options
 
 
-def variant_text(label: str) -> str:
+def variant_text(label: str, lang: Language | None = None) -> str:
     """A variant selector's option as the user reads it, in their language."""
     if label == PLAIN_LABEL:
-        return t("variant.plain")
+        return t("variant.plain", lang)
     if label.startswith(ADAPTER_PREFIX):
-        return t("variant.adapter", name=label.removeprefix(ADAPTER_PREFIX))
+        return t("variant.adapter", lang, name=label.removeprefix(ADAPTER_PREFIX))
     if label.endswith(CONFIGURED_SUFFIX):
-        return t("variant.configured", name=label.removesuffix(CONFIGURED_SUFFIX))
+        return t("variant.configured", lang, name=label.removesuffix(CONFIGURED_SUFFIX))
     return label
+
+
+def variant_formatter() -> Callable[[str], str]:
+    """variant_text in this run's language, for a widget's format_func."""
+    return partial(variant_text, lang=language())
 
 
 def explain_unfit_adapters(svc: KbqaService) -> None:

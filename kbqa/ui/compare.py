@@ -14,8 +14,8 @@ from kbqa.ui.common import (
     render_sources,
     service,
     timing_text,
+    variant_formatter,
     variant_options,
-    variant_text,
 )
 from kbqa.ui.i18n import t
 
@@ -56,7 +56,7 @@ def render() -> None:
         st.info(t("compare.no_adapters"))
     explain_unfit_adapters(svc)
     configured = [label for label in adapters if options[label] == svc.default_variant()]
-    chosen = st.multiselect(t("compare.variants"), adapters, format_func=variant_text,
+    chosen = st.multiselect(t("compare.variants"), adapters, format_func=variant_formatter(),
                             default=configured or adapters[:1], key="compare_variants",
                             max_selections=3, placeholder=t("common.choose"))
     question = st.text_input(t("compare.question"), key="compare_question")

@@ -18,8 +18,8 @@ from kbqa.errors import KbqaError
 from kbqa.evaluation.launch import start_eval
 from kbqa.evaluation.reader import read_eval_report
 from kbqa.kb.uploads import sanitize_filename, supported_suffixes
-from kbqa.ui.common import ADAPTER_PREFIX, service, variant_options, variant_text
-from kbqa.ui.i18n import t
+from kbqa.ui.common import ADAPTER_PREFIX, service, variant_formatter, variant_options
+from kbqa.ui.i18n import language, t
 from kbqa.vector_backends.base import atomic_write
 
 Source = Literal["upload", "home", "path"]
@@ -125,8 +125,9 @@ def _input(what: str, key: str, home: Path, found: list[Path], upload_types: lis
            ) -> tuple[Source, Any]:
     """One input of a run: uploaded, picked under KBQA_HOME, or (advanced) a typed server path.
     Returns the source and the uploaded files / the picked path / the typed text."""
+    lang = language()
     source: Source = st.radio(t("eval.source", what=what), SOURCES, horizontal=True,
-                              format_func=lambda s: t(f"eval.source.{s}"), key=f"{key}_source")
+                              format_func=lambda s: t(f"eval.source.{s}", lang), key=f"{key}_source")
     if source == "upload":
         return source, st.file_uploader(upload_label, type=upload_types, help=help,
                                         accept_multiple_files=multiple, key=f"{key}_file")
@@ -167,7 +168,7 @@ def _launcher() -> None:
                       t("eval.upload_docs"), t("eval.pick_docs", home=home), t("eval.docs_help"),
                       multiple=True)
         options = {label: v for label, v in variant_options(svc).items() if not v.is_plain}
-        chosen = st.multiselect(t("eval.variants"), list(options), format_func=variant_text,
+        chosen = st.multiselect(t("eval.variants"), list(options), format_func=variant_formatter(),
                                 key="eval_variants", placeholder=t("common.choose"))
         limit = st.number_input(t("eval.limit"), 1, 1000, 10, key="eval_limit")
         name = st.text_input(t("eval.run_name", folder=home / REPORTS), value="ui-run",

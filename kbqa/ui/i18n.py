@@ -259,10 +259,12 @@ def language() -> Language:
     return wanted if wanted in LANGUAGES else DEFAULT_LANGUAGE
 
 
-def t(key: str, **values: object) -> str:
-    """The text for `key` in the language in use; an unknown key is a bug, so it raises."""
+def t(key: str, lang: Language | None = None, **values: object) -> str:
+    """The text for `key` in `lang` (default: the language in use); an unknown key is a bug, so
+    it raises. A widget's format_func passes the run's `lang`: Streamlit's test harness calls it
+    outside the run, where session state cannot be read."""
     zh, en = TEXTS[key]
-    return (en if language() == "en" else zh).format(**values)
+    return (en if (lang or language()) == "en" else zh).format(**values)
 
 
 def language_switch() -> Language:

@@ -24,7 +24,8 @@ def problem_text(problem: SettingProblem) -> str:
     context = problem.context
     if problem.kind in _BOUNDS:
         key, bound = _BOUNDS[problem.kind]
-        return t(key, limit=context[bound])
+        limit = context[bound]
+        return t(key, limit=format(limit, "g") if isinstance(limit, float) else limit)
     if problem.kind == "literal_error":
         return t("error.choice", expected=context.get("expected", ""))
     if problem.kind in _NOT_A_NUMBER:
