@@ -19,13 +19,28 @@ ANSWERS = "answers.jsonl"
 REPORT_HTML = "report.html"
 
 
+@dataclass(frozen=True)
+class ReportProblem:
+    """A missing or unreadable file of a report, told apart so a UI can say it in any language."""
+
+    kind: str  # 'not_folder', 'unreadable', 'missing' or 'bad_lines'
+    path: Path
+    detail: str = ""  # the file missing, the read error, or the count of lines skipped
+
+    def __str__(self) -> str:
+        return {"not_folder": f"{self.path} is not a folder",
+                "unreadable": f"{self.path} cannot be read: {self.detail}",
+                "missing": f"{self.path} has no {self.detail}",
+                "bad_lines": f"{self.path}: {self.detail} unreadable line(s) skipped"}[self.kind]
+
+
 @dataclass
 class EvalReport:
     folder: Path
     metrics: dict[str, Any] | None = None
     answers: list[dict[str, Any]] = field(default_factory=list)
     html: str | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[ReportProblem] = field(default_factory=list)
 
     @property
     def variants(self) -> list[str]:
@@ -68,19 +83,19 @@ def read_eval_report(folder: Path | str) -> EvalReport:
     folder = Path(folder).expanduser()
     report = EvalReport(folder=folder)
     if not folder.is_dir():
-        report.problems.append(f"{folder} is not a folder")
+        report.problems.append(ReportProblem("not_folder", folder))
         return report
     metrics_path = folder / METRICS
     if metrics_path.is_file():
         try:
             data = json.loads(metrics_path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
+                raise TypeError("not a JSON object")
             report.metrics = data
-        except (OSError, ValueError) as exc:
-            report.problems.append(f"{metrics_path} cannot be read: {exc}")
+        except (OSError, ValueError, TypeError) as exc:
+            report.problems.append(ReportProblem("unreadable", metrics_path, str(exc)))
     else:
-        report.problems.append(f"{folder} has no {METRICS} (run `kbqa eval ... --out {folder}`)")
+        report.problems.append(ReportProblem("missing", folder, METRICS))
     answers_path = folder / ANSWERS
     if answers_path.is_file():
         bad = 0
@@ -95,12 +110,12 @@ def read_eval_report(folder: Path | str) -> EvalReport:
             if isinstance(row, dict):
                 report.answers.append(row)
         if bad:
-            report.problems.append(f"{answers_path}: {bad} unreadable line(s) skipped")
+            report.problems.append(ReportProblem("bad_lines", answers_path, str(bad)))
     else:
-        report.problems.append(f"{folder} has no {ANSWERS}")
+        report.problems.append(ReportProblem("missing", folder, ANSWERS))
     html_path = folder / REPORT_HTML
     if html_path.is_file():
         report.html = html_path.read_text(encoding="utf-8", errors="replace")
     else:
-        report.problems.append(f"{folder} has no {REPORT_HTML}")
+        report.problems.append(ReportProblem("missing", folder, REPORT_HTML))
     return report

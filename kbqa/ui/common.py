@@ -79,7 +79,7 @@ def explain_unfit_adapters(svc: KbqaService) -> None:
     """One sentence naming the adapters left out because they were trained on another model."""
     unfit = _fitting(svc)[1]
     if unfit:
-        st.caption(t("variant.unfit", count=len(unfit), names="、".join(f.name for f in unfit)))
+        st.caption(t("variant.unfit", count=len(unfit), names=t("common.list_separator").join(f.name for f in unfit)))
 
 
 def default_variant_label(svc: KbqaService, options: dict[str, Variant]) -> int:

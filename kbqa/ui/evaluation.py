@@ -245,6 +245,15 @@ def _report_folder(home: Path) -> str | None:
     return typed.strip() or picked
 
 
+def _column(key: str) -> str:
+    """A report table's column in the user's language (metric and variant names stay)."""
+    if key in ("variant", "question"):
+        return t(f"eval.col.{key}")
+    if key.startswith("retrieval "):
+        return t("eval.col.retrieval", metric=key.removeprefix("retrieval "))
+    return key
+
+
 def render() -> None:
     st.header(t("eval.header"))
     st.caption(t("eval.caption"))
@@ -254,9 +263,11 @@ def render() -> None:
     if folder is None:
         return
     report = read_eval_report(folder)
+    home = service().settings.home
     for problem in report.problems:
-        st.warning(problem)
-    rows = report.metric_rows()
+        st.warning(t(f"eval.problem.{problem.kind}", path=_relative(problem.path, home),
+                     detail=problem.detail))
+    rows = [{_column(key): value for key, value in row.items()} for row in report.metric_rows()]
     if rows:
         st.subheader(t("eval.metrics"))
         st.table(rows)
@@ -264,7 +275,7 @@ def render() -> None:
     if comparisons:
         with st.expander(t("eval.comparisons")):
             st.json(comparisons)
-    side = report.side_by_side()
+    side = [{_column(key): value for key, value in row.items()} for row in report.side_by_side()]
     if side:
         st.subheader(t("eval.side_by_side"))
         if len(side) <= 200:  # a plain table renders everywhere (and in screenshots)
