@@ -156,7 +156,7 @@ def _wait_answer_text(page, index: int) -> None:
 
 def _wait_message(page, index: int, *texts: str) -> None:
     """Until chat message `index` shows any of `texts` ('▌' is the cursor of a streaming answer;
-    ' total ' is in the timing caption written once the answer is complete)."""
+    '总计 ' is in the timing caption written once the answer is complete)."""
     page.wait_for_function(f"""() => {{ const t = ({_MESSAGE_JS})({index});
         return {json.dumps(list(texts))}.some(x => t.includes(x)); }}""", polling=10)
 
@@ -170,7 +170,7 @@ def _ask(page, question: str, message: int) -> tuple[float, float]:
     box.press("Enter")
     _wait_answer_text(page, message)
     first = time.perf_counter() - start
-    _wait_message(page, message, " total ")
+    _wait_message(page, message, "总计 ")
     full = time.perf_counter() - start
     _idle(page)
     return round(first, 3), round(full, 3)
@@ -183,14 +183,14 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
 
     # Knowledge bases: create one, upload the file, ingest it
     page.goto(f"{server}/?page=knowledge")
-    page.get_by_label("新知识库名称 / new knowledge base name").fill("default")
-    page.get_by_role("button", name="创建 / create").click()
-    page.get_by_text("created 'default'").wait_for()
+    page.get_by_label("新知识库名称").fill("default")
+    page.get_by_role("button", name="创建", exact=True).click()
+    page.get_by_text("已创建知识库“default”").wait_for()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(doc))
     page.get_by_text("员工手册.md").first.wait_for()
-    page.get_by_role("button", name="导入 / ingest", exact=True).click()
-    page.get_by_text("ingest result: 1 added").wait_for()
-    page.get_by_text("1 document(s)", exact=False).wait_for()
+    page.get_by_role("button", name="导入", exact=True).click()
+    page.get_by_text("导入结果：新增 1 个").wait_for()
+    page.get_by_text("1 个文档", exact=False).wait_for()
     _idle(page)
     _shot(page, tmp_path, "knowledge")
 
@@ -203,7 +203,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
         first, full = _ask(page, question, message=2 * turn + 1)
         timings[f"{label}_first_token_s"], timings[f"{label}_full_answer_s"] = first, full
         text = page.locator('[data-testid="stChatMessage"]').nth(2 * turn + 1).inner_text()
-        load = re.search(r"model load ([\d.]+) s", text)
+        load = re.search(r"模型加载 ([\d.]+) 秒", text)
         assert bool(load) == (label == "cold"), text  # the load is its own step, the first time
         if load:
             timings["cold_model_load_s_shown"] = float(load.group(1))
@@ -217,11 +217,11 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
 
     # Compare: the same question, plain and the Qwen adapter side by side, from the same passages
     page.goto(f"{server}/?page=compare")
-    page.get_by_label("问题 / question").fill(QUESTION)
-    page.get_by_label("问题 / question").press("Enter")
+    page.get_by_label("问题", exact=True).fill(QUESTION)
+    page.get_by_label("问题", exact=True).press("Enter")
     _idle(page)
-    page.get_by_role("button", name="对比 / compare").click()
-    page.get_by_text("shared context", exact=False).first.wait_for()
+    page.get_by_role("button", name="对比", exact=True).click()
+    page.get_by_text("共享的检索上下文", exact=False).first.wait_for()
     _idle(page)
     _shot(page, tmp_path, "compare")
     columns = page.locator('[data-testid="stColumn"]')
@@ -230,11 +230,11 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
                       for i in range(2))
     print("compare columns:", plain, adapter)
     # each column: the variant's name, its own answer (with the fact), its timing, what it ran as
-    assert plain[0] == "plain" and plain[-1] == "plain model (adapters disabled, same weights)"
-    assert adapter[0] == DIRECT_ADAPTER and adapter[-1].startswith("adapter applied"), adapter
+    assert plain[0] == "plain" and plain[-1] == "plain 模型（禁用适配器，同一权重）"
+    assert adapter[0] == DIRECT_ADAPTER and adapter[-1].startswith("适配器已生效"), adapter
     for column in (plain, adapter):
         assert "10" in column[1] or "十" in column[1], column
-        assert " total " in column[2], column
+        assert "总计 " in column[2], column
     context = page.locator('[data-testid="stExpander"]').all_inner_texts()
     assert len(context) == 1 and "员工手册.md · 年假制度" in context[0], context
     assert not page.locator('[data-testid="stException"]').count()
@@ -249,39 +249,46 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
         json.dumps({"variant": "plain", "kind": "answerable", "qid": "q1", "answer": "10天"},
                    ensure_ascii=False) + "\n", encoding="utf-8")
     page.goto(f"{server}/?page=evaluation")
-    page.get_by_label("报告目录 / report folder").fill(str(report))
-    page.get_by_label("报告目录 / report folder").press("Enter")
-    page.get_by_text("has no report.html", exact=False).wait_for()
-    page.get_by_text("答案对照 / answers side by side").wait_for()
+    _open_report(page, report)
+    page.get_by_text("中没有 report.html", exact=False).wait_for()
+    page.get_by_text("答案对照", exact=True).wait_for()
     _idle(page)
     _shot(page, tmp_path, "evaluation")
     tables = page.locator('[data-testid="stTable"]')
     expect(tables).to_have_count(2)  # metrics, then answers side by side
     metrics = _table(tables.nth(0))
     print("evaluation metrics table:", metrics)
-    assert len(metrics) == 1 and metrics[0]["variant"] == "plain"
-    shown = {key: float(value) for key, value in metrics[0].items() if key != "variant"}
-    assert shown == pytest.approx({"n": 2, "retrieval hit@1": 0.85, "retrieval hit@5": 0.91,
-                                   "retrieval mrr": 0.88, "em": 0.32, "f1": 0.54,
+    assert len(metrics) == 1 and metrics[0]["变体"] == "plain"
+    shown = {key: float(value) for key, value in metrics[0].items() if key != "变体"}
+    assert shown == pytest.approx({"n": 2, "检索 hit@1": 0.85, "检索 hit@5": 0.91,
+                                   "检索 mrr": 0.88, "em": 0.32, "f1": 0.54,
                                    "rouge_l": 0.5, "refusal_rate": 0.66})
     assert _table(tables.nth(1)) == [{"qid": "q1", "plain": "10天"}]
-    expect(page.get_by_text("指标 / metrics")).to_have_count(1)
+    expect(page.get_by_text("指标", exact=True)).to_have_count(1)
 
     # Settings: change top-k, save; the file holds it and a reload of the page shows it
     page.goto(f"{server}/?page=settings")
-    page.get_by_text("保存 / save").wait_for()
-    top_k = page.get_by_label("top-k")
+    page.get_by_role("button", name="保存", exact=True).wait_for()
+    top_k = page.get_by_label("检索段落数（top-k）")
     assert top_k.input_value() != "7"
     top_k.fill("7")
-    page.get_by_role("button", name="保存 / save").click()
-    page.get_by_text("已保存 / saved to", exact=False).wait_for()
+    page.get_by_role("button", name="保存", exact=True).click()
+    page.get_by_text("已保存到", exact=False).wait_for()
     _idle(page)
     _shot(page, tmp_path, "settings")
     saved = tomllib.loads((Path(os.environ["KBQA_HOME"]) / "config.toml").read_text("utf-8"))
     assert saved["retrieval"]["top_k"] == 7 and saved["llm"]["model"] == str(default_llm_folder)
     page.reload()
-    page.get_by_text("保存 / save").wait_for()
-    assert page.get_by_label("top-k").input_value() == "7"
+    page.get_by_role("button", name="保存", exact=True).wait_for()
+    assert page.get_by_label("检索段落数（top-k）").input_value() == "7"
+
+
+def _open_report(page, folder: Path) -> None:
+    """Type a report folder outside KBQA_HOME (the page's advanced choice) and open it."""
+    page.get_by_text("打开其他位置的报告目录（高级）").click()
+    field = page.get_by_label("报告目录", exact=True)
+    field.fill(str(folder))
+    field.press("Enter")
 
 
 def _table(locator) -> list[dict[str, str]]:
@@ -331,29 +338,28 @@ def test_kb_create_selects_it_and_delete_needs_the_name_each_time(tiny_server: s
     page.set_default_timeout(60_000)
     page.goto(f"{tiny_server}/?page=knowledge")
     for name in ("公司制度", "临时库2"):
-        page.get_by_label("新知识库名称 / new knowledge base name").fill(name)
-        page.get_by_role("button", name="创建 / create").click()
-        page.get_by_text(f"created '{name}'").wait_for()
+        page.get_by_label("新知识库名称").fill(name)
+        page.get_by_role("button", name="创建", exact=True).click()
+        page.get_by_text(f"已创建知识库“{name}”").wait_for()
         _idle(page)
         # item 7: the new knowledge base is the one in use, so staged files go into it
         assert name in _sidebar_kb(page), _sidebar_kb(page)
         page.get_by_text(f"上传文件到“{name}”").wait_for()
 
     # item 1: delete 临时库2 by typing its name; then the next knowledge base is not armed
-    page.get_by_text("删除知识库 / delete a knowledge base").click()
-    _choose(page, "删除 / delete", "临时库2")
-    confirm = page.get_by_label("输入要删除的知识库名称以确认 / type its name to confirm")
+    page.get_by_text("删除一个知识库").click()
+    _choose(page, "要删除的知识库", "临时库2")
+    confirm = page.get_by_label("输入要删除的知识库名称以确认")
     confirm.fill("临时库2")
-    page.get_by_role("button", name="删除知识库 / delete").click()
+    page.get_by_role("button", name="删除知识库", exact=True).click()
     # the message says what happened (on failure, expect shows the message the page gave)
-    expect(page.locator('[data-testid="stAlert"]').first).to_contain_text("deleted '临时库2'")
+    expect(page.locator('[data-testid="stAlert"]').first).to_contain_text("已删除知识库“临时库2”")
     _idle(page)
-    if not page.get_by_label("删除 / delete").is_visible():
-        page.get_by_text("删除知识库 / delete a knowledge base").click()
-    expect(page.get_by_label("输入要删除的知识库名称以确认 / type its name to confirm")).to_have_value(
-        "", timeout=10_000)
-    _choose(page, "删除 / delete", "公司制度")
-    page.get_by_role("button", name="删除知识库 / delete").click()  # nothing typed
+    if not page.get_by_label("要删除的知识库").is_visible():
+        page.get_by_text("删除一个知识库").click()
+    expect(page.get_by_label("输入要删除的知识库名称以确认")).to_have_value("", timeout=10_000)
+    _choose(page, "要删除的知识库", "公司制度")
+    page.get_by_role("button", name="删除知识库", exact=True).click()  # nothing typed
     _idle(page)
     page.get_by_text("名称不符", exact=False).first.wait_for()
     _shot(page, tmp_path, "knowledge-delete-refused")
@@ -375,7 +381,7 @@ def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server
     box.fill(second_question)
     start = time.perf_counter()
     box.press("Enter")  # ... when the second question is sent
-    _wait_message(page, 3, " total ")
+    _wait_message(page, 3, "总计 ")
     waited = time.perf_counter() - start
     _idle(page)
     messages = page.locator('[data-testid="stChatMessage"]').all_inner_texts()
@@ -384,23 +390,23 @@ def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server
     # the first answer is kept as far as it got, marked as cut short
     assert "已停止生成" in messages[1] and messages[1].split("已停止生成")[0].strip(), messages[1]
     # the second answer's total is the wait the user had, from pressing Enter
-    total = float(re.search(r"total ([\d.]+) s", messages[3]).group(1))
+    total = float(re.search(r"总计 ([\d.]+) 秒", messages[3]).group(1))
     assert waited - 3.0 <= total <= waited, (total, waited)
 
     # the stop button ends an answer at once, keeping what was written: in a new conversation,
     # the first question again (the same prompt as above, so again a long answer)
-    page.get_by_role("button", name="新对话 / new chat").click()
+    page.get_by_role("button", name="新对话").click()
     expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(0)
     _idle(page)
     box.fill(first_question)
     box.press("Enter")
     _wait_answer_text(page, 1)
-    page.get_by_role("button", name="停止生成 / stop").click()
-    _wait_message(page, 1, " total ")
+    page.get_by_role("button", name="停止生成").click()
+    _wait_message(page, 1, "总计 ")
     _idle(page)
     assert "已停止生成" in _message(page, 1), _message(page, 1)
     # the rerun after the stop removes the button; on a loaded machine it may come a moment later
-    expect(page.get_by_role("button", name="停止生成 / stop")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_role("button", name="停止生成")).to_have_count(0, timeout=30_000)
     _shot(page, tmp_path, "chat-stopped")
     # both conversations are saved: listed in the sidebar after a reload, the newest shown
     page.reload()
@@ -429,8 +435,7 @@ def test_report_plot_fits_its_frame(tiny_server: str, page, tmp_path: Path) -> N
         f"<h2>Plots</h2><img alt='metrics' src='data:image/png;base64,{data}'>"
         "<p id='end'>end of report</p></body></html>", encoding="utf-8")
     page.goto(f"{tiny_server}/?page=evaluation")
-    page.get_by_label("报告目录 / report folder").fill(str(report))
-    page.get_by_label("报告目录 / report folder").press("Enter")
+    _open_report(page, report)
     page.get_by_text("report.html", exact=True).wait_for()
     _idle(page)
     frame_element = page.locator("iframe").first
@@ -496,3 +501,66 @@ def test_a_table_source_is_a_table_with_the_answer_marked(tiny_server: str, page
     assert [m.strip() for m in source.locator("mark").all_inner_texts()] == [
         m.replace("\\", "") for m in marked]
     _shot(page, tmp_path, "chat-table-source")
+
+
+_UPLOAD_BUTTON_JS = """() => {
+    const p = document.querySelector(
+        '[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] p');
+    return {text: p.innerText, size: getComputedStyle(p).fontSize,
+            after: getComputedStyle(p, '::after').content};
+}"""
+
+
+def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
+                                                     tmp_path: Path) -> None:
+    _ingest(tmp_path)
+    page.set_default_timeout(60_000)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    heading = page.locator('[data-testid="stMain"] h2').first
+    uploader = page.locator('[data-testid="stFileUploader"]')
+    page.goto(f"{tiny_server}/?page=knowledge")
+    # Chinese by default: the frame, the page, and Streamlit's own upload texts
+    expect(heading).to_have_text("知识库")
+    expect(sidebar.get_by_text("kbqa · 知识库问答")).to_be_visible()
+    for name in ("问答", "知识库", "对比", "评测", "设置"):
+        expect(sidebar.get_by_text(name, exact=True).first).to_be_visible()
+    expect(page.get_by_text("上传文件到“公司制度”")).to_be_visible()
+    expect(page.get_by_role("button", name="重建索引")).to_be_visible()
+    expect(uploader.get_by_text("每个文件不超过", exact=False)).to_be_visible()
+    expect(uploader.locator('[data-testid="stFileUploaderDropzoneInstructions"]')).to_be_hidden()
+    _idle(page)
+    upload = page.evaluate(_UPLOAD_BUTTON_JS)
+    # "Upload" is still in the page (Streamlit writes it) but takes no room; CSS shows 上传文件
+    assert upload == {"text": "Upload", "size": "0px", "after": '"上传文件"'}, upload
+    _shot(page, tmp_path, "language-zh-knowledge")
+
+    sidebar.get_by_text("English", exact=True).click()
+    expect(heading).to_have_text("Knowledge bases")
+    expect(sidebar.get_by_text("kbqa · knowledge-base QA")).to_be_visible()
+    expect(page.get_by_text("Upload files to “公司制度”")).to_be_visible()
+    expect(page.get_by_role("button", name="Re-index")).to_be_visible()
+    expect(page.get_by_role("button", name="重建索引")).to_have_count(0)
+    # in English, Streamlit's own texts are left as they are
+    expect(uploader.locator('[data-testid="stFileUploaderDropzoneInstructions"]')).to_be_visible()
+    _idle(page)
+    assert page.evaluate(_UPLOAD_BUTTON_JS)["after"] in ("none", "normal")
+    expect(page).to_have_url(re.compile(r"[?&]lang=en"))
+    _shot(page, tmp_path, "language-en-knowledge")
+
+    # the other pages in English too, and a reload keeps the language
+    for key, title in (("chat", "Chat"), ("compare", "Compare"), ("evaluation", "Evaluation"),
+                       ("settings", "Settings")):
+        sidebar.get_by_text(title, exact=True).click()
+        expect(heading).to_have_text(title)
+        _idle(page)
+    expect(page.get_by_role("button", name="Save", exact=True)).to_be_visible()
+    expect(page.get_by_text("Retrieval mode", exact=True)).to_be_visible()
+    page.reload()
+    expect(heading).to_have_text("Settings")
+    _shot(page, tmp_path, "language-en-settings")
+
+    sidebar.get_by_text("中文", exact=True).click()
+    expect(heading).to_have_text("设置")
+    expect(page.get_by_role("button", name="保存", exact=True)).to_be_visible()
+    expect(page.get_by_text("检索方式", exact=True)).to_be_visible()
+    _shot(page, tmp_path, "language-zh-settings")

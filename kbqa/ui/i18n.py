@@ -105,7 +105,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "kb.new_name": ("新知识库名称", "New knowledge base name"),
     "kb.create": ("创建", "Create"),
     "kb.created": ("已创建知识库“{name}”", "Created the knowledge base “{name}”"),
-    "kb.delete_section": ("删除知识库", "Delete a knowledge base"),
+    "kb.delete_section": ("删除一个知识库", "Delete a knowledge base"),
     "kb.delete_pick": ("要删除的知识库", "Knowledge base to delete"),
     "kb.delete_confirm": ("输入要删除的知识库名称以确认", "Type its name to confirm"),
     "kb.delete": ("删除知识库", "Delete knowledge base"),
