@@ -520,7 +520,8 @@ def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
     uploader = page.locator('[data-testid="stFileUploader"]')
     page.goto(f"{tiny_server}/?page=knowledge")
     # Chinese by default: the frame, the page, and Streamlit's own upload texts
-    expect(heading).to_have_text("知识库")
+    expect(heading).to_have_text("知识库", timeout=60_000)
+    _idle(page)
     expect(sidebar.get_by_text("kbqa · 知识库问答")).to_be_visible()
     for name in ("问答", "知识库", "对比", "评测", "设置"):
         expect(sidebar.get_by_text(name, exact=True).first).to_be_visible()
@@ -535,7 +536,8 @@ def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
     _shot(page, tmp_path, "language-zh-knowledge")
 
     sidebar.get_by_text("English", exact=True).click()
-    expect(heading).to_have_text("Knowledge bases")
+    expect(heading).to_have_text("Knowledge bases", timeout=60_000)
+    _idle(page)
     expect(sidebar.get_by_text("kbqa · knowledge-base QA")).to_be_visible()
     expect(page.get_by_text("Upload files to “公司制度”")).to_be_visible()
     expect(page.get_by_role("button", name="Re-index")).to_be_visible()
@@ -548,19 +550,20 @@ def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
     _shot(page, tmp_path, "language-en-knowledge")
 
     # the other pages in English too, and a reload keeps the language
-    for key, title in (("chat", "Chat"), ("compare", "Compare"), ("evaluation", "Evaluation"),
-                       ("settings", "Settings")):
+    for title in ("Chat", "Compare", "Evaluation", "Settings"):
         sidebar.get_by_text(title, exact=True).click()
-        expect(heading).to_have_text(title)
+        expect(heading).to_have_text(title, timeout=60_000)
         _idle(page)
     expect(page.get_by_role("button", name="Save", exact=True)).to_be_visible()
     expect(page.get_by_text("Retrieval mode", exact=True)).to_be_visible()
     page.reload()
-    expect(heading).to_have_text("Settings")
+    expect(heading).to_have_text("Settings", timeout=60_000)
+    _idle(page)
     _shot(page, tmp_path, "language-en-settings")
 
     sidebar.get_by_text("中文", exact=True).click()
-    expect(heading).to_have_text("设置")
+    expect(heading).to_have_text("设置", timeout=60_000)
+    _idle(page)
     expect(page.get_by_role("button", name="保存", exact=True)).to_be_visible()
     expect(page.get_by_text("检索方式", exact=True)).to_be_visible()
     _shot(page, tmp_path, "language-zh-settings")
