@@ -355,7 +355,7 @@ def test_kb_create_selects_it_and_delete_needs_the_name_each_time(tiny_server: s
     # the message says what happened (on failure, expect shows the message the page gave)
     expect(page.locator('[data-testid="stAlert"]').first).to_contain_text("已删除知识库“临时库2”")
     _idle(page)
-    if not page.get_by_label("要删除的知识库").is_visible():
+    if not page.get_by_label("要删除的知识库", exact=True).is_visible():
         page.get_by_text("删除一个知识库").click()
     expect(page.get_by_label("输入要删除的知识库名称以确认")).to_have_value("", timeout=10_000)
     _choose(page, "要删除的知识库", "公司制度")
