@@ -77,7 +77,7 @@ def test_ask_streams_answer_with_source(ready: None, tmp_path: Path) -> None:
     assert "入职满一年的员工每年享有十天带薪年假" in passage  # the fact, from the document
     assert "差旅费用" not in passage  # the other section was not cited
     assert str(tmp_path) not in texts(at) and str(home()) not in texts(at)
-    assert " total " in captions[-1]  # the timing caption under the answer
+    assert "总计 " in captions[-1]  # the timing caption under the answer
 
     # a second turn keeps the first and sends it as history: again the service's answer (which,
     # for this follow-up, differs from the answer without that history)
