@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kbqa.config import Settings, load_settings, save_settings
+from kbqa.config import Settings, load_settings, save_settings, validate_settings
 from kbqa.errors import ConfigError
 
 
@@ -132,3 +132,13 @@ def test_grounding_policy_in_the_answer_section(tmp_path: Path):
     assert load_settings(environ=env).value("grounding") == "refuse"
     with pytest.raises(ConfigError, match=r"answer\.grounding"):
         load_settings({"grounding": "strict"}, environ={"KBQA_HOME": str(home)})
+
+
+def test_invalid_values_are_told_apart_by_setting_and_kind() -> None:
+    """A form shows each problem under its field: ConfigError names the setting and the kind."""
+    with pytest.raises(ConfigError) as caught:
+        validate_settings({"top_k": 0, "retrieval_mode": "fuzzy", "temperature": 0.5})
+    found = {(p.name, p.kind): p.context for p in caught.value.problems}
+    assert found.keys() == {("top_k", "greater_than_equal"), ("retrieval_mode", "literal_error")}
+    assert found["top_k", "greater_than_equal"] == {"ge": 1}
+    assert "retrieval.top_k" in str(caught.value)  # the CLI's one-line message is unchanged
