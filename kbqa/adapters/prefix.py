@@ -161,8 +161,9 @@ def check_prefix_tensors(weights: dict[str, Any], virtual_tokens: int,
     if not bool(torch.isfinite(tensor).all()):
         raise AdapterError(f"prefix adapter {folder}: {PREFIX_KEY} holds NaN or infinite values")
     if not bool(tensor.any()):
-        raise AdapterError(f"prefix adapter {folder} changes nothing: every key and value of its "
-                           "prefix is zero (an untrained or wrongly converted adapter)")
+        raise AdapterError(f"prefix adapter {folder} is all zero: every key and value of its "
+                           "prefix is 0, which only dilutes attention (an untrained or wrongly "
+                           "converted adapter)")
     return tensor
 
 
