@@ -371,3 +371,77 @@ def test_import_ptuning_command(glm_folders, tmp_path, capsys):
     assert main(["adapters", "merge", str(out), "--model", str(folder),
                  "--out", str(tmp_path / "merged")]) != 0
     assert "cannot be merged" in capsys.readouterr().err
+
+
+# --- a prefix variant where LoRA variants are: eval, the server, the Compare page, the CLI -------
+
+
+def test_eval_runs_a_prefix_variant_and_refuses_stacking(prefix: Path, lora: Path, qwen: Path,
+                                                         tmp_path: Path):
+    from kbqa.config import load_settings
+    from kbqa.evaluation import EvalConfig, parse_variant, run_eval
+    from tests.cmrc_sample import cmrc_sample
+
+    questions, docs = cmrc_sample(tmp_path, 1)
+    settings = load_settings({"home": tmp_path / "home", "llm": str(qwen), "llm_dtype": "float32",
+                              "max_new_tokens": 4}, environ={})
+    stacked = EvalConfig(questions=questions, docs=(docs,), out=tmp_path / "stacked",
+                         variants=(parse_variant("plain"), parse_variant(f"both={lora}+{prefix}")))
+    with pytest.raises(AdapterError, match="stacks the prefix-tuning adapter"):
+        run_eval(settings, stacked, progress=False, log=lambda _: None)
+    config = EvalConfig(questions=questions, docs=(docs,), out=tmp_path / "out",
+                        variants=(parse_variant("plain"), parse_variant(f"ptuned={prefix}"),
+                                  parse_variant(f"lora={lora}")))
+    metrics = run_eval(settings, config, progress=False, log=lambda _: None)
+    assert metrics["ptuned"]["verify"]["max_logit_diff"] > 1e-2
+    assert metrics["ptuned"]["verify"]["modules"] == LAYERS
+    rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text()
+            .splitlines()]
+    assert {r["variant"] for r in rows} == {"plain", "ptuned", "lora"}
+
+
+def test_server_serves_a_prefix_variant(prefix: Path, qwen: Path, tmp_path: Path):
+    import openai
+
+    from tests.serve_support import kbqa_server
+
+    with kbqa_server(tmp_path / "home", qwen, variants={"ptuned": [prefix]}) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=server.admin_key)
+        assert [m.id for m in client.models.list()] == ["plain", "ptuned"]
+        messages = [{"role": "user", "content": PROMPTS[0]}]
+        answers = [client.chat.completions.create(model=name, messages=messages, max_tokens=6)
+                   for name in ("plain", "ptuned", "plain")]
+        variants = server.state.service.variant_model
+        with variants.activate(Variant.of([prefix])) as llm:
+            expected = llm.invoke(PROMPTS[0], max_new_tokens=6)
+    plain, ptuned, plain_again = (a.choices[0].message.content for a in answers)
+    assert answers[1].model == "ptuned" and ptuned == expected
+    assert ptuned != plain == plain_again
+
+
+def test_compare_page_offers_a_fitting_prefix_adapter(prefix: Path, qwen: Path, tmp_path: Path):
+    from kbqa.config import load_settings
+    from kbqa.service import KbqaService
+    from kbqa.ui.common import variant_options
+
+    settings = load_settings({"home": tmp_path / "home", "llm": str(qwen),
+                              "adapters": [str(prefix)]}, environ={})
+    options = variant_options(KbqaService(settings))
+    assert options[f"adapter: {prefix.name}"] == Variant.of([prefix])
+
+
+def test_train_command_makes_a_prefix_adapter(qwen: Path, tmp_path: Path, capsys):
+    from kbqa.cli import main
+
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": e.prompt, "input": "", "output": e.answer}
+                                for e in EXAMPLES], ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "cli-prefix"
+    assert main(["adapters", "train", "--kind", "prefix", "--virtual-tokens", "3",
+                 "--prefix-projection", "--model", str(qwen), "--alpaca", str(data),
+                 "--out", str(out), "--steps", "2", "--max-length", "64"]) == 0
+    assert main(["adapters", "verify", "--model", str(qwen), str(out)]) == 0
+    assert f"over {LAYERS} modules: applied" in capsys.readouterr().out
+    assert main(["adapters", "transplant", str(out), "--target", str(qwen),
+                 "--out", str(tmp_path / "t")]) == 1
+    assert "cannot transplant" in capsys.readouterr().err
