@@ -23,7 +23,13 @@ from kbqa.adapters.train import Example, TrainOptions, train_lora
 from kbqa.adapters.variants import Variant, VariantModel
 from kbqa.errors import AdapterError
 from kbqa.llm.local import LocalLLM
-from tests.chatglm_models import CLASSES, import_folder, legacy_config, load_chatglm, save_chatglm
+from tests.chatglm_models import (
+    CLASSES,
+    import_folder,
+    legacy_config,
+    load_chatglm,
+    save_chatglm,
+)
 from tests.fusion_models import save_adapter
 
 LAYERS, KV_HEADS, HEAD_DIM, TOKENS = 2, 2, 16, 4
@@ -120,7 +126,7 @@ def test_prefix_projection_trains_and_saves_its_output_as_a_plain_prefix(qwen: P
         learning_rate=1e-2, max_length=64, save_every=1), resume=True, progress=False)
     assert len(resumed.losses) == 3  # two restored from the checkpoint (MLP included), one new
     model = _llm(qwen).model
-    peft_model, reports = load_adapters(model, [out])
+    _, reports = load_adapters(model, [out])
     assert reports[0].modules == LAYERS and reports[0].delta_norm > 0
 
 
