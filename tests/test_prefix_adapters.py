@@ -425,15 +425,21 @@ def test_server_serves_a_prefix_variant(prefix: Path, qwen: Path, tmp_path: Path
     assert ptuned != plain == plain_again
 
 
-def test_compare_page_offers_a_fitting_prefix_adapter(prefix: Path, qwen: Path, tmp_path: Path):
+def test_compare_page_and_the_adapters_setting_take_a_prefix(prefix: Path, qwen: Path,
+                                                             tmp_path: Path):
     from kbqa.config import load_settings
     from kbqa.service import KbqaService
     from kbqa.ui.common import variant_options
 
-    settings = load_settings({"home": tmp_path / "home", "llm": str(qwen),
-                              "adapters": [str(prefix)]}, environ={})
-    options = variant_options(KbqaService(settings))
+    settings = load_settings({"home": tmp_path / "home", "llm": str(qwen), "llm_dtype": "float32",
+                              "max_new_tokens": 6, "adapters": [str(prefix)]}, environ={})
+    service = KbqaService(settings)
+    options = variant_options(service)
     assert options[f"adapter: {prefix.name}"] == Variant.of([prefix])
+    # the `adapters` setting (kbqa ask --adapter) loads it strictly as the configured LLM
+    assert service.llm.adapters == [str(prefix)]
+    with service.variant_model.activate(Variant.of([prefix])) as llm:
+        assert service.llm.invoke(PROMPTS[0]) == llm.invoke(PROMPTS[0])
 
 
 def test_train_command_makes_a_prefix_adapter(qwen: Path, tmp_path: Path, capsys):
