@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kbqa.adapters import load_adapters
-from kbqa.adapters.prefix import PREFIX_KEY, import_chatglm_ptuning
+from kbqa.adapters.prefix import PREFIX_KEY, import_chatglm_ptuning, load_prefix_adapter
 from kbqa.adapters.train import Example, TrainOptions, train_lora
 from kbqa.adapters.variants import Variant, VariantModel
 from kbqa.errors import AdapterError
@@ -307,11 +307,11 @@ def test_official_ptuning_checkpoint_gives_the_models_own_prefix(glm_folders, ve
     with torch.no_grad():
         # ChatGLM's own: per layer (key, value), each (pre_seq_len, batch, heads, head_dim)
         theirs = glm.transformer.get_prompt(1, torch.device("cpu"), torch.float32)
-    peft_model, reports = load_adapters(load_chatglm(folder), [out])
+    peft_model, report = load_prefix_adapter(load_chatglm(folder), out)  # the strict loader
     with torch.no_grad():
         ours = peft_model.get_prompt(1)  # a DynamicCache: (batch, heads, tokens, head_dim)
     kv_heads = GLM_GROUPS if version == "chatglm2" else GLM_HEADS
-    assert len(theirs) == len(ours.layers) == GLM_LAYERS and reports[0].modules == GLM_LAYERS
+    assert len(theirs) == len(ours.layers) == GLM_LAYERS and report.modules == GLM_LAYERS
     for layer, (their_pair, our_layer) in enumerate(zip(theirs, ours.layers, strict=True)):
         for their, our in ((their_pair[0], our_layer.keys), (their_pair[1], our_layer.values)):
             assert their.shape == (PRE_SEQ_LEN, 1, kv_heads, 64 // GLM_HEADS)
@@ -323,6 +323,9 @@ def test_official_ptuning_checkpoint_gives_the_models_own_prefix(glm_folders, ve
                 assert torch.equal(our, their)
     # keys and values of different layers and heads differ: a wrong permute would show
     assert not torch.equal(ours.layers[0].keys, ours.layers[0].values)
+    # ChatGLM's own code cannot read peft's cache: running the prefix there is refused clearly
+    with pytest.raises(AdapterError, match="its own format"):
+        load_adapters(load_chatglm(folder), [out])
 
 
 def test_ptuning_checkpoints_that_do_not_fit_are_refused(glm_folders, tmp_path):

@@ -119,7 +119,7 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
     from peft import PeftModel, get_peft_model
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from kbqa.adapters.prefix import is_prefix_folder, load_prefix_adapter
+    from kbqa.adapters.prefix import is_prefix_folder, load_prefix_adapter, refuse_foreign_cache
     from kbqa.llm.cpu_inference import unpack_linear_weights
 
     folders = [Path(f).expanduser() for f in folders]
@@ -129,6 +129,7 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
             raise AdapterError(f"cannot stack the prefix-tuning adapter {prefixes[0]} with other "
                                "adapters: a prefix adapter is used on its own (peft cannot put a "
                                "prefix and LoRA adapters in one model)")
+        refuse_foreign_cache(model, prefixes[0])
         peft_model, report = load_prefix_adapter(model, prefixes[0])
         return peft_model, [report]
 

@@ -167,11 +167,26 @@ def check_prefix_tensors(weights: dict[str, Any], virtual_tokens: int,
     return tensor
 
 
+def refuse_foreign_cache(model: Any, folder: Path) -> None:
+    """AdapterError unless `model` is a transformers model class: peft hands it the prefix as a
+    transformers cache, which a model's own code (ChatGLM-6B, ChatGLM2) does not read."""
+    from kbqa.llm.cpu_inference import is_transformers_native
+
+    if not is_transformers_native(model):
+        raise AdapterError(
+            f"cannot run the prefix adapter {Path(folder).name} on {type(model).__name__}: peft "
+            "gives the prefix to the model as a transformers cache, and this model's own code "
+            "reads only its own format (ChatGLM runs a P-tuning prefix itself, through "
+            "pre_seq_len). Prefix adapters run on transformers' own model classes (Qwen2, Llama, "
+            "GLM-4, ...)")
+
+
 def load_prefix_adapter(model: Any, folder: Path, index: int = 0) -> tuple[Any, Any]:
     """Wrap `model` (a plain transformers model, possibly holding LoRA layers) in a new
     PeftModelForCausalLM carrying the folder's prefix, strictly; returns it and its report.
 
-    The model itself is not changed: several prefix models may wrap one base module.
+    The model itself is not changed: several prefix models may wrap one base module. Whether the
+    model can run the prefix is `refuse_foreign_cache`'s question, asked by the callers that run it.
     """
     import torch
     from peft import PeftModelForCausalLM, get_peft_model

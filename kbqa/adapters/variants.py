@@ -131,13 +131,18 @@ class VariantModel:
 
     def _load(self, folder: Path) -> str:
         from kbqa.adapters import load_adapters
-        from kbqa.adapters.prefix import is_prefix_folder, load_prefix_adapter
+        from kbqa.adapters.prefix import (
+            is_prefix_folder,
+            load_prefix_adapter,
+            refuse_foreign_cache,
+        )
         from kbqa.llm.quantization import refuse_adapters
 
         if folder in self.names:
             return self.names[folder]
         refuse_adapters(self.base_model, folder)
         if is_prefix_folder(folder):  # wraps the base module without changing it
+            refuse_foreign_cache(self.base_model, folder)
             model, report = load_prefix_adapter(self.base_model, folder)
             self.prefix_models[folder] = model
             self.names[folder] = report.name
