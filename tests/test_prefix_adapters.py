@@ -224,11 +224,14 @@ def test_misfit_and_empty_prefixes_are_refused(prefix: Path, qwen: Path, tmp_pat
         "heads": (_copy_prefix(prefix, tmp_path / "heads", num_attention_heads=4, token_dim=64),
                   "does not fit"),
     }
-    deeper_model = save_tiny_qwen(tmp_path / "deeper-qwen", default_llm_folder, layers=LAYERS + 1)
-    for name, (folder, message) in cases.items():
-        model = _llm(deeper_model if name == "deeper" else qwen).model
+    from transformers import AutoModelForCausalLM
+
+    deeper = save_tiny_qwen(tmp_path / "deeper-qwen", default_llm_folder, layers=LAYERS + 1)
+    models = {path: AutoModelForCausalLM.from_pretrained(path) for path in (qwen, deeper)}
+    for name, (folder, message) in cases.items():  # every check comes before peft wraps it
         with pytest.raises(AdapterError, match=message):
-            load_adapters(model, [folder])
+            load_adapters(models[deeper if name == "deeper" else qwen], [folder])
+    assert not any(hasattr(model, "peft_config") for model in models.values())
 
 
 def test_prefix_is_refused_by_transplant_merge_and_fuse(prefix: Path, lora: Path, qwen: Path,
