@@ -28,9 +28,9 @@ examples:
   kbqa adapters train --model embedded --cmrc CMRC/train --out adapters/y --steps 120
   kbqa adapters fuse adapters/x adapters/y --weights 0.7,0.3 --model embedded --out adapters/xy
   kbqa adapters merge adapters/x --model embedded --out models/qwen-x
-  kbqa adapters train --kind prefix --virtual-tokens 16 --model embedded --cmrc CMRC/train \
+  kbqa adapters train --kind prefix --virtual-tokens 16 --model embedded --cmrc CMRC/train \\
       --out adapters/p --steps 120
-  kbqa adapters import-ptuning ptuning/output/checkpoint-3000 --model /models/chatglm-6b \
+  kbqa adapters import-ptuning ptuning/output/checkpoint-3000 --model /models/chatglm-6b \\
       --out adapters/chatglm-ptuning
 """
 
