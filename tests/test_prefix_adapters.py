@@ -62,11 +62,12 @@ def qwen(tmp_path_factory, default_llm_folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def prefix(qwen: Path, tmp_path_factory) -> Path:
-    """A prefix trained for three steps with kbqa's trainer (answer-token loss)."""
+    """A prefix trained for three steps with kbqa's trainer (answer-token loss), from peft's
+    random start: far from any text, so it changes the tiny model's answers for sure."""
     out = tmp_path_factory.mktemp("prefix") / "tiny-prefix"
     train_lora(qwen, EXAMPLES, out, TrainOptions(kind="prefix", virtual_tokens=TOKENS, steps=3,
                                                  learning_rate=1e-2, max_length=64,
-                                                 save_every=3),
+                                                 save_every=3, prefix_init="random"),
                progress=False, base_name=str(qwen))
     return out
 
@@ -112,6 +113,25 @@ def test_trained_prefix_is_a_peft_folder_with_the_models_geometry(prefix: Path, 
     assert set(weights) == {PREFIX_KEY}
     assert weights[PREFIX_KEY].shape == (TOKENS, LAYERS * 2 * KV_HEADS * HEAD_DIM)
     assert len(json.loads((prefix / "losses.json").read_text())) == 3
+
+
+def test_text_init_is_exactly_the_model_reading_those_tokens_first(qwen: Path):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kbqa.adapters.prefix import geometry_for, prefix_config
+    from kbqa.adapters.train import init_prefix_from_tokens
+
+    model = AutoModelForCausalLM.from_pretrained(qwen)
+    peft_model = get_peft_model(model, prefix_config(geometry_for(model.config), 5,
+                                                     inference=False))
+    init_prefix_from_tokens(peft_model, [11, 22, 33])  # cycled to five: 11 22 33 11 22
+    ids = [40, 50, 60, 70]
+    with torch.no_grad():
+        prefixed = peft_model(input_ids=torch.tensor([ids])).logits
+        with peft_model.disable_adapter():
+            read_first = peft_model(input_ids=torch.tensor([[11, 22, 33, 11, 22, *ids]])).logits
+    torch.testing.assert_close(prefixed, read_first[:, 5:], atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_projection_trains_and_saves_its_output_as_a_plain_prefix(qwen: Path,
@@ -460,6 +480,12 @@ def test_train_command_makes_a_prefix_adapter(qwen: Path, tmp_path: Path, capsys
                  "--out", str(out), "--steps", "2", "--max-length", "64"]) == 0
     assert main(["adapters", "verify", "--model", str(qwen), str(out)]) == 0
     assert f"over {LAYERS} modules: applied" in capsys.readouterr().out
+    text_start = tmp_path / "cli-text-prefix"  # the default start: the first example's tokens
+    assert main(["adapters", "train", "--kind", "prefix", "--virtual-tokens", "3",
+                 "--model", str(qwen), "--alpaca", str(data), "--out", str(text_start),
+                 "--steps", "1", "--max-length", "64"]) == 0
+    assert main(["adapters", "verify", "--model", str(qwen), str(text_start)]) == 0
+    capsys.readouterr()
     assert main(["adapters", "transplant", str(out), "--target", str(qwen),
                  "--out", str(tmp_path / "t")]) == 1
     assert "cannot transplant" in capsys.readouterr().err

@@ -127,6 +127,9 @@ def add_adapters_parser(subparsers: Any) -> None:
     train.add_argument("--prefix-projection", action="store_true",
                        help="with --kind prefix: train the prefix through a two-layer MLP; the "
                             "folder stores its output")
+    train.add_argument("--prefix-init", choices=["text", "random"], default="text",
+                       help="with --kind prefix: start from the keys and values of the first "
+                            "example's tokens (default), or from peft's random prefix")
     train.add_argument("--steps", type=int, default=100)
     train.add_argument("--rank", type=int, default=8)
     train.add_argument("--alpha", type=int, default=16)
@@ -355,6 +358,7 @@ def _train(args: argparse.Namespace) -> int:
     learning_rate = args.lr if args.lr is not None else (1e-2 if args.kind == "prefix" else 2e-4)
     options = TrainOptions(kind=args.kind, virtual_tokens=args.virtual_tokens,
                            prefix_projection=args.prefix_projection,
+                           prefix_init=args.prefix_init,
                            rank=args.rank, alpha=args.alpha,
                            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                            steps=args.steps, learning_rate=learning_rate,

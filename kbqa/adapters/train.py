@@ -36,6 +36,7 @@ class TrainOptions:
     kind: str = "lora"  # or "prefix": peft prefix tuning (kbqa.adapters.prefix)
     virtual_tokens: int = 16  # prefix length, for kind "prefix"
     prefix_projection: bool = False  # train the prefix through a two-layer MLP (P-tuning v2)
+    prefix_init: str = "text"  # "text": the keys/values of the first example's tokens; "random"
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -205,6 +206,8 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
     model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
     peft_model = get_peft_model(model, _peft_config(model, options))
+    if options.kind == "prefix" and options.prefix_init == "text" and not options.prefix_projection:
+        init_prefix_from_tokens(peft_model, encode(tokenizer, examples[0], options.max_length)[0])
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=options.learning_rate)
     checkpoint = out / "checkpoint"
@@ -246,6 +249,8 @@ def _peft_config(model: Any, options: TrainOptions) -> Any:
     if options.kind != "prefix":
         raise AdapterError(f"unknown adapter kind {options.kind!r}; use one of "
                            f"{', '.join(ADAPTER_KINDS)}")
+    if options.prefix_init not in ("text", "random"):
+        raise AdapterError(f"prefix_init must be 'text' or 'random', not {options.prefix_init!r}")
     if options.virtual_tokens <= 0:
         raise AdapterError(f"virtual tokens must be positive, got {options.virtual_tokens}")
     from kbqa.adapters.prefix import geometry_for, prefix_config
@@ -253,6 +258,30 @@ def _peft_config(model: Any, options: TrainOptions) -> Any:
     return prefix_config(geometry_for(model.config), options.virtual_tokens,
                          projection=options.prefix_projection,
                          encoder_hidden_size=model.config.hidden_size, inference=False)
+
+
+def init_prefix_from_tokens(peft_model: Any, ids: list[int]) -> None:
+    """Start the prefix as the keys and values the base model computes for `ids` (cycled to the
+    prefix length): the untrained prefix is then exactly the model reading that text first,
+    where peft's random prefix starts far from anything the model has seen."""
+    name = peft_model.active_adapter
+    tokens = peft_model.peft_config[name].num_virtual_tokens
+    ids = (list(ids) * (tokens // max(1, len(ids)) + 1))[:tokens]
+    if len(ids) < tokens:
+        raise AdapterError("no tokens to start the prefix from")
+    with torch.no_grad(), peft_model.disable_adapter():
+        cache = peft_model.get_base_model()(input_ids=torch.tensor([ids]),
+                                            use_cache=True).past_key_values
+        # peft reads a row as (2·layers, heads, head_dim), row 2i the key and 2i+1 the value of
+        # layer i; the cache holds (batch, heads, position, head_dim) per layer
+        parts = [side[0].transpose(0, 1) for layer in cache.layers
+                 for side in (layer.keys, layer.values)]
+        prefix = torch.stack(parts, dim=1).reshape(tokens, -1)
+        embedding = peft_model.prompt_encoder[name].embedding.weight
+        if prefix.shape != embedding.shape:
+            raise AdapterError(f"the model's cache gives a prefix of shape {tuple(prefix.shape)}, "
+                               f"the prefix encoder holds {tuple(embedding.shape)}")
+        embedding.copy_(prefix)
 
 
 def _patch_base_path(out: Path, base_name: str) -> None:
