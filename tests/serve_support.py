@@ -33,9 +33,9 @@ class Server:
 
 
 def server_settings(home: Path, llm_folder: Path, **extra: Any) -> Settings:
-    options: dict[str, Any] = {"max_new_tokens": 8, "max_file_mb": 1, "serve_queue": 1, **extra}
-    return Settings(home=home, llm=str(llm_folder), llm_dtype="float32",
-                    variants={"donor": [DONOR_ADAPTER]}, **options)
+    options: dict[str, Any] = {"max_new_tokens": 8, "max_file_mb": 1, "serve_queue": 1,
+                               "variants": {"donor": [DONOR_ADAPTER]}, **extra}
+    return Settings(home=home, llm=str(llm_folder), llm_dtype="float32", **options)
 
 
 def prepare_home(settings: Settings) -> tuple[str, str]:

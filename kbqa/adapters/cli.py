@@ -1,4 +1,4 @@
-"""`kbqa adapters …`: inspect, transplant, verify and train LoRA adapters from the command line.
+"""`kbqa adapters …`: inspect, transplant, verify and train LoRA and prefix (P-tuning v2) adapters.
 
 Models are given as 'embedded', 'embedded:NAME' or a local folder (as for --llm); embedded
 models are converted once into $KBQA_HOME/cache. Errors are AdapterError/KbqaError, which
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from kbqa.adapters.train import Example
 
 DESCRIPTION = """\
-LoRA adapters: look inside them, move them between architectures, prove they apply.
+LoRA and prefix-tuning (P-tuning v2) adapters: look inside them, move LoRA between
+architectures, prove they apply. A prefix adapter is used on its own: it cannot be transplanted,
+fused or merged.
 
 examples:
   kbqa adapters inspect adapters/x --model embedded
@@ -26,6 +28,10 @@ examples:
   kbqa adapters train --model embedded --cmrc CMRC/train --out adapters/y --steps 120
   kbqa adapters fuse adapters/x adapters/y --weights 0.7,0.3 --model embedded --out adapters/xy
   kbqa adapters merge adapters/x --model embedded --out models/qwen-x
+  kbqa adapters train --kind prefix --virtual-tokens 16 --model embedded --cmrc CMRC/train \\
+      --out adapters/p --steps 120
+  kbqa adapters import-ptuning ptuning/output/checkpoint-3000 --model /models/chatglm-6b \\
+      --out adapters/chatglm-ptuning
 """
 
 TRANSPLANT_HELP = """\
@@ -54,7 +60,7 @@ def _portable_name(spec: str) -> str | None:
 
 
 def add_adapters_parser(subparsers: Any) -> None:
-    """Register `adapters inspect|transplant|verify|train|fuse|merge` on the top-level parsers."""
+    """Register `adapters inspect|transplant|verify|train|fuse|merge|import-ptuning`."""
     adapters = subparsers.add_parser(
         "adapters", help="inspect, transplant, verify, train, fuse and merge LoRA adapters",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,8 +104,10 @@ def add_adapters_parser(subparsers: Any) -> None:
     verify.add_argument("--probe", help="prompt whose logits are compared")
     verify.add_argument("--tolerance", type=float, default=1e-3)
 
-    train = actions.add_parser("train", help="LoRA fine-tuning on Alpaca JSON or CMRC RAG data",
-                               description="Supervised LoRA training (answer tokens only), "
+    train = actions.add_parser("train", help="LoRA or prefix fine-tuning on Alpaca JSON or CMRC "
+                               "RAG data",
+                               description="Supervised LoRA or prefix-tuning (P-tuning v2) "
+                               "training (answer tokens only), "
                                "batch 1, CPU-capable on small models; resumable with --resume; "
                                "writes OUT (peft folder), OUT/loss.png and OUT/checkpoint.")
     train.add_argument("--model", required=True, help="base model folder, 'embedded' or 'embedded:NAME'")
@@ -112,11 +120,22 @@ def add_adapters_parser(subparsers: Any) -> None:
     train.add_argument("--refusal-share", type=float, default=0.3,
                        help="with --rag: share of questions taught to refuse (default 0.3)")
     train.add_argument("--out", required=True, type=Path, help="output adapter folder")
+    train.add_argument("--kind", choices=["lora", "prefix"], default="lora",
+                       help="lora (default) or prefix: peft prefix tuning, i.e. P-tuning v2")
+    train.add_argument("--virtual-tokens", type=int, default=16,
+                       help="with --kind prefix: prefix length in virtual tokens (default 16)")
+    train.add_argument("--prefix-projection", action="store_true",
+                       help="with --kind prefix: train the prefix through a two-layer MLP; the "
+                            "folder stores its output")
+    train.add_argument("--prefix-init", choices=["text", "random"], default="text",
+                       help="with --kind prefix: start from the keys and values of the first "
+                            "example's tokens (default), or from peft's random prefix")
     train.add_argument("--steps", type=int, default=100)
     train.add_argument("--rank", type=int, default=8)
     train.add_argument("--alpha", type=int, default=16)
     train.add_argument("--targets", default="q_proj,v_proj", help="comma-separated module names")
-    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--lr", type=float,
+                       help="learning rate (default 2e-4 for lora, 1e-2 for prefix)")
     train.add_argument("--max-length", type=int, default=384, help="tokens per example")
     train.add_argument("--save-every", type=int, default=50)
     train.add_argument("--seed", type=int, default=0)
@@ -146,14 +165,25 @@ def add_adapters_parser(subparsers: Any) -> None:
     merge.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
     merge.add_argument("--out", required=True, type=Path, help="output model folder")
 
-    for parser in (inspect, transplant, verify, train, fuse, merge):
+    ptuning = actions.add_parser(
+        "import-ptuning", help="convert a ChatGLM P-tuning v2 checkpoint to a prefix adapter",
+        description="Read ChatGLM's official P-tuning v2 checkpoint (pytorch_model.bin with "
+        "transformer.prefix_encoder.*, read with weights_only; pre_seq_len and prefix_projection "
+        "from the config.json beside it, else from the model's), check every key and shape "
+        "against the model, and write a peft prefix-tuning folder (a projection MLP is evaluated "
+        "once and stored as its output).")
+    ptuning.add_argument("checkpoint", type=Path, help="checkpoint folder or its pytorch_model.bin")
+    ptuning.add_argument("--model", required=True, help="the ChatGLM model folder it was trained on")
+    ptuning.add_argument("--out", required=True, type=Path, help="output adapter folder")
+
+    for parser in (inspect, transplant, verify, train, fuse, merge, ptuning):
         parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
 
 def run_adapters_command(args: argparse.Namespace) -> int:
     handlers = {"inspect": _inspect, "transplant": _transplant, "verify": _verify,
                 "fuse": _fuse, "merge": _merge,
-                "train": _train}
+                "train": _train, "import-ptuning": _import_ptuning}
     return handlers[args.adapters_command](args)
 
 
@@ -173,8 +203,19 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _print_adapter(folder: Path) -> None:
     from kbqa.adapters.loading import read_adapter_config, read_adapter_weights
+    from kbqa.adapters.prefix import is_prefix_folder, read_prefix_config
 
-    config = read_adapter_config(folder)
+    if is_prefix_folder(folder):
+        raw = read_prefix_config(folder)
+        weights = read_adapter_weights(folder)
+        print(f"prefix adapter (P-tuning v2) {folder}\n  base: {raw.get('base_model_name_or_path')}"
+              f"\n  {raw['num_virtual_tokens']} virtual tokens × {raw['num_layers']} layers × "
+              f"{raw['num_attention_heads']} key/value heads × "
+              f"{raw['token_dim'] // raw['num_attention_heads']}\n  tensors: "
+              + ", ".join(f"{k} {tuple(v.shape)} ‖·‖ {float(v.float().norm()):.4g}"
+                          for k, v in weights.items()))
+        return
+    config = read_adapter_config(folder, "inspect")
     weights = read_adapter_weights(folder)
     targets = config.target_modules
     if not isinstance(targets, str):  # full module names after a transplant: show the leaves
@@ -203,7 +244,9 @@ def _transplant(args: argparse.Namespace) -> int:
                                 subspace_rank=args.subspace_rank,
                                 min_similarity=args.min_similarity, align_all=args.align_all)
     from kbqa.adapters.loading import read_adapter_config
+    from kbqa.adapters.transplant import refuse_prefix_transplant
 
+    refuse_prefix_transplant(args.adapter)
     # an embedded donor named in adapter_config.json is resolved here, with the app's cache
     recorded = read_adapter_config(args.adapter).base_model_name_or_path or ""
     donor_spec = args.donor or (recorded if recorded.startswith("embedded") else None)
@@ -312,9 +355,14 @@ def _train(args: argparse.Namespace) -> int:
     else:
         examples = (alpaca_examples(args.alpaca) if args.alpaca
                     else cmrc_examples(args.cmrc, seed=args.seed))
-    options = TrainOptions(rank=args.rank, alpha=args.alpha,
+    learning_rate = args.lr if args.lr is not None else (1e-2 if args.kind == "prefix" else 2e-4)
+    options = TrainOptions(kind=args.kind, virtual_tokens=args.virtual_tokens,
+                           prefix_projection=args.prefix_projection,
+                           prefix_init=args.prefix_init,
+                           rank=args.rank, alpha=args.alpha,
                            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-                           steps=args.steps, learning_rate=args.lr, max_length=args.max_length,
+                           steps=args.steps, learning_rate=learning_rate,
+                           max_length=args.max_length,
                            save_every=args.save_every, seed=args.seed)
     result = train_lora(_model_folder(args.model), examples, args.out, options,
                         resume=args.resume,
@@ -323,4 +371,17 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{result.steps} steps in {result.seconds:.0f}s; mean loss of the last {len(tail)} "
           f"steps {sum(tail) / max(1, len(tail)):.3f}; adapter {args.out}; "
           + (f"loss curve {result.plot}" if result.plot else "no plot (matplotlib missing)"))
+    return 0
+
+
+def _import_ptuning(args: argparse.Namespace) -> int:
+    from kbqa.adapters.prefix import import_chatglm_ptuning
+
+    model = _model_folder(args.model)
+    out = import_chatglm_ptuning(args.checkpoint, model, args.out, _portable_name(args.model))
+    config = json.loads((out / "ptuning_import.json").read_text(encoding="utf-8"))
+    print(f"imported {config['pre_seq_len']} virtual tokens × {config['num_layers']} layers × "
+          f"{config['kv_heads']} key/value heads × {config['head_dim']} "
+          f"({'projection folded' if config['prefix_projection_folded'] else 'no projection'}) "
+          f"→ {out} (every key and shape checked)")
     return 0

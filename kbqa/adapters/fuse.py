@@ -30,6 +30,11 @@ def fuse_adapters(model: Any, folders: list[Path], weights: list[float], method:
     Returns the peft model with only the fused adapter active; save it with
     `peft_model.save_pretrained(out, selected_adapters=[name])`.
     """
+    from kbqa.adapters.prefix import refuse_prefix
+
+    refuse_prefix([Path(f).expanduser() for f in folders], "fuse",
+                  "a prefix cannot be fused with LoRA adapters (or another prefix) into one "
+                  "adapter: it is extra key/value positions, not a weight change")
     if method not in FUSE_METHODS:
         raise AdapterError(f"unknown fuse method {method!r}; use one of {', '.join(FUSE_METHODS)}")
     if len(weights) != len(folders) or not folders:

@@ -48,8 +48,9 @@ def read_adapter_weights(folder: Path) -> dict[str, Any]:
     raise AdapterError(f"{folder} has no {' or '.join(WEIGHT_FILES)}")
 
 
-def read_adapter_config(folder: Path) -> Any:
-    """The adapter's LoraConfig; anything but a LoRA adapter is refused."""
+def read_adapter_config(folder: Path, purpose: str = "this") -> Any:
+    """The adapter's LoraConfig; anything but a LoRA adapter is refused (`purpose` names the
+    action in the message)."""
     from peft import LoraConfig
 
     path = folder / "adapter_config.json"
@@ -59,6 +60,9 @@ def read_adapter_config(folder: Path) -> Any:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise AdapterError(f"cannot read {path}: {exc}") from exc
+    if raw.get("peft_type") == "PREFIX_TUNING":
+        raise AdapterError(f"{folder} is a prefix-tuning (P-tuning v2) adapter: {purpose} takes "
+                           "LoRA adapters only")
     if raw.get("peft_type") != "LORA":
         raise AdapterError(f"{folder}: peft_type {raw.get('peft_type')!r} is not LORA")
     try:
@@ -109,20 +113,34 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
     All adapters are active together; `peft_model.disable_adapter()` gives the plain model back
     without reloading it. After an AdapterError the model may already be wrapped: discard it.
     Linear layers packed by kbqa.llm.cpu_inference are unpacked first, in place.
+    A prefix-tuning adapter (kbqa.adapters.prefix) loads only on its own, onto an unwrapped model:
+    peft cannot hold it and LoRA adapters in one model.
     """
     from peft import PeftModel, get_peft_model
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+    from kbqa.adapters.prefix import is_prefix_folder, load_prefix_adapter, refuse_foreign_cache
     from kbqa.llm.cpu_inference import unpack_linear_weights
+
+    folders = [Path(f).expanduser() for f in folders]
+    prefixes = [f for f in folders if is_prefix_folder(f)]
+    if prefixes:
+        if len(folders) > 1 or isinstance(model, PeftModel):
+            raise AdapterError(f"cannot stack the prefix-tuning adapter {prefixes[0]} with other "
+                               "adapters: a prefix adapter is used on its own (peft cannot put a "
+                               "prefix and LoRA adapters in one model)")
+        refuse_foreign_cache(model, prefixes[0])
+        peft_model, report = load_prefix_adapter(model, prefixes[0])
+        return peft_model, [report]
 
     unpack_linear_weights(model)  # peft wraps plain nn.Linear only; unpacking is exact
     reports: list[AdapterReport] = []
     peft_model = model
     names: list[str] = []
-    for index, folder in enumerate(Path(f).expanduser() for f in folders):
+    for index, folder in enumerate(folders):
         if not folder.is_dir():
             raise AdapterError(f"adapter folder {folder} does not exist")
-        config = read_adapter_config(folder)
+        config = read_adapter_config(folder, "loading")
         weights = read_adapter_weights(folder)
         name = f"adapter{index}_" + re.sub(r"[^0-9A-Za-z_-]", "_", folder.name)  # peft: no "."
         config.inference_mode = True

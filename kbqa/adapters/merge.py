@@ -12,6 +12,12 @@ def merge_to_folder(model_folder: Path, adapter_folders: list[Path], out: Path,
                     dtype: str = "bfloat16") -> Path:
     """Load strictly, merge_and_unload, save safetensors weights + tokenizer to `out`."""
     import torch
+
+    from kbqa.adapters.prefix import refuse_prefix
+
+    refuse_prefix([Path(f).expanduser() for f in adapter_folders], "merge",
+                  "a prefix cannot be merged into the weights: it adds key/value positions in "
+                  "front of the prompt and changes no weight. Select it as a variant instead.")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_folder = Path(model_folder).expanduser()

@@ -1,4 +1,4 @@
-"""LoRA supervised fine-tuning on CPU-sized models: Alpaca JSON or RAG-formatted CMRC data.
+"""LoRA or prefix-tuning (P-tuning v2) supervised fine-tuning: Alpaca JSON or RAG-formatted CMRC.
 
 Examples are rendered exactly as kbqa prompts the model at answer time (DEFAULT_TEMPLATE
 inside the model's chat template), and the loss covers the answer tokens only. A plain torch
@@ -28,8 +28,15 @@ class Example:
     answer: str
 
 
+ADAPTER_KINDS = ("lora", "prefix")
+
+
 @dataclass(frozen=True)
 class TrainOptions:
+    kind: str = "lora"  # or "prefix": peft prefix tuning (kbqa.adapters.prefix)
+    virtual_tokens: int = 16  # prefix length, for kind "prefix"
+    prefix_projection: bool = False  # train the prefix through a two-layer MLP (P-tuning v2)
+    prefix_init: str = "text"  # "text": the keys/values of the first example's tokens; "random"
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -115,6 +122,10 @@ def _save_checkpoint(folder: Path, peft_model: Any, optimizer: torch.optim.Optim
 
     folder.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(folder))
+    if peft_model.active_peft_config.is_prompt_learning:  # the saved prefix may be an MLP's output
+        save_file({name: p.detach().clone().contiguous() for name, p in
+                   peft_model.named_parameters() if p.requires_grad},
+                  str(folder / "trainable.safetensors"))
     state = {}
     for index, values in optimizer.state_dict()["state"].items():
         for name, value in values.items():
@@ -130,7 +141,16 @@ def _restore_checkpoint(folder: Path, peft_model: Any,
 
     from kbqa.adapters.loading import read_adapter_weights
 
-    set_peft_model_state_dict(peft_model, read_adapter_weights(folder))
+    if (folder / "trainable.safetensors").is_file():
+        trainable = load_file(str(folder / "trainable.safetensors"))
+        parameters = dict(peft_model.named_parameters())
+        if set(trainable) != {n for n, p in parameters.items() if p.requires_grad}:
+            raise AdapterError(f"{folder} was saved by a different training setup; start afresh")
+        with torch.no_grad():
+            for name, value in trainable.items():
+                parameters[name].copy_(value)
+    else:
+        set_peft_model_state_dict(peft_model, read_adapter_weights(folder))
     flat = load_file(str(folder / "optimizer.safetensors"))
     state_dict = optimizer.state_dict()
     for key, value in flat.items():
@@ -169,12 +189,13 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
                progress: bool = True,
                on_step: Callable[[int, float], None] | None = None,
                base_name: str | None = None) -> TrainResult:
-    """Train a LoRA for options.steps steps (batch 1, cycling through examples); save to out.
+    """Train a LoRA or a prefix (options.kind) for options.steps steps (batch 1, cycling through
+    examples); save to out as a peft folder.
 
     `base_name` is recorded as the adapter's base model (e.g. 'embedded:NAME', portable across
     machines); by default the model folder's absolute path.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -184,9 +205,9 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
     out, model_folder = Path(out), Path(model_folder).expanduser()
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
     model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
-    config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                        target_modules=list(options.targets), task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    peft_model = get_peft_model(model, _peft_config(model, options))
+    if options.kind == "prefix" and options.prefix_init == "text" and not options.prefix_projection:
+        init_prefix_from_tokens(peft_model, encode(tokenizer, examples[0], options.max_length)[0])
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=options.learning_rate)
     checkpoint = out / "checkpoint"
@@ -194,7 +215,8 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
                     if resume and (checkpoint / "trainer_state.json").is_file() else (0, []))
     peft_model.train()
     started = time.perf_counter()
-    bar = tqdm(total=options.steps, initial=step, disable=not progress, desc="LoRA")
+    bar = tqdm(total=options.steps, initial=step, disable=not progress,
+               desc="LoRA" if options.kind == "lora" else "prefix")
     while step < options.steps:
         ids, labels = encode(tokenizer, examples[step % len(examples)], options.max_length)
         loss = peft_model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
@@ -217,9 +239,60 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
                        plot=_plot(losses, out / "loss.png"))
 
 
+def _peft_config(model: Any, options: TrainOptions) -> Any:
+    """LoraConfig, or a PrefixTuningConfig with the model's key/value geometry spelled out."""
+    from peft import LoraConfig
+
+    if options.kind == "lora":
+        return LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                          target_modules=list(options.targets), task_type="CAUSAL_LM")
+    if options.kind != "prefix":
+        raise AdapterError(f"unknown adapter kind {options.kind!r}; use one of "
+                           f"{', '.join(ADAPTER_KINDS)}")
+    if options.prefix_init not in ("text", "random"):
+        raise AdapterError(f"prefix_init must be 'text' or 'random', not {options.prefix_init!r}")
+    if options.virtual_tokens <= 0:
+        raise AdapterError(f"virtual tokens must be positive, got {options.virtual_tokens}")
+    from kbqa.adapters.prefix import geometry_for, prefix_config
+
+    return prefix_config(geometry_for(model.config), options.virtual_tokens,
+                         projection=options.prefix_projection,
+                         encoder_hidden_size=model.config.hidden_size, inference=False)
+
+
+def init_prefix_from_tokens(peft_model: Any, ids: list[int]) -> None:
+    """Start the prefix as the keys and values the base model computes for `ids` (cycled to the
+    prefix length): the untrained prefix is then exactly the model reading that text first,
+    where peft's random prefix starts far from anything the model has seen."""
+    name = peft_model.active_adapter
+    tokens = peft_model.peft_config[name].num_virtual_tokens
+    ids = (list(ids) * (tokens // max(1, len(ids)) + 1))[:tokens]
+    if len(ids) < tokens:
+        raise AdapterError("no tokens to start the prefix from")
+    with torch.no_grad(), peft_model.disable_adapter():
+        cache = peft_model.get_base_model()(input_ids=torch.tensor([ids]),
+                                            use_cache=True).past_key_values
+        # peft reads a row as (2·layers, heads, head_dim), row 2i the key and 2i+1 the value of
+        # layer i; the cache holds (batch, heads, position, head_dim) per layer
+        parts = [side[0].transpose(0, 1) for layer in cache.layers
+                 for side in (layer.keys, layer.values)]
+        prefix = torch.stack(parts, dim=1).reshape(tokens, -1)
+        embedding = peft_model.prompt_encoder[name].embedding.weight
+        if prefix.shape != embedding.shape:
+            raise AdapterError(f"the model's cache gives a prefix of shape {tuple(prefix.shape)}, "
+                               f"the prefix encoder holds {tuple(embedding.shape)}")
+        embedding.copy_(prefix)
+
+
 def _patch_base_path(out: Path, base_name: str) -> None:
-    """Record the base model ('embedded:NAME' or its folder) so transplant finds the donor itself."""
+    """Record the base model ('embedded:NAME' or its folder) so transplant finds the donor itself.
+
+    A prefix trained through a projection MLP is saved as the MLP's output (peft does this): the
+    folder then holds a plain prefix, and says so (prefix_projection false) for any peft loader.
+    """
     path = out / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name
+    if config.get("peft_type") == "PREFIX_TUNING":
+        config["prefix_projection"] = False
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -28,6 +28,7 @@ from kbqa.adapters.alignment import Subspace, align_delta, subspace
 from kbqa.adapters.base_weights import BaseWeights
 from kbqa.adapters.layermap import donor_layers_for
 from kbqa.adapters.loading import read_adapter_config, read_adapter_weights
+from kbqa.adapters.prefix import refuse_prefix
 from kbqa.adapters.profiles import ArchitectureProfile, ModuleSpec, profile_for, read_model_config
 
 KEY_PATTERN = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])"
@@ -263,12 +264,21 @@ def _donor_folder(config: Any, donor: Path | None) -> Path:
                        "adapter_config.json) is neither an embedded model nor a local model folder; give it with --donor")
 
 
+def refuse_prefix_transplant(adapter: Path) -> None:
+    """AdapterError for a prefix-tuning adapter: what it holds has no meaning on another model."""
+    refuse_prefix([Path(adapter).expanduser()], "transplant",
+                  "a prefix's keys and values belong to the model it was trained on (its layers, "
+                  "heads and every layer's key/value space): train or import a prefix for the "
+                  "target model instead")
+
+
 def transplant(adapter: Path, target: Path, out: Path, donor: Path | None = None,
                options: TransplantOptions | None = None) -> TransplantReport:
     """Write a target-model peft adapter to `out`, built from the donor `adapter`; see module doc."""
     options = options or TransplantOptions()
     adapter, target, out = (Path(p).expanduser() for p in (adapter, target, out))
-    config = read_adapter_config(adapter)
+    refuse_prefix_transplant(adapter)
+    config = read_adapter_config(adapter, "transplant")
     weights = read_adapter_weights(adapter)
     donor_folder = _donor_folder(config, donor)
     donor_profile = profile_for(read_model_config(donor_folder))

@@ -5,6 +5,11 @@ The base model is loaded once. Each adapter folder is wrapped into it once with 
 active, and the plain variant runs inside ``peft_model.disable_adapter()``. No variant switch reloads
 the base weights. One lock serialises use of the shared model (a web server has many sessions):
 hold `VariantModel.activate(...)` for the whole generation.
+
+A prefix-tuning (P-tuning v2) adapter is a variant of its own: peft cannot hold a prefix and LoRA
+adapters in one model, so each prefix folder gets its own PeftModelForCausalLM around the same
+base module, and the LoRA model's adapters are disabled while a prefix variant is active. A
+variant stacking a prefix with any other adapter is refused.
 """
 
 from __future__ import annotations
@@ -113,7 +118,8 @@ class VariantModel:
     def __init__(self, llm: Any) -> None:
         self.base_llm = llm
         self.base_model = llm.model
-        self.peft_model: Any = None
+        self.peft_model: Any = None        # the LoRA adapters' peft model
+        self.prefix_models: dict[Path, Any] = {}  # prefix folder → its own peft model
         self.names: dict[Path, str] = {}   # adapter folder → peft adapter name
         self.reports: dict[Path, Any] = {}
         self._checks: dict[Variant, VerifyReport] = {}
@@ -125,11 +131,23 @@ class VariantModel:
 
     def _load(self, folder: Path) -> str:
         from kbqa.adapters import load_adapters
+        from kbqa.adapters.prefix import (
+            is_prefix_folder,
+            load_prefix_adapter,
+            refuse_foreign_cache,
+        )
         from kbqa.llm.quantization import refuse_adapters
 
         if folder in self.names:
             return self.names[folder]
         refuse_adapters(self.base_model, folder)
+        if is_prefix_folder(folder):  # wraps the base module without changing it
+            refuse_foreign_cache(self.base_model, folder)
+            model, report = load_prefix_adapter(self.base_model, folder)
+            self.prefix_models[folder] = model
+            self.names[folder] = report.name
+            self.reports[folder] = report
+            return report.name
         name = _peft_name(folder)
         if name in self.names.values():
             raise AdapterError(f"an adapter named {folder.name!r} from another folder is already "
@@ -148,15 +166,39 @@ class VariantModel:
         self.reports[folder] = reports[0]
         return name
 
+    def _load_variant(self, variant: Variant) -> list[str]:
+        """Load the variant's adapters; a prefix adapter stacked with another one is refused."""
+        from kbqa.adapters.prefix import is_prefix_folder
+
+        prefixes = [f for f in variant.adapters if is_prefix_folder(f)]
+        if prefixes and len(variant.adapters) > 1:
+            raise AdapterError(f"variant '{variant.label}' stacks the prefix-tuning adapter "
+                               f"{prefixes[0].name} with other adapters: a prefix adapter is a "
+                               "variant on its own (peft cannot combine a prefix with LoRA)")
+        return [self._load(folder) for folder in variant.adapters]
+
+    def prefix_model(self, variant: Variant) -> Any:
+        """The prefix variant's own peft model, or None for plain and LoRA variants."""
+        return self.prefix_models.get(variant.adapters[0]) if len(variant.adapters) == 1 else None
+
     def prepare(self, variant: Variant) -> None:
         """Load the variant's adapters (once each); raises AdapterError if one does not fit."""
         with self.lock:
-            for folder in variant.adapters:
-                self._load(folder)
+            self._load_variant(variant)
 
     @contextmanager
     def _active(self, variant: Variant) -> Iterator[Any]:
-        names = [self._load(folder) for folder in variant.adapters]
+        names = self._load_variant(variant)
+        prefix = self.prefix_model(variant)
+        if prefix is not None:
+            view = self.base_llm.model_copy(update={"model": prefix,
+                                                    "adapters": [str(variant.adapters[0])]})
+            if self.peft_model is None:
+                yield view
+            else:
+                with self.peft_model.disable_adapter():
+                    yield view
+            return
         if variant.is_plain:
             if self.peft_model is None:
                 yield self.base_llm
@@ -186,8 +228,8 @@ class VariantModel:
                                 reasons=["plain model"])
         if variant in self._checks and probe is None:
             return self._checks[variant]
-        with self.lock, self._active(variant):
-            check = check_loaded(self.peft_model, self.tokenizer,
+        with self.lock, self._active(variant) as llm:
+            check = check_loaded(llm.model, self.tokenizer,
                                  {self.names[f] for f in variant.adapters},
                                  probe or DEFAULT_PROBE, tolerance,
                                  [self.reports[f] for f in variant.adapters])

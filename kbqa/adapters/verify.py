@@ -6,7 +6,8 @@ The contract, shared by the evaluator and the UI:
   model to report on;
 - an adapter that loads but leaves some modules at ΔW = 0, or does not move the probe's
   logits by more than `tolerance`, yields a VerifyReport with applied=False and the reasons.
-The plain logits come from the same model with `disable_adapter()`: no second load.
+The plain logits come from the same model with `disable_adapter()`: no second load. A prefix
+adapter (kbqa.adapters.prefix) has no ΔW; for it the logits alone decide.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from kbqa.adapters.loading import AdapterReport, load_adapters
+from kbqa.llm.prefix_cache import is_prompt_learning
 
 DEFAULT_PROBE = "根据资料回答问题。资料：长城是中国古代的军事防御工程。问题：长城是什么？答案："
 
@@ -82,7 +84,10 @@ def check_loaded(peft_model: Any, tokenizer: Any, adapter_names: set[str] | None
         reasons.append(f"{len(zero)} of {len(norms)} modules have ΔW = 0, e.g. {zero[:3]}")
     if not diff > tolerance:
         reasons.append(f"max |Δlogit| on the probe is {diff:.2e}, not above {tolerance:g}")
-    return VerifyReport(applied=not reasons, max_logit_diff=diff, modules=len(norms),
+    modules = len(norms)
+    if is_prompt_learning(peft_model):  # a prefix: its layers, not LoRA modules
+        modules = sum(report.modules for report in reports or [])
+    return VerifyReport(applied=not reasons, max_logit_diff=diff, modules=modules,
                         zero_modules=zero, reasons=reasons, adapters=list(reports or []))
 
 

@@ -27,7 +27,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
-from kbqa.llm.prefix_cache import PrefixCache
+from kbqa.llm.prefix_cache import PrefixCache, is_prompt_learning
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -198,6 +198,8 @@ class LocalLLM(LLM):
         stops = [*(self.stop or []), *(stop or [])]
         if stops:
             generation.update(stop_strings=stops, tokenizer=self.tokenizer)
+        if is_prompt_learning(self.model):  # peft builds the cache: it starts with the prefix
+            return generation, None
         lease = self._lease_cache(input_ids[0].tolist())
         if lease is not None:
             generation["past_key_values"] = lease.cache

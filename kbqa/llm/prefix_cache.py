@@ -79,3 +79,11 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
         if a[i] != b[i]:
             return i
     return max(n, 0)
+
+
+def is_prompt_learning(model: Any) -> bool:
+    """Whether `model` is a peft model whose active adapter is a prefix (prompt learning): it puts
+    its virtual tokens' keys and values into the cache itself, and only into an empty one, so a
+    cache handed to generate() from outside would silently drop the prefix."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
