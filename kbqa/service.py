@@ -196,13 +196,19 @@ class KbqaService:
                 retire(kb)
 
     def ingest_uploads(self, kb_name: str, uploads: Iterable[tuple[str, bytes]],
-                       on_progress: Callable[[int, int, str], None] | None = None
+                       on_progress: Callable[[int, int, str], None] | None = None,
+                       on_page: Callable[[int, int], None] | None = None
                        ) -> list[UploadOutcome]:
-        """Store uploaded (name, bytes) files inside the KB and ingest them; one outcome each."""
+        """Store uploaded (name, bytes) files inside the KB and ingest them; one outcome each.
+
+        ``on_progress(done, total, name)`` comes before each file, ``on_page(done, total)`` after
+        each page of a PDF or image.
+        """
         from kbqa.kb.uploads import ingest_uploads
 
         return ingest_uploads(self.knowledge_base(kb_name), uploads,
-                              max_file_mb=self.settings.kb.max_file_mb, on_progress=on_progress)
+                              max_file_mb=self.settings.kb.max_file_mb, on_progress=on_progress,
+                              on_page=on_page)
 
     def remove_document(self, kb_name: str, source: str) -> int:
         """Remove a document and, when it was uploaded, its stored copy."""

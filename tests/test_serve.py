@@ -365,6 +365,51 @@ def test_create_and_delete_a_kb(server: Server) -> None:
     assert api(server, "DELETE", "/v1/kbs/scratch").status_code == 404
 
 
+def test_a_running_job_reports_its_file_and_the_pages_of_a_scan(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polls of a job that ingests a note and then a three-page scan see the scan's pages go by;
+    each page's OCR waits until a poll has seen the page before it, so no step is too quick to
+    see on a fast machine (and a missing report fails in seconds, not at the job's end)."""
+    from kbqa.ingest import pdf as pdf_module
+    from tests.doc_samples import image_pdf, render_page
+
+    pages = [render_page([f"第{n}页", "星河扫地机器人R2的保修期为三年。"], dpi=150, width_inches=4)
+             for n in (1, 2, 3)]
+    scan = image_pdf(tmp_path / "scan.pdf", pages, dpi=150).read_bytes()
+    seen: list[dict] = []  # each new progress the polls saw, in order
+    real = pdf_module.ocr_image
+
+    def paced(image: Any, name: str) -> str:
+        number = int(name.rsplit(" ", 1)[1])
+        deadline = time.monotonic() + 15
+        while number > 1 and time.monotonic() < deadline and not any(
+                p["file"] == "scan.pdf" and p["page"] == number - 1 for p in seen):
+            time.sleep(0.02)
+        return real(image, name)
+
+    monkeypatch.setattr(pdf_module, "ocr_image", paced)
+    assert api(server, "POST", "/v1/kbs", json={"name": "scans"}).status_code == 201
+    sent = api(server, "POST", "/v1/kbs/scans/documents",
+               files=[("files", ("说明.md", "# 说明\n\n扫描件见下。\n".encode(), "text/markdown")),
+                      ("files", ("scan.pdf", scan, "application/pdf"))])
+    assert sent.status_code == 202 and sent.json()["progress"] is None
+    deadline = time.monotonic() + 120
+    while (job := api(server, "GET", f"/v1/kbs/scans/jobs/{sent.json()['id']}").json())[
+            "status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        if job["progress"] and job["progress"] not in seen[-1:]:
+            seen.append(job["progress"])
+        time.sleep(0.02)
+    assert job["status"] == "done" and job["progress"] is None
+    assert [o["status"] for o in job["outcomes"]] == ["added", "added"]
+    scan_steps = [p for p in seen if p["file"] == "scan.pdf"]
+    assert {(p["files_done"], p["files"]) for p in scan_steps} == {(1, 2)}
+    pages_seen = [p["page"] for p in scan_steps if p["page"] is not None]
+    assert pages_seen[:2] == [1, 2] and pages_seen == sorted(pages_seen)
+    assert {p["pages"] for p in scan_steps if p["page"] is not None} == {3}
+    assert api(server, "DELETE", "/v1/kbs/scans").status_code == 200
+
+
 def test_job_status_survives_a_server_restart(server: Server) -> None:
     """Stop the API and start it again over the same HOME: the finished job keeps its result."""
     def app():  # the server layer anew; the loaded models are reused to keep this test cheap

@@ -143,10 +143,10 @@ def test_delete_during_an_ingest_is_409_at_once_and_other_kbs_are_unaffected(
     started, release = threading.Event(), threading.Event()
     real = service.ingest_uploads
 
-    def held_ingest(kb: str, uploads: list) -> list:
+    def held_ingest(kb: str, uploads: list, **progress: object) -> list:
         started.set()
         release.wait(60)
-        return real(kb, uploads)
+        return real(kb, uploads, **progress)
 
     service.ingest_uploads = held_ingest
     try:

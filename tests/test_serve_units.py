@@ -126,9 +126,9 @@ def test_a_dead_servers_staged_uploads_are_removed_at_the_next_start(tmp_path: P
     dead = tmp_path / "incoming" / "0123abcd" / "job"  # an owner with no live lock
     dead.mkdir(parents=True)
     (dead / "a.md").write_bytes(b"x")
-    live = Jobs(lambda kb, uploads: [], JobStore(tmp_path))
+    live = Jobs(lambda kb, uploads, progress: [], JobStore(tmp_path))
     mine = live.staging()
-    Jobs(lambda kb, uploads: [], JobStore(tmp_path))  # a second server over the same HOME
+    Jobs(lambda kb, uploads, progress: [], JobStore(tmp_path))  # a second server over the same HOME
     assert not dead.parent.exists() and mine.is_dir()  # a live owner's files are kept
     live.shutdown()
 
@@ -136,7 +136,7 @@ def test_a_dead_servers_staged_uploads_are_removed_at_the_next_start(tmp_path: P
 def test_finished_jobs_keep_their_result_across_a_restart(tmp_path: Path) -> None:
     release = threading.Event()
 
-    def ingest(kb: str, uploads: list[tuple[str, Path]]) -> list[UploadOutcome]:
+    def ingest(kb: str, uploads: list[tuple[str, Path]], progress: object) -> list[UploadOutcome]:
         assert all(path.read_bytes() for _, path in uploads)  # the bytes wait on disk
         release.wait(10)
         return [outcome(name) for name, _ in uploads]

@@ -3,16 +3,23 @@
 Chosen over rapidocr-onnxruntime 1.4 and Tesseract on character error rate of generated Chinese
 scans (docs/benchmarks.md §Documents). It is the optional extra ``kbqa[ocr]`` (onnxruntime and
 OpenCV are large); without it, a file that needs OCR is refused with the install command.
-The models are loaded once per process, from the package folder: nothing is downloaded.
+The models are loaded from the package folder, nothing is downloaded; a small pool of engines
+(one onnxruntime session set each, each used by one page at a time) lets pages run side by side.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbqa.errors import LoaderError
 
@@ -20,21 +27,47 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 INSTALL_HINT = "OCR is not installed: pip install 'kbqa[ocr]'"
-# RapidOCR scales a page down to this longest side first (~140 dpi for A4): less CPU a page than
-# its default of 2,000 px at the same error rate on 12-pt Chinese (docs/benchmarks.md §11).
-_MAX_SIDE = 1600
 # A line wraps on when it ends within this share of the text block's width from its right edge,
 # in a block at least this share of the image wide.
 _WRAP_SLACK = 0.05
 _WRAP_MIN_WIDTH = 0.5
-_lock = threading.Lock()  # one onnxruntime session pair, used by one page at a time
 
 # called with (pages done, pages in all) after each OCR'd page
 PageProgress = Callable[[int, int], None]
 
+T = TypeVar("T")
 
 # rapidocr 3 imports without its inference engine and fails only on the first page
 _OCR_PACKAGES = ("rapidocr", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    """How RapidOCR runs; the defaults are the fastest measured that keep the error-rate targets
+    (docs/benchmarks.md §11, bench/ocr_settings.py)."""
+
+    max_side: int = 1600  # Global.max_side_len: the page is scaled down to this longest side
+    det_side: int | None = 960  # detection input's longest side; None: RapidOCR's (shortest ≥ 736)
+    use_cls: bool = False  # the 0°/180° line classifier: a page upside down is rare in a scan
+    rec_batch: int = 6  # text lines recognised per onnxruntime call
+    threads: int = 1  # onnxruntime intra-op threads of each engine
+    workers: int = 2  # engines, so pages OCR'd at once
+    squeeze: float = 1.0  # the page is scaled to this share of its width before OCR
+
+    def params(self) -> dict[str, Any]:
+        """RapidOCR's parameters for these settings."""
+        params: dict[str, Any] = {
+            "Global.log_level": "error", "Global.max_side_len": self.max_side,
+            "Global.use_cls": self.use_cls, "Rec.rec_batch_num": self.rec_batch,
+            "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+        if self.det_side is not None:
+            params |= {"Det.limit_type": "max", "Det.limit_side_len": self.det_side}
+        return params
+
+
+SETTINGS = OcrSettings(workers=max(1, min(2, os.cpu_count() or 1)))
 
 
 def ocr_available() -> bool:
@@ -44,17 +77,53 @@ def ocr_available() -> bool:
     return all(importlib.util.find_spec(package) is not None for package in _OCR_PACKAGES)
 
 
-@lru_cache(maxsize=1)
-def _engine() -> Any:
-    """The RapidOCR pipeline with its bundled PP-OCRv6 models (seconds to load: once)."""
+def _new_engine(settings: OcrSettings) -> Any:
+    """A RapidOCR pipeline with its bundled PP-OCRv6 models (seconds to load)."""
     try:
         from rapidocr import RapidOCR
     except ImportError as exc:  # not installed, or installed without a library it needs
         raise LoaderError(f"{INSTALL_HINT} (import failed: {exc})") from exc
     # RapidOCR logs each model path at INFO through its own handler.
-    engine = RapidOCR(params={"Global.log_level": "error", "Global.max_side_len": _MAX_SIDE})
+    engine = RapidOCR(params=settings.params())
     logging.getLogger("RapidOCR").setLevel(logging.ERROR)
     return engine
+
+
+class _EnginePool:
+    """Up to ``size`` engines, made when first needed; each is lent to one page at a time."""
+
+    def __init__(self, settings: OcrSettings) -> None:
+        self.settings = settings
+        self._free: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def engine(self) -> Iterator[Any]:
+        """An engine no other page is using, until the block ends."""
+        with self._lock:
+            make = self._free.empty() and self._made < self.settings.workers
+            if make:
+                self._made += 1
+        if make:
+            try:
+                engine = _new_engine(self.settings)
+            except BaseException:
+                with self._lock:
+                    self._made -= 1
+                raise
+        else:
+            engine = self._free.get()
+        try:
+            yield engine
+        finally:
+            self._free.put(engine)
+
+
+@lru_cache(maxsize=1)
+def _pool(settings: OcrSettings) -> _EnginePool:
+    """The process's engines for these settings (models load once per engine)."""
+    return _EnginePool(settings)
 
 
 def ocr_image(image: Image, name: str) -> str:
@@ -64,11 +133,16 @@ def ocr_image(image: Image, name: str) -> str:
     """
     import numpy as np
 
-    engine = _engine()
+    settings = SETTINGS
+    pool = _pool(settings)
+    if settings.squeeze != 1.0:
+        image = image.resize((max(1, round(image.width * settings.squeeze)), image.height))
     pixels = np.asarray(image.convert("RGB"))
     try:
-        with _lock:
+        with pool.engine() as engine:
             result = engine(pixels)
+    except LoaderError:
+        raise
     except Exception as exc:  # onnxruntime and OpenCV raise many types on odd images
         detail = " ".join(str(exc).split())[:200]
         raise LoaderError(f"{name}: OCR failed ({type(exc).__name__}: {detail})") from exc
@@ -77,6 +151,31 @@ def ocr_image(image: Image, name: str) -> str:
         return ""
     boxes = [(float(min(x for x, _ in box)), float(max(x for x, _ in box))) for box in result.boxes]
     return _paragraphs(texts, boxes, image.width)
+
+
+def in_order(jobs: Iterable[Callable[[], T]], workers: int | None = None) -> Iterator[T]:
+    """Each job's result, in the jobs' order, with up to ``workers`` jobs running at once.
+
+    The jobs are taken from ``jobs`` in the caller's thread (so whatever builds a job, such as
+    rendering a PDF page, stays there) and at most ``workers`` are held ahead of the one awaited.
+    """
+    workers = SETTINGS.workers if workers is None else workers
+    if workers <= 1:
+        for job in jobs:
+            yield job()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbqa-ocr") as executor:
+        window: deque[Future[T]] = deque()
+        try:
+            for job in jobs:
+                window.append(executor.submit(job))
+                if len(window) >= workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
 
 
 def _paragraphs(texts: list[str], boxes: list[tuple[float, float]], width: int) -> str:

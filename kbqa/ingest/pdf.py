@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbqa.errors import LoaderError
-from kbqa.ingest.ocr import INSTALL_HINT, PageProgress, ocr_available, ocr_image
+from kbqa.ingest.ocr import (
+    INSTALL_HINT,
+    PageProgress,
+    in_order,
+    ocr_available,
+    ocr_image,
+)
 from kbqa.ingest.tables import markdown_table
 
 if TYPE_CHECKING:
@@ -214,17 +220,24 @@ def _corrupt(path: Path, exc: BaseException) -> LoaderError:
 
 def _read_pages(pages: Iterable[_Page], total: int, path: Path,
                 on_page: PageProgress | None) -> Iterator[tuple[list[_Block], float, float]]:
-    """Per page: (blocks with furniture still in, page width, page height)."""
+    """Per page: (blocks with furniture still in, page width, page height).
+
+    Scanned pages are rendered here, in the reading thread, and OCR'd a few at a time.
+    """
     skipped: list[int] = []
-    for number, page in enumerate(pages, start=1):
-        blocks = page.blocks
-        if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.has_images():
-            if ocr_available():
-                blocks = [_Block(0, 0, page.width, page.height,
-                                 ocr_image(page.render(), f"{path.name} page {number}"))]
-            else:
+
+    def jobs() -> Iterator[Callable[[], tuple[list[_Block], float, float]]]:
+        for number, page in enumerate(pages, start=1):
+            blocks, width, height = page.blocks, page.width, page.height
+            if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.has_images():
+                if ocr_available():
+                    yield _ocr_job(page.render(), f"{path.name} page {number}", width, height)
+                    continue
                 skipped.append(number)
-        yield blocks, page.width, page.height
+            yield lambda read=(blocks, width, height): read
+
+    for number, read in enumerate(in_order(jobs()), start=1):
+        yield read
         if on_page:
             on_page(number, total)
     if skipped and len(skipped) == total:
@@ -232,6 +245,12 @@ def _read_pages(pages: Iterable[_Page], total: int, path: Path,
     if skipped:
         log.warning("%s: pages %s are scans and were not read; %s", path.name,
                     ", ".join(map(str, skipped)), INSTALL_HINT)
+
+
+def _ocr_job(image: Image, name: str, width: float,
+             height: float) -> Callable[[], tuple[list[_Block], float, float]]:
+    """OCR of one rendered page, to run on an OCR thread: the page as one block."""
+    return lambda: ([_Block(0, 0, width, height, ocr_image(image, name))], width, height)
 
 
 def _chars(block: _Block) -> int:
@@ -344,9 +363,11 @@ def load_image(path: Path, on_page: PageProgress | None = None) -> list[tuple[st
         detail = " ".join(str(exc).split())[:200]
         raise LoaderError(f"{path.name}: corrupt or not a valid image ({type(exc).__name__}: "
                           f"{detail})") from exc
+    jobs = (lambda frame=frame, number=number: ocr_image(frame, f"{path.name} page {number}")
+            for number, frame in enumerate(frames, start=1))
     elements = []
-    for number, frame in enumerate(frames, start=1):
-        elements.append((ocr_image(frame, f"{path.name} page {number}"), {"page": number}))
+    for number, text in enumerate(in_order(jobs), start=1):
+        elements.append((text, {"page": number}))
         if on_page:
             on_page(number, len(frames))
     return elements

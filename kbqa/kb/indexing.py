@@ -22,6 +22,7 @@ from kbqa.kb.results import IngestResult, IngestStats, IngestStatus
 from kbqa.vector_backends import VectorDelta
 
 if TYPE_CHECKING:
+    from kbqa.ingest.ocr import PageProgress
     from kbqa.kb.base import KnowledgeBaseFolder
 
 @dataclass
@@ -36,17 +37,18 @@ class PreparedFile:
     vectors: np.ndarray | None = None
 
 
-def ingest(kb: KnowledgeBaseFolder, paths: Iterable[Path | str], *,
-           progress: bool = False) -> list[IngestResult]:
+def ingest(kb: KnowledgeBaseFolder, paths: Iterable[Path | str], *, progress: bool = False,
+           on_page: PageProgress | None = None) -> list[IngestResult]:
     """Add new files, replace changed ones, skip unchanged ones (by sha256 of the bytes).
 
     Folders are recursed (hidden entries and unsupported extensions skipped). A file that
     fails is reported as "failed" and the rest of the batch goes on; what was stored before
-    is kept. All successful files are committed together in one transaction.
+    is kept. All successful files are committed together in one transaction. `on_page(done,
+    total)` is called after each page of a PDF or image as it is read.
     """
     files, missing = expand_paths(paths)
     with kb.writer(refresh=True) as conn:
-        results, prepared, stats = _prepare(kb, conn, files, progress)
+        results, prepared, stats = _prepare(kb, conn, files, progress, on_page)
         _write_files(kb, conn, prepared, [], progress, stats)
     return results + missing
 
@@ -85,7 +87,8 @@ def remove(kb: KnowledgeBaseFolder, source: Path | str) -> int:
 
 
 def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path],
-             progress: bool) -> tuple[list[IngestResult], list[PreparedFile], IngestStats]:
+             progress: bool, on_page: PageProgress | None = None
+             ) -> tuple[list[IngestResult], list[PreparedFile], IngestStats]:
     """Hash, parse and split each file; nothing is written yet. Starts `last_ingest_stats`."""
     from kbqa.ingest import ChineseTextSplitter
 
@@ -105,7 +108,7 @@ def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path
                 count = manifest.chunk_counts(conn, [previous[0]]).get(previous[0], 0)
                 results.append(IngestResult(path, "skipped", chunks=count))
                 continue
-            chunks = _parse_and_split(path, splitter, stats, progress)
+            chunks = _parse_and_split(path, splitter, stats, progress, on_page)
         # Loaders wrap third-party parsers that raise anything; one bad file must not end the batch.
         except Exception as exc:  # noqa: BLE001
             results.append(IngestResult(path, "failed", error=describe(path, exc)))
@@ -117,14 +120,21 @@ def _prepare(kb: KnowledgeBaseFolder, conn: sqlite3.Connection, files: list[Path
     return results, prepared, stats
 
 
-def _parse_and_split(path: Path, splitter: Any, stats: IngestStats,
-                     progress: bool = False) -> list[Document]:
+def _parse_and_split(path: Path, splitter: Any, stats: IngestStats, progress: bool = False,
+                     on_page: PageProgress | None = None) -> list[Document]:
     from kbqa.ingest import load_file, split_elements
 
     started = time.perf_counter()
     pages = _PageBar(path.name) if progress else None
+
+    def page_done(done: int, total: int) -> None:
+        if pages:
+            pages(done, total)
+        if on_page:
+            on_page(done, total)
+
     try:
-        elements = load_file(path, on_page=pages)
+        elements = load_file(path, on_page=page_done if pages or on_page else None)
     finally:
         if pages:
             pages.close()

@@ -25,9 +25,10 @@ class KnowledgeBase(KnowledgeBaseFolder, VectorStore):
     """A named knowledge base on disk: documents in, cosine-ranked chunks out (see kbqa.kb.base
     for the folder, its locks and transactions)."""
 
-    def ingest(self, paths: Iterable[Path | str], *, progress: bool = False) -> list[IngestResult]:
+    def ingest(self, paths: Iterable[Path | str], *, progress: bool = False,
+               on_page: Callable[[int, int], None] | None = None) -> list[IngestResult]:
         """Add new files, replace changed ones, skip unchanged ones (see kbqa.kb.indexing.ingest)."""
-        return indexing.ingest(self, paths, progress=progress)
+        return indexing.ingest(self, paths, progress=progress, on_page=on_page)
 
     def sync(self, folder: Path | str, *, progress: bool = False) -> list[IngestResult]:
         """Make the knowledge base mirror `folder` (see kbqa.kb.indexing.sync)."""

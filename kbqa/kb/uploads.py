@@ -141,11 +141,13 @@ def store_upload(folder: Path, name: str, data: Data, *, max_bytes: int | None =
 
 
 def ingest_uploads(kb: KnowledgeBase, uploads: Iterable[tuple[str, Data]], *, max_file_mb: int,
-                   on_progress: Callable[[int, int, str], None] | None = None
+                   on_progress: Callable[[int, int, str], None] | None = None,
+                   on_page: Callable[[int, int], None] | None = None
                    ) -> list[UploadOutcome]:
     """Store and ingest each (name, data) upload; one outcome per upload, in order.
 
-    `on_progress(done, total, name)` is called before each file and once at the end.
+    `on_progress(done, total, name)` is called before each file and once at the end;
+    `on_page(done, total)` after each page of a PDF or image being read.
     """
     uploads = list(uploads)
     folder = files_folder(kb)
@@ -157,7 +159,7 @@ def ingest_uploads(kb: KnowledgeBase, uploads: Iterable[tuple[str, Data]], *, ma
             on_progress(done, len(uploads), name)
         clash = _clash(name, taken)
         outcomes.append(UploadOutcome(name, None, "failed", error=clash) if clash else
-                        _ingest_one(kb, folder, name, data, max_file_mb * 1024 * 1024))
+                        _ingest_one(kb, folder, name, data, max_file_mb * 1024 * 1024, on_page))
     if on_progress:
         on_progress(len(uploads), len(uploads), "")
     return outcomes
@@ -184,8 +186,8 @@ def _clash(name: str, taken: dict[str, str]) -> str | None:
     return None
 
 
-def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: Data,
-                max_bytes: int) -> UploadOutcome:
+def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: Data, max_bytes: int,
+                on_page: Callable[[int, int], None] | None = None) -> UploadOutcome:
     try:
         safe = sanitize_filename(name)
     except UploadError as exc:
@@ -197,7 +199,7 @@ def _ingest_one(kb: KnowledgeBase, folder: Path, name: str, data: Data,
             backup = folder / f".backup-{uuid.uuid4().hex}"
             os.link(target, backup)
         path = store_upload(folder, name, data, max_bytes=max_bytes)
-        results = kb.ingest([path])
+        results = kb.ingest([path], on_page=on_page)
     except (KbqaError, OSError) as exc:
         _restore(target, backup)
         return UploadOutcome(name, safe, "failed", error=str(exc))

@@ -27,7 +27,7 @@ from kbqa.errors import KbqaError, KnowledgeBaseBusy
 from kbqa.server import chat, kbs, schemas
 from kbqa.server.auth import KeyStore
 from kbqa.server.backends import make_backend
-from kbqa.server.jobs import Jobs
+from kbqa.server.jobs import JobProgress, Jobs
 from kbqa.server.jobstore import JobStore
 from kbqa.server.limits import KeyFirst
 from kbqa.server.queue import GenerationQueue
@@ -93,9 +93,10 @@ def create_app(settings: Settings, service: KbqaService | None = None) -> FastAP
     queue = GenerationQueue(settings.server.concurrency, settings.server.queue)
     guards = KbGuards()
 
-    def ingest(kb: str, uploads: list[tuple[str, Any]]) -> Any:
+    def ingest(kb: str, uploads: list[tuple[str, Any]], progress: JobProgress) -> Any:
         with guards.held(kb):  # this base only: other bases' requests never wait on it
-            return service.ingest_uploads(kb, uploads)
+            return service.ingest_uploads(kb, uploads, on_progress=progress.file,
+                                          on_page=progress.page)
 
     keys = KeyStore(settings.keys_path)
     state = ServerState(settings=settings, service=service, backend=backend, queue=queue,

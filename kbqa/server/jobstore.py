@@ -44,11 +44,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     outcomes TEXT NOT NULL,
     error TEXT,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_kb ON jobs (kb, seq);
 """
-_COLUMNS = "id, kb, status, files, outcomes, error, created_at, updated_at"
+_COLUMNS = "id, kb, status, files, outcomes, error, created_at, updated_at, progress"
 
 
 @dataclass
@@ -63,17 +64,20 @@ class Job:
     error: str | None = None
     created_at: int = 0
     updated_at: int = 0
+    # while running: the file being ingested and, for PDFs and images, its pages done
+    progress: dict[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "kb": self.kb, "status": self.status, "files": self.files,
                 "outcomes": self.outcomes, "error": self.error, "created_at": self.created_at,
-                "updated_at": self.updated_at}
+                "updated_at": self.updated_at, "progress": self.progress}
 
 
 def _job(row: tuple) -> Job:
-    job_id, kb, status, files, outcomes, error, created, updated = row
+    job_id, kb, status, files, outcomes, error, created, updated, progress = row
     return Job(id=job_id, kb=kb, status=status, files=json.loads(files),
-               outcomes=json.loads(outcomes), error=error, created_at=created, updated_at=updated)
+               outcomes=json.loads(outcomes), error=error, created_at=created, updated_at=updated,
+               progress=json.loads(progress) if progress else None)
 
 
 class JobStore:
@@ -89,6 +93,7 @@ class JobStore:
             self._lock = self._hold_owner_lock()
             with self._db() as db:
                 db.executescript(_SCHEMA)
+            self._add_progress_column()
         except (OSError, sqlite3.Error) as exc:
             raise KbqaError(f"cannot keep ingestion jobs in {folder}: {exc}") from exc
         self._reap()
@@ -100,6 +105,19 @@ class JobStore:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.replace(handle.name, self.owners / f"{self.owner}.lock")
         return handle
+
+    def _add_progress_column(self) -> None:
+        """A store made before jobs reported progress gets the column (once, by any process)."""
+        with self._db() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        if "progress" in columns:
+            return
+        try:
+            with self._db() as db:
+                db.execute("ALTER TABLE jobs ADD COLUMN progress TEXT")
+        except sqlite3.OperationalError as exc:  # another server added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -157,10 +175,19 @@ class JobStore:
 
     def update(self, job_id: str, status: Status, outcomes: list[dict[str, Any]] | None = None,
                error: str | None = None) -> None:
+        """A new status (progress is cleared: a status change starts or ends the work)."""
         with self._db() as db:
-            db.execute("UPDATE jobs SET status = ?, outcomes = ?, error = ?, updated_at = ? "
-                       "WHERE id = ?", (status, json.dumps(outcomes or [], ensure_ascii=False),
-                                        error, int(time.time()), job_id))
+            db.execute("UPDATE jobs SET status = ?, outcomes = ?, error = ?, updated_at = ?, "
+                       "progress = NULL WHERE id = ?",
+                       (status, json.dumps(outcomes or [], ensure_ascii=False), error,
+                        int(time.time()), job_id))
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        """Where a running job is, for status polls (left alone once the job has ended)."""
+        with self._db() as db:
+            db.execute("UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = "
+                       "'running'", (json.dumps(progress, ensure_ascii=False), int(time.time()),
+                                     job_id))
 
     def get(self, kb: str, job_id: str) -> Job | None:
         """The job, only when it belongs to `kb`: ids never reveal another knowledge base's work."""
