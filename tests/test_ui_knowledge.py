@@ -110,3 +110,23 @@ def test_delete_needs_the_name_typed_every_time(tmp_path: Path) -> None:
     _delete(at, "公司制度", typed="临时库2")  # another name is not a confirmation
     assert folders.list_names(home() / "kb") == ["公司制度"]
     assert "名称不符" in at.error[0].value
+
+
+def test_upload_shows_a_bar_per_file_with_the_pages_of_a_scan(tmp_path: Path) -> None:
+    """Two files uploaded at once: each gets its own bar; the scanned PDF's (read by OCR) says
+    how many pages it read, the note's says only that it was added."""
+    from tests.doc_samples import image_pdf, render_page
+
+    pages = [render_page([f"第{n}页", "星河扫地机器人R2的保修期为三年。"], dpi=150, width_inches=4)
+             for n in (1, 2)]
+    scan = image_pdf(tmp_path / "scan.pdf", pages, dpi=150).read_bytes()
+    at = _create(_open_page(), "扫描件")
+    at.file_uploader(key="kb_upload_扫描件").set_value([
+        ("说明.md", "# 说明\n\n扫描件见下。\n".encode(), "text/markdown"),
+        ("scan.pdf", scan, "application/pdf")])
+    at.run()
+    at.button(key="kb_ingest").click().run()
+    assert not at.exception, at.exception
+    bars = [(bar.value, bar.text) for bar in at.get("progress")]
+    assert bars == [(100, "说明.md：新增"), (100, "scan.pdf：已读 2/2 页，新增")]
+    assert list(at.table[0].value["状态"]) == ["新增", "新增"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from kbqa.errors import KbqaError
-from kbqa.kb.uploads import supported_suffixes
+from kbqa.kb.uploads import UploadOutcome, supported_suffixes
 from kbqa.service import KbqaService
 from kbqa.ui.common import current_kb, flash, select_kb, service
 from kbqa.ui.i18n import t
@@ -83,6 +83,38 @@ def _show_results(kb: str) -> None:
                for k, v in row.items()} for row in rows])
 
 
+def _ingest_with_bars(svc: KbqaService, kb: str,
+                      uploads: list[tuple[str, bytes]]) -> list[UploadOutcome]:
+    """Ingest the uploads with a bar per file; a PDF's or an image's bar moves page by page (OCR
+    of a scan takes seconds a page)."""
+    bars = [st.progress(0.0, text=t("kb.file_waiting", file=name)) for name, _ in uploads]
+    pages: dict[int, tuple[int, int]] = {}  # file index -> (pages read, pages in all)
+    current = [0]
+
+    def on_file(done: int, _total: int, name: str) -> None:
+        if name:
+            current[0] = done
+            bars[done].progress(0.0, text=t("kb.file_ingesting", file=name))
+
+    def on_page(done: int, total: int) -> None:
+        index = current[0]
+        pages[index] = (done, total)
+        bars[index].progress(done / max(total, 1), text=t("kb.file_pages", file=uploads[index][0],
+                                                          done=done, total=total))
+
+    outcomes = svc.ingest_uploads(kb, uploads, on_progress=on_file, on_page=on_page)
+    for index, (bar, outcome) in enumerate(zip(bars, outcomes, strict=True)):
+        status = (t(f"kb.status.{outcome.status}") if outcome.status in STATUSES
+                  else outcome.status)
+        if index in pages:
+            done, total = pages[index]
+            text = t("kb.file_done_pages", file=outcome.name, done=done, total=total, status=status)
+        else:
+            text = t("kb.file_done", file=outcome.name, status=status)
+        bar.progress(1.0, text=text)
+    return outcomes
+
+
 def _upload(svc: KbqaService, kb: str) -> None:
     suffixes = sorted(s.lstrip(".") for s in supported_suffixes())
     # the smaller of kbqa's limit and Streamlit's own (whose English note the CSS hides)
@@ -91,15 +123,7 @@ def _upload(svc: KbqaService, kb: str) -> None:
     files = st.file_uploader(t("kb.uploader", types=" ".join(suffixes), mb=limit),
                              type=suffixes, accept_multiple_files=True, key=f"kb_upload_{kb}")
     if st.button(t("kb.ingest"), key="kb_ingest", disabled=not files, type="primary"):
-        bar = st.progress(0.0, text=t("kb.ingesting"))
-
-        def progress(done: int, total: int, name: str) -> None:
-            text = f"{done}/{total} {name}" if name else t("kb.progress_done", done=done,
-                                                              total=total)
-            bar.progress(done / max(total, 1), text=text)
-
-        uploads = [(f.name, f.getvalue()) for f in files]
-        outcomes = svc.ingest_uploads(kb, uploads, on_progress=progress)
+        outcomes = _ingest_with_bars(svc, kb, [(f.name, f.getvalue()) for f in files])
         st.session_state[RESULTS_KEY] = {"kb": kb, "rows": [
             {"file": o.name, "stored as": o.stored_name or "–",
              "status": o.status, "chunks": o.chunks,
