@@ -26,6 +26,7 @@ Writes JSON to bench/results/documents.json (or --json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -224,8 +225,8 @@ def ocr_loader(work: Path, pages: int, dpi: int, max_side: int | None) -> dict:
     from kbqa.ingest import ocr
 
     if max_side:
-        ocr._MAX_SIDE = max_side
-        ocr._engine.cache_clear()
+        ocr.SETTINGS = dataclasses.replace(ocr.SETTINGS, max_side=max_side)
+        ocr._pool.cache_clear()
     rng = random.Random(3)
     pool = sentences()
     texts = [rng.sample(pool, 12) for _ in range(pages)]
@@ -244,9 +245,10 @@ def ocr_loader(work: Path, pages: int, dpi: int, max_side: int | None) -> dict:
         errors = sum(Levenshtein.distance(ref, "".join(doc.page_content.split()))
                      for ref, doc in zip(references, docs, strict=True))
         cer = errors / sum(map(len, references))
-        result[kind] = {"pages": pages, "dpi": dpi, "max_side": ocr._MAX_SIDE, "cer": cer,
+        result[kind] = {"pages": pages, "dpi": dpi, "settings": dataclasses.asdict(ocr.SETTINGS),
+                        "cer": cer,
                         "pages_per_s": pages / seconds, "cpu_s_per_page": cpu / pages}
-        print(f"OCR        {kind:5s} {dpi} dpi scans, longest side {ocr._MAX_SIDE}: CER {cer:.2%}, "
+        print(f"OCR        {kind:5s} {dpi} dpi scans, longest side {ocr.SETTINGS.max_side}: CER {cer:.2%}, "
               f"{pages / seconds:.2f} pages/s, {cpu / pages:.2f} CPU s a page (all threads)")
     return result
 

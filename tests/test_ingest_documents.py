@@ -86,13 +86,61 @@ def test_a_multi_page_tiff_keeps_its_page_numbers(tmp_path: Path) -> None:
     assert "保修期为三年" in docs[1].page_content and "保修期" not in docs[0].page_content
 
 
+def test_pages_of_a_scan_are_ocrd_side_by_side_but_an_engine_reads_one_page_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two engines read the four pages of one PDF two at a time; no engine is ever given a page
+    while it reads another, and the pages come back in order with the progress counted up."""
+    import dataclasses
+    import threading
+    import time
+
+    busy: dict[int, int] = {}  # engine id -> pages it is reading now
+    most = {"engine": 0, "all": 0}
+    guard = threading.Lock()
+    make = ocr_module._new_engine
+
+    def tracked(settings: ocr_module.OcrSettings) -> object:
+        engine = make(settings)
+
+        def run(pixels: object) -> object:
+            with guard:
+                busy[id(engine)] = busy.get(id(engine), 0) + 1
+                most["engine"] = max(most["engine"], busy[id(engine)])
+                most["all"] = max(most["all"], sum(busy.values()))
+            time.sleep(0.3)  # both engines are surely busy at once, even on a loaded machine
+            try:
+                return engine(pixels)
+            finally:
+                with guard:
+                    busy[id(engine)] -= 1
+
+        return run
+
+    monkeypatch.setattr(ocr_module, "SETTINGS", dataclasses.replace(ocr_module.SETTINGS, workers=2))
+    monkeypatch.setattr(ocr_module, "_new_engine", tracked)
+    ocr_module._pool.cache_clear()
+    texts = [[f"第{n}页", f"星河扫地机器人R{n}的保修期为{n}年。"] for n in range(1, 5)]
+    path = image_pdf(tmp_path / "four.pdf", [render_page(lines, dpi=150, width_inches=4)
+                                             for lines in texts], dpi=150)
+    calls: list[tuple[int, int]] = []
+    try:
+        docs = load_file(path, on_page=lambda done, total: calls.append((done, total)))
+    finally:
+        ocr_module._pool.cache_clear()
+    assert most == {"engine": 1, "all": 2}
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [doc.metadata["page"] for doc in docs] == [1, 2, 3, 4]
+    for n, doc in enumerate(docs, start=1):
+        assert f"R{n}的保修期为{n}年" in doc.page_content, doc.page_content
+
+
 def test_ocr_models_come_from_the_package_without_any_download(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("OCR tried to reach the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    ocr_module._engine.cache_clear()  # load the models again, with the network closed
+    ocr_module._pool.cache_clear()  # load the models again, with the network closed
     path = tmp_path / "page.png"
     render_page(SCAN_TEXT[:2], dpi=150, width_inches=5).save(path)
     assert "带薪年假" in load_file(path)[0].page_content

@@ -49,7 +49,7 @@ class OcrSettings:
     max_side: int = 1600  # Global.max_side_len: the page is scaled down to this longest side
     det_side: int | None = 960  # detection input's longest side; None: RapidOCR's (shortest ≥ 736)
     use_cls: bool = False  # the 0°/180° line classifier: a page upside down is rare in a scan
-    rec_batch: int = 6  # text lines recognised per onnxruntime call
+    rec_batch: int = 1  # text lines recognised per onnxruntime call (a batch pads to its widest)
     threads: int = 1  # onnxruntime intra-op threads of each engine
     workers: int = 2  # engines, so pages OCR'd at once
     squeeze: float = 1.0  # the page is scaled to this share of its width before OCR
