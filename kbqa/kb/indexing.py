@@ -158,6 +158,8 @@ class _PageBar:
         if self.bar is None:
             self.bar = tqdm(total=total, desc=self.name, unit="page", leave=False)
         self.bar.update(done - self.bar.n)
+        if done == total:  # pages OCR'd side by side end close together: show the last one
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
