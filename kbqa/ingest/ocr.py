@@ -46,13 +46,21 @@ class OcrSettings:
     """How RapidOCR runs; the defaults are the fastest measured that keep the error-rate targets
     (docs/benchmarks.md §11, bench/ocr_settings.py)."""
 
-    max_side: int = 1600  # Global.max_side_len: the page is scaled down to this longest side
-    det_side: int | None = 960  # detection input's longest side; None: RapidOCR's (shortest ≥ 736)
-    use_cls: bool = False  # the 0°/180° line classifier: a page upside down is rare in a scan
-    rec_batch: int = 1  # text lines recognised per onnxruntime call (a batch pads to its widest)
-    threads: int = 1  # onnxruntime intra-op threads of each engine
-    workers: int = 2  # engines, so pages OCR'd at once
-    squeeze: float = 1.0  # the page is scaled to this share of its width before OCR
+    # Global.max_side_len: the page is scaled down to this longest side (lines are cut from it)
+    max_side: int = 1600
+    # the detector's input, longest side; None: RapidOCR's own (shortest side at least 736 px)
+    det_side: int | None = 960
+    # the 0°/180° line classifier: scans come upright, and with it ±3° pages read worse
+    use_cls: bool = False
+    # lines recognised per onnxruntime call: a batch is padded to its widest line
+    rec_batch: int = 1
+    # onnxruntime intra-op threads of each engine: one engine a core spends less CPU a page
+    threads: int = 1
+    # engines, so pages OCR'd at once
+    workers: int = 2
+    # the page is scaled to this share of its width first: recognition time grows with a line's
+    # width; at half width repeated digits and letters ran together ("100" read as "10")
+    squeeze: float = 0.7
 
     def params(self) -> dict[str, Any]:
         """RapidOCR's parameters for these settings."""
