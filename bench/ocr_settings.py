@@ -42,7 +42,7 @@ from kbqa.ingest import load_file, ocr
 from kbqa.ingest.ocr import OcrSettings
 from tests.doc_samples import degrade, render_page
 
-_BEFORE = OcrSettings(max_side=1600, det_side=None, use_cls=True, rec_batch=6, threads=-1,
+_BEFORE = OcrSettings(max_side=1600, det_side=None, use_cls=True, rec_batch=6, threads=-1, squeeze=1.0,
                       workers=1)
 _ONE = dataclasses.replace(_BEFORE, threads=1)
 _DET = dataclasses.replace(_ONE, det_side=960)
