@@ -199,3 +199,32 @@ def test_job_history_is_bounded(tmp_path: Path) -> None:
     unfinished = store.add("hr", ["late.md"])  # never dropped while queued or running
     assert [job.id for job in store.recent("hr", 10)] == [unfinished.id, *ids[:2:-1]]
     assert store.get("hr", ids[0]) is None
+
+
+def test_a_job_store_from_before_progress_gains_the_column_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A jobs.sqlite3 written before jobs reported progress opens, its jobs read with no progress,
+    and a running job's progress is kept until its status changes."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.executescript("""CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE, kb TEXT NOT NULL, owner TEXT NOT NULL, status TEXT NOT NULL,
+            files TEXT NOT NULL, outcomes TEXT NOT NULL, error TEXT, created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL);
+            INSERT INTO jobs (id, kb, owner, status, files, outcomes, created_at, updated_at)
+            VALUES ('old', 'hr', 'gone', 'done', '["a.md"]', '[]', 1, 1);""")
+    db.close()
+    store = JobStore(tmp_path)
+    old = store.get("hr", "old")
+    assert old is not None and old.status == "done" and old.view()["progress"] is None
+    job = store.add("hr", ["scan.pdf"])
+    store.set_progress(job.id, {"file": "scan.pdf", "page": 1, "pages": 3})  # queued: not kept
+    assert store.get("hr", job.id).progress is None
+    store.update(job.id, "running")
+    store.set_progress(job.id, {"file": "scan.pdf", "page": 2, "pages": 3})
+    other = JobStore(tmp_path)  # another server over the same HOME sees it
+    assert other.get("hr", job.id).progress == {"file": "scan.pdf", "page": 2, "pages": 3}
+    other.close()
+    store.update(job.id, "done")
+    assert store.get("hr", job.id).progress is None
+    store.close()
