@@ -134,6 +134,29 @@ def test_pages_of_a_scan_are_ocrd_side_by_side_but_an_engine_reads_one_page_at_a
         assert f"R{n}的保修期为{n}年" in doc.page_content, doc.page_content
 
 
+def test_in_order_keeps_the_page_order_and_text_pages_need_no_thread() -> None:
+    import threading
+    import time
+
+    ran_on: set[str] = set()
+
+    def job(number: int, seconds: float):
+        def run() -> int:
+            ran_on.add(threading.current_thread().name)
+            time.sleep(seconds)  # later pages finish first
+            return number
+        return run
+
+    items = [ocr_module.Ready(0), job(1, 0.3), ocr_module.Ready(2), job(3, 0.2), job(4, 0.0),
+             ocr_module.Ready(5)]
+    assert list(ocr_module.in_order(items, workers=2)) == [0, 1, 2, 3, 4, 5]
+    assert ran_on and all(name.startswith("kbqa-ocr") for name in ran_on)
+    with pytest.MonkeyPatch.context() as patch:  # a text PDF's pages: no executor at all
+        patch.setattr(ocr_module, "ThreadPoolExecutor", None)
+        assert list(ocr_module.in_order([ocr_module.Ready(n) for n in range(3)], workers=2)) == [
+            0, 1, 2]
+
+
 def test_ocr_models_come_from_the_package_without_any_download(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:

@@ -16,10 +16,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kbqa.errors import LoaderError
 
@@ -161,29 +161,49 @@ def ocr_image(image: Image, name: str) -> str:
     return _paragraphs(texts, boxes, image.width)
 
 
-def in_order(jobs: Iterable[Callable[[], T]], workers: int | None = None) -> Iterator[T]:
+@dataclass(frozen=True)
+class Ready(Generic[T]):
+    """A job's result known already (a page with a text layer): ``in_order`` passes it on in
+    its place without a thread."""
+
+    value: T
+
+
+def in_order(jobs: Iterable[Callable[[], T] | Ready[T]], workers: int | None = None) -> Iterator[T]:
     """Each job's result, in the jobs' order, with up to ``workers`` jobs running at once.
 
     The jobs are taken from ``jobs`` in the caller's thread (so whatever builds a job, such as
     rendering a PDF page, stays there) and at most ``workers`` are held ahead of the one awaited.
+    Threads start only when a job needs one.
     """
     workers = SETTINGS.workers if workers is None else workers
-    if workers <= 1:
-        for job in jobs:
-            yield job()
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbqa-ocr") as executor:
-        window: deque[Future[T]] = deque()
+    window: deque[Future[T]] = deque()
+    with ExitStack() as stack:
+        executor: ThreadPoolExecutor | None = None
         try:
             for job in jobs:
-                window.append(executor.submit(job))
-                if len(window) >= workers:
+                if isinstance(job, Ready):
+                    if not window:
+                        yield job.value
+                        continue
+                    future: Future[T] = Future()
+                    future.set_result(job.value)
+                elif workers <= 1:
+                    future = Future()
+                    future.set_result(job())
+                else:
+                    if executor is None:
+                        executor = stack.enter_context(
+                            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kbqa-ocr"))
+                    future = executor.submit(job)
+                window.append(future)
+                if len(window) >= max(workers, 1):
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
         finally:
-            for future in window:
-                future.cancel()
+            for pending in window:
+                pending.cancel()
 
 
 def _paragraphs(texts: list[str], boxes: list[tuple[float, float]], width: int) -> str:

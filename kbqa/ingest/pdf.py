@@ -26,6 +26,7 @@ from kbqa.errors import LoaderError
 from kbqa.ingest.ocr import (
     INSTALL_HINT,
     PageProgress,
+    Ready,
     in_order,
     ocr_available,
     ocr_image,
@@ -226,7 +227,7 @@ def _read_pages(pages: Iterable[_Page], total: int, path: Path,
     """
     skipped: list[int] = []
 
-    def jobs() -> Iterator[Callable[[], tuple[list[_Block], float, float]]]:
+    def jobs() -> Iterator[Callable[[], tuple[list[_Block], float, float]] | Ready[Any]]:
         for number, page in enumerate(pages, start=1):
             blocks, width, height = page.blocks, page.width, page.height
             if sum(map(_chars, blocks)) < _SCAN_MAX_CHARS and page.has_images():
@@ -234,7 +235,7 @@ def _read_pages(pages: Iterable[_Page], total: int, path: Path,
                     yield _ocr_job(page.render(), f"{path.name} page {number}", width, height)
                     continue
                 skipped.append(number)
-            yield lambda read=(blocks, width, height): read
+            yield Ready((blocks, width, height))
 
     for number, read in enumerate(in_order(jobs()), start=1):
         yield read
