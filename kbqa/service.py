@@ -16,6 +16,7 @@ from langchain_core.runnables import Runnable
 from kbqa.config import Settings
 from kbqa.errors import ConfigError, KnowledgeBaseError, SettingProblem
 from kbqa.kb import folders
+from kbqa.llm.stop import StopSignal
 from kbqa.models import Models
 from kbqa.qa.answers import Answer, Source, VariantAnswer
 from kbqa.qa.chain import fixed_context, is_refusal, qa_chain
@@ -364,19 +365,25 @@ def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | Non
     sources: list[Source] = []
     parts: list[str] = []
     grounding: Grounding | None = None
-    for chunk in chain.stream({"question": question, "history": history or []},
-                              config={"callbacks": [timer]}):
-        if "docs" in chunk:
-            timings["retrieve"] = time.perf_counter() - start
-            sources = [Source.from_document(d, question) for d in chunk["docs"]]
-            yield "sources", sources
-        if chunk.get("answer"):
-            if not parts:
-                timings["first_token"] = time.perf_counter() - start
-            parts.append(chunk["answer"])
-            yield "token", chunk["answer"]
-        if "grounded" in chunk:
-            grounding = chunk["grounded"]
+    stop = StopSignal()  # closing this stream early stops the model at its next token
+    chunks = chain.stream({"question": question, "history": history or []},
+                          config={"callbacks": [timer, stop]})
+    try:
+        for chunk in chunks:
+            if "docs" in chunk:
+                timings["retrieve"] = time.perf_counter() - start
+                sources = [Source.from_document(d, question) for d in chunk["docs"]]
+                yield "sources", sources
+            if chunk.get("answer"):
+                if not parts:
+                    timings["first_token"] = time.perf_counter() - start
+                parts.append(chunk["answer"])
+                yield "token", chunk["answer"]
+            if "grounded" in chunk:
+                grounding = chunk["grounded"]
+    finally:
+        stop.stop()
+        chunks.close()
     timer.wait_for_llm()
     timings["total"] = time.perf_counter() - start
     timings.update(timer.stages())  # the retriever's own span replaces the arrival time if seen

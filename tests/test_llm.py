@@ -148,3 +148,33 @@ def test_prefix_cache_is_kept_apart_per_adapter_state(tiny_llm: LocalLLM):
     assert shared.reused_tokens == 0  # a state never reads another state's cache
     plain.invoke(prompt, max_new_tokens=4)
     assert shared.reused_tokens > 0
+
+
+def test_closing_the_qa_chains_event_stream_stops_generation(tiny_llm: LocalLLM):
+    """The web app's stop button and a client leaving the server close the service's event
+    stream; LangChain's stream does not pass the close down to the model at once, so without a
+    stop signal the model kept generating to max_new_tokens while the close waited."""
+    import time
+
+    from langchain_core.documents import Document
+
+    from kbqa.config import Settings
+    from kbqa.qa.chain import fixed_context, qa_chain
+    from kbqa.service import _events
+
+    limit = 40
+    llm = tiny_llm.model_copy(update={"max_new_tokens": limit})
+    chain = qa_chain(Settings(grounding="off"), fixed_context(
+        [Document(page_content="猫是一种常见的家养动物。", metadata={"source": "cats.md"})]), llm)
+    steps = []  # one forward pass per generated token (and one for the prompt)
+    hook = tiny_llm.model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        events = _events(chain, "Write a very long story about a cat.", None)
+        assert next(kind for kind, _ in events if kind == "token")
+        events.close()
+        done = len(steps)
+        time.sleep(0.5)
+        assert len(steps) == done  # nothing generates any more
+    finally:
+        hook.remove()
+    assert 0 < done < limit / 2, done

@@ -275,14 +275,22 @@ def test_full_queue_answers_503_with_retry_after(server: Server) -> None:
 def test_a_client_leaving_mid_stream_frees_its_queue_place(server: Server) -> None:
     body = {"model": "plain", "kb": "hr", "stream": True, "max_tokens": 200,
             "messages": [{"role": "user", "content": QUESTION}]}
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {server.hr_key}"}) as response:
-        first = next(response.iter_lines())
-        assert '"sources"' in first and server.state.queue.stats()["in_queue"] == 1
-    deadline = time.monotonic() + 60
-    while server.state.queue.stats()["in_queue"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.state.queue.stats()["in_queue"] == 0
+    model = server.state.service.variant_model.base_model
+    steps: list[int] = []  # forward passes: one for the prompt, one per token generated
+    hook = model.register_forward_hook(lambda *_: steps.append(1))
+    try:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {server.hr_key}"}) as response:
+            lines = response.iter_lines()
+            assert '"sources"' in next(lines) and server.state.queue.stats()["in_queue"] == 1
+            assert '"content"' in next(line for line in lines if line)  # a token has come
+        deadline = time.monotonic() + 60
+        while server.state.queue.stats()["in_queue"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.state.queue.stats()["in_queue"] == 0
+    finally:
+        hook.remove()
+    assert len(steps) < 100, len(steps)  # stopped, not run on to its 200 tokens
     assert ask(server, extra_body={"kb": "hr"}).choices[0].message.content
 
 

@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
 from kbqa.llm.prefix_cache import PrefixCache, is_prompt_learning
+from kbqa.llm.stop import signals_in
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -278,8 +279,9 @@ class LocalLLM(LLM):
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=True, timeout=600)
         generation, lease = self._generation_kwargs(prompt, stop, **kwargs)
-        cancel = threading.Event()
-        generation["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
+        cancel = threading.Event()  # the consumer closed this stream
+        signals = signals_in(run_manager.handlers) if run_manager else []
+        generation["stopping_criteria"] = StoppingCriteriaList([_Cancelled([cancel, *signals])])
         errors: list[BaseException] = []
         outputs: list[Any] = []
 
@@ -343,13 +345,15 @@ class _Lease:
 
 
 class _Cancelled:
-    """A generate() stopping criterion that fires once the stream's consumer has gone away."""
+    """A generate() stopping criterion that fires once the stream's consumer has gone away or
+    the run's StopSignal is set."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, events: list[threading.Event]) -> None:
+        self.events = events
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+        stopped = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool,
                           device=input_ids.device)

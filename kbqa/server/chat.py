@@ -20,9 +20,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.runnables import RunnableConfig
 from starlette.concurrency import run_in_threadpool
 
 from kbqa.errors import KbqaError, KnowledgeBaseError
+from kbqa.llm.stop import StopSignal
 from kbqa.qa.answers import Source
 from kbqa.qa.chain import fixed_context, qa_chain
 from kbqa.qa.grounding import Grounding
@@ -91,15 +93,21 @@ def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | Non
             return
         with state.backend.activate(body.model, meter) as llm:
             llm = _overrides(llm, body)
+            stop = StopSignal()  # a client that leaves stops the model at its next token
+            config: RunnableConfig = {"callbacks": [stop]}
             if docs is None:
-                yield from (piece for piece in llm.stream(body.question) if piece)
-                return
-            chain = qa_chain(state.settings, fixed_context(docs), llm)
-            for part in chain.stream({"question": body.question, "history": body.history}):
-                if part.get("answer"):
-                    yield part["answer"]
-                if isinstance(part.get("grounded"), Grounding):
-                    yield part["grounded"]
+                pieces = (piece for piece in llm.stream(body.question, config=config) if piece)
+            else:
+                chain = qa_chain(state.settings, fixed_context(docs), llm)
+                parts = chain.stream({"question": body.question, "history": body.history},
+                                     config=config)
+                pieces = (piece for part in parts
+                          for piece in (part.get("answer"), part.get("grounded")) if piece)
+            try:
+                yield from pieces
+            finally:
+                stop.stop()
+                pieces.close()
 
 
 class ClientGone(Exception):

@@ -120,6 +120,7 @@ def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
     store = svc.conversations
     variant = variant_options(svc)[variant_label]
     saved = st.session_state[ANSWERING_KEY] = threading.Event()
+    events = None
     try:
         if not svc.models_ready(variant):
             with st.status(t("chat.loading"), expanded=False) as status:
@@ -132,22 +133,19 @@ def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
         slot = st.empty()
         slot.caption(t("chat.working"))
         events = svc.stream_variant(turn.question, variant, kb, history=previous)
-        try:
-            for kind, value in events:
-                if kind == "sources":
-                    turn.sources = value
-                elif kind == "token":
-                    if not turn.answer:
-                        turn.timings["first_token"] = time.perf_counter() - started
-                    turn.answer += value
-                    slot.markdown(turn.answer + "▌")
-                elif kind == "done":
-                    turn.answer, turn.refused = value.text, value.refused
-                    turn.sources = value.sources
-                    turn.timings = {**value.timings, **turn.timings}
-            turn.state = "done"
-        finally:
-            events.close()  # releases the shared model and stops its generation thread
+        for kind, value in events:
+            if kind == "sources":
+                turn.sources = value
+            elif kind == "token":
+                if not turn.answer:
+                    turn.timings["first_token"] = time.perf_counter() - started
+                turn.answer += value
+                slot.markdown(turn.answer + "▌")
+            elif kind == "done":
+                turn.answer, turn.refused = value.text, value.refused
+                turn.sources = value.sources
+                turn.timings = {**value.timings, **turn.timings}
+        turn.state = "done"
     except KbqaError as exc:
         turn.state, turn.error = "error", str(exc)
         show_error(exc)
@@ -155,10 +153,12 @@ def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
         if turn.state == "pending":
             turn.state = "stopped"
         turn.timings["total"] = time.perf_counter() - started
-        try:
+        try:  # saved first: the next run shows this turn as soon as it is saved
             store.save_turn(turn)
         finally:
             saved.set()
+            if events is not None:
+                events.close()  # releases the shared model and stops its generation
 
 
 def render() -> None:
