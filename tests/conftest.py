@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,44 @@ def default_llm_folder(model_cache: Path) -> Path:
     from kbqa.llm.loading import resolve_llm
 
     return resolve_llm("embedded", model_cache)
+
+
+# --- the real-browser tests (tests/browser_support.py); playwright is imported only when used ---
+
+@pytest.fixture
+def server(tmp_path: Path, default_llm_folder: Path) -> Iterator[str]:
+    """The web app with the default model (Qwen2.5-Coder-0.5B); yields its URL."""
+    from tests.browser_support import app_server
+
+    with app_server(tmp_path, {"llm": str(default_llm_folder)}) as url:
+        yield url
+
+
+@pytest.fixture
+def tiny_server(tmp_path: Path, tiny_llm_folder: Path) -> Iterator[str]:
+    """The web app with the tiny SmolLM2-135M (fast; for what the page does, not what it
+    answers)."""
+    from tests.browser_support import app_server
+
+    with app_server(tmp_path, {"llm": str(tiny_llm_folder), "llm_dtype": "float32",
+                               "max_new_tokens": 60}) as url:
+        yield url
+
+
+@pytest.fixture
+def page(tmp_path: Path):
+    """A page of Debian's chromium in a fresh profile, allowed to use the clipboard."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        # a fresh profile (--user-data-dir) per test, as playwright wants it passed
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+            permissions=["clipboard-read", "clipboard-write"], accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        yield page
+        context.close()

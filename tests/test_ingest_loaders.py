@@ -123,6 +123,29 @@ def test_pdf_pages_and_chinese_text(tmp_path: Path) -> None:
     }
 
 
+def test_pdf_page_png_is_the_page_asked_for(tmp_path: Path) -> None:
+    """The web app's view of a cited PDF page: that page, as an image of the asked width, and a
+    clear error for a page the file does not have."""
+    import io
+
+    from PIL import Image
+
+    from kbqa.ingest.pdf import page_png
+
+    path = make_pdf(tmp_path / "两页.pdf", [["第一页"], ["第二页" * 10]])
+    first, second = (Image.open(io.BytesIO(page_png(path, n, width=400))) for n in (1, 2))
+    assert first.format == second.format == "PNG"
+    assert abs(first.width - 400) <= 1 and first.height > first.width  # A4 portrait
+    # page 2 has more text than page 1: more dark pixels
+    dark = [sum(1 for v in img.convert("L").getdata() if v < 128) for img in (first, second)]
+    assert dark[1] > dark[0] > 0, dark
+    with pytest.raises(LoaderError, match="has 2 pages, not a page 3"):
+        page_png(path, 3)
+    (tmp_path / "坏.pdf").write_bytes(b"%PDF-1.4 broken")
+    with pytest.raises(LoaderError, match="corrupt or not a valid PDF"):
+        page_png(tmp_path / "坏.pdf", 1)
+
+
 def test_docx_headings_from_styles_table_as_markdown_and_no_page_header(tmp_path: Path) -> None:
     docs = load_file(make_docx(tmp_path / "product.docx"))
     assert texts(docs) == [

@@ -176,6 +176,14 @@ def _ask(page, question: str, message: int) -> tuple[float, float]:
     return round(first, 3), round(full, 3)
 
 
+def _lines_without_buttons(column) -> list[str]:
+    """A column's text lines, less its copy button's (its label and icon)."""
+    buttons = column.locator('[data-testid="stPopover"]').all_inner_texts()
+    skip = {line.strip() for text in buttons for line in text.splitlines()}
+    return [line for line in column.inner_text().splitlines()
+            if line.strip() and line.strip() not in skip]
+
+
 def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
                                        default_llm_folder: Path) -> None:
     doc = tmp_path / "员工手册.md"
@@ -226,8 +234,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     _shot(page, tmp_path, "compare")
     columns = page.locator('[data-testid="stColumn"]')
     expect(columns).to_have_count(2)
-    plain, adapter = ([line for line in columns.nth(i).inner_text().splitlines() if line.strip()]
-                      for i in range(2))
+    plain, adapter = (_lines_without_buttons(columns.nth(i)) for i in range(2))
     print("compare columns:", plain, adapter)
     # each column: the variant's name, its own answer (with the fact), its timing, what it ran as
     assert plain[0] == "plain" and plain[-1] == "plain 模型（禁用适配器，同一权重）"

@@ -202,6 +202,30 @@ def _pdfium_page(page: Any) -> _Page:
                  render=lambda: page.render(scale=_OCR_DPI / 72, grayscale=True).to_pil())
 
 
+def page_png(path: Path, number: int, *, width: int = 1000) -> bytes:
+    """Page `number` (1-based) of a PDF as a PNG about `width` pixels wide, so a reader can see a
+    cited page as printed; LoaderError when the file or the page cannot be read."""
+    import io
+
+    import pypdfium2 as pdfium
+
+    with _pdfium_lock:  # PDFium is not thread-safe; the web app renders from several sessions
+        try:
+            document = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as exc:
+            raise _corrupt(path, exc) from exc
+        try:
+            if not 1 <= number <= len(document):
+                raise LoaderError(f"{path.name} has {len(document)} pages, not a page {number}")
+            page = document[number - 1]
+            image = page.render(scale=width / page.get_width()).to_pil()
+        finally:
+            document.close()
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _encrypted(path: Path) -> LoaderError:
     return LoaderError(f"{path.name}: encrypted PDF; remove its password first")
 

@@ -45,7 +45,13 @@ from kbqa.kb import embedding_cache, folders, manifest, reads
 from kbqa.kb.folders import DEFAULT_LOCK_TIMEOUT_S, exclusive_lock
 from kbqa.kb.reads import DocumentRecord, LexicalRow
 from kbqa.kb.results import IngestStats
-from kbqa.vector_backends import IndexChoice, VectorBackend, VectorDelta, VectorStoreConfig, open_backend
+from kbqa.vector_backends import (
+    IndexChoice,
+    VectorBackend,
+    VectorDelta,
+    VectorStoreConfig,
+    open_backend,
+)
 from kbqa.vector_backends.faiss_index import AUTO_IVF_MIN_CHUNKS, IndexType
 
 __all__ = ["KnowledgeBaseFolder", "WriteTimings"]
@@ -225,6 +231,11 @@ class KnowledgeBaseFolder:
         """The source files in this knowledge base, sorted by path."""
         with self._lock:
             return reads.documents(self._conn)
+
+    def document_chunks(self, source: str) -> list[Document]:
+        """A document's chunks in order (empty if the knowledge base has no such document)."""
+        with self._lock:
+            return reads.document_chunks(self._conn, source)
 
     def chunk_texts(self) -> tuple[int, list[int], list[str]]:
         """(generation, chunk ids, texts) in one snapshot (reads.chunk_texts)."""

@@ -119,6 +119,14 @@ def get_chunks(conn: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, 
     return found
 
 
+def document_chunks(conn: sqlite3.Connection, source: str) -> list[Document]:
+    """One document's chunks in the order it was split into them (a chunk viewer reads them)."""
+    rows = conn.execute(
+        "SELECT c.id, c.key, c.text, c.metadata FROM chunks c JOIN documents d "
+        "ON c.document_id = d.id WHERE d.source = ? ORDER BY c.id", (source,)).fetchall()
+    return [manifest.to_document(*row) for row in rows]
+
+
 def texts_by_id(conn: sqlite3.Connection,
                 chunk_ids: list[int] | None) -> list[tuple[int, str]]:
     """(id, text) of the given chunks (None: all) that the manifest has, ascending by id."""

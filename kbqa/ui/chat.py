@@ -12,10 +12,12 @@ from kbqa.conversations import Conversation, ConversationStore, Turn
 from kbqa.errors import KbqaError
 from kbqa.service import KbqaService
 from kbqa.ui.common import (
+    copy_button,
     current_kb,
     default_variant_label,
     explain_unfit_adapters,
     flash,
+    kb_sources,
     render_refusal,
     render_sources,
     service,
@@ -94,7 +96,7 @@ def _rate(store: ConversationStore, turn_id: int) -> None:
         store.rate(turn_id, 1 if value == 1 else -1)
 
 
-def _show_turn(store: ConversationStore, turn: Turn) -> None:
+def _show_turn(store: ConversationStore, turn: Turn, documents: set[str]) -> None:
     st.chat_message("user").write(turn.question)
     with st.chat_message("assistant"):
         if turn.error:
@@ -103,8 +105,10 @@ def _show_turn(store: ConversationStore, turn: Turn) -> None:
         st.write(turn.answer + (f"\n\n{t('chat.stopped')}" if turn.state == "stopped" else ""))
         if turn.refused:
             render_refusal()
-        render_sources(turn.sources, turn.answer)
+        render_sources(turn.sources, turn.answer, documents=documents, key=f"turn{turn.id}")
         _timing_caption(turn)
+        if turn.answer:
+            copy_button(turn.answer, key=f"chat_copy_{turn.id}")
         if turn.state == "done":
             key = f"chat_rating_{turn.id}"
             if key not in st.session_state and turn.rating is not None:
@@ -192,8 +196,9 @@ def render() -> None:
     if cols[1].button(t("chat.clear"), key="chat_clear", disabled=not turns):
         store.clear(conversation.id)  # type: ignore[union-attr]  # turns imply a conversation
         st.rerun()
+    documents = kb_sources(svc, kb) if turns else set()
     for turn in turns:
-        _show_turn(store, turn)
+        _show_turn(store, turn, documents)
     question = st.chat_input(t("chat.input"))
     if not question:
         return

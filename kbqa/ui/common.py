@@ -3,6 +3,7 @@ outlive a rerun, and how a source is shown."""
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,7 +12,7 @@ import streamlit as st
 
 from kbqa.adapters.variants import Variant, adapter_fits
 from kbqa.config import load_settings
-from kbqa.errors import AdapterError, KbqaError
+from kbqa.errors import AdapterError, KbqaError, LoaderError
 from kbqa.qa.answers import Source
 from kbqa.qa.snippets import highlighted_markdown
 from kbqa.service import KbqaService
@@ -140,9 +141,57 @@ def show_error(exc: KbqaError) -> None:
         st.error(str(exc))
 
 
-def render_sources(sources: list[Source], answer: str = "") -> None:
+def copy_button(text: str, key: str) -> None:
+    """A copy button: it opens the answer in a code block, whose own copy icon (Streamlit's, no
+    injected script) puts it on the clipboard."""
+    with st.popover(t("answer.copy"), icon=":material/content_copy:", key=key,
+                    help=t("answer.copy_help")):
+        st.code(text, language=None, wrap_lines=True)
+
+
+def kb_sources(svc: KbqaService, kb: str | None) -> set[str]:
+    """The documents (server paths) a knowledge base holds now: only their files are offered."""
+    if kb is None:
+        return set()
+    try:
+        return {d.source for d in svc.knowledge_base(kb).documents()}
+    except KbqaError:
+        return set()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _page_png(path: str, page: int, _mtime_ns: int) -> bytes:
+    from kbqa.ingest.pdf import page_png
+
+    return page_png(Path(path), page)
+
+
+def original_file(source: str, filename: str, page: int | None, key: str) -> None:
+    """A download button for the document's file as stored (never its server path), and for a
+    PDF a switch showing the cited page as printed."""
+    path = Path(source)
+    if not path.is_file():
+        st.caption(t("source.missing"))
+        return
+    st.download_button(t("source.download"), data=path.read_bytes, file_name=filename,
+                       mime=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+                       key=f"{key}_file", on_click="ignore", icon=":material/download:")
+    if page and path.suffix.lower() == ".pdf" and st.toggle(t("source.show_page", page=page),
+                                                            key=f"{key}_page"):
+        try:
+            with st.spinner(t("source.rendering")):
+                image = _page_png(str(path), int(page), path.stat().st_mtime_ns)
+            st.image(image, caption=t("source.page_caption", file=filename, page=page))
+        except LoaderError as exc:
+            st.error(str(exc))
+
+
+def render_sources(sources: list[Source], answer: str = "", *, documents: set[str] | None = None,
+                   key: str = "sources") -> None:
     """Each cited passage under its file name and heading (never the server's path): a table as a
-    table, the answer's words marked, the document's own text never taken as markup."""
+    table, the answer's words marked, the document's own text never taken as markup; the original
+    file to open when it is one of `documents` (the knowledge base's, so a saved conversation
+    never hands out a file since removed from it)."""
     if not sources:
         st.caption(t("sources.none"))
         return
@@ -152,6 +201,10 @@ def render_sources(sources: list[Source], answer: str = "") -> None:
         with st.expander(f"[{number}] {source.location()}{score}"):
             # safe: highlighted_markdown escapes the passage; its only HTML is its own <mark>
             st.markdown(highlighted_markdown(source.snippet, answer), unsafe_allow_html=True)
+            if documents is not None and source.source in documents:
+                original_file(source.source, source.filename, source.page, f"{key}_{number}")
+            elif documents is not None:
+                st.caption(t("source.removed"))
 
 
 def timing_text(timings: dict[str, float]) -> str:

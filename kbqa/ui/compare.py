@@ -5,11 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from kbqa.errors import KbqaError
-from kbqa.qa.answers import VariantAnswer
+from kbqa.qa.answers import Source, VariantAnswer
+from kbqa.service import KbqaService
 from kbqa.ui.common import (
     PLAIN_LABEL,
+    copy_button,
     current_kb,
     explain_unfit_adapters,
+    kb_sources,
     render_refusal,
     render_sources,
     service,
@@ -22,7 +25,7 @@ from kbqa.ui.i18n import t
 RESULT_KEY = "compare_result"
 
 
-def _column(answer: VariantAnswer) -> None:
+def _column(answer: VariantAnswer, index: int) -> None:
     st.markdown(f"**{answer.variant.label}**")
     if answer.error:
         st.error(t("compare.failed"))
@@ -30,6 +33,8 @@ def _column(answer: VariantAnswer) -> None:
             st.code(answer.error)
         return
     st.write(answer.text or "…")
+    if answer.text:
+        copy_button(answer.text, key=f"compare_copy_{index}")
     if answer.refused:
         render_refusal()
     if "total" in answer.timings:
@@ -43,6 +48,18 @@ def _column(answer: VariantAnswer) -> None:
     elif check is not None:
         st.error(t("compare.not_applied", reasons="; ".join(check.reasons)),
                  icon=":material/error:")
+
+
+def _shared_context(svc: KbqaService, kb: str, sources: list[Source],
+                    answers: list[VariantAnswer]) -> None:
+    """The passages every variant read, with one chosen answer's span marked in them (the first
+    adapter's by default: the answer being tried out)."""
+    st.subheader(t("compare.context"))
+    labels = [a.variant.label for a in answers]
+    marked = st.radio(t("compare.mark"), range(len(answers)), format_func=labels.__getitem__,
+                      index=1 if len(answers) > 1 else 0, horizontal=True, key="compare_mark")
+    render_sources(sources, answers[marked].text if answers else "",
+                   documents=kb_sources(svc, kb), key="compare_sources")
 
 
 def render() -> None:
@@ -64,6 +81,7 @@ def render() -> None:
         return
     if st.button(t("compare.go"), key="compare_go", type="primary") and question.strip():
         variants = [options[label] for label in [PLAIN_LABEL, *chosen]]
+        st.session_state.pop("compare_mark", None)  # the last result's choice: maybe no longer one
         cols = st.columns(len(variants))
         slots = [col.empty() for col in cols]
         for slot, variant in zip(slots, variants):
@@ -76,21 +94,20 @@ def render() -> None:
                         sources = value
                     else:
                         with slots[len(answers)].container():
-                            _column(value)
+                            _column(value, len(answers))
                         answers.append(value)
         except KbqaError as exc:
             st.error(str(exc))
             return
         st.session_state[RESULT_KEY] = {"question": question, "sources": sources,
                                         "answers": answers}
-        st.subheader(t("compare.context"))
-        render_sources(sources)
+        _shared_context(svc, kb, sources, answers)
         return
     result = st.session_state.get(RESULT_KEY)
     if result:
         st.caption(t("compare.last", question=result["question"]))
-        for col, answer in zip(st.columns(len(result["answers"])), result["answers"]):
+        for index, (col, answer) in enumerate(zip(st.columns(len(result["answers"])),
+                                                  result["answers"])):
             with col:
-                _column(answer)
-        st.subheader(t("compare.context"))
-        render_sources(result["sources"])
+                _column(answer, index)
+        _shared_context(svc, kb, result["sources"], result["answers"])

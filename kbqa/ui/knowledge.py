@@ -12,8 +12,9 @@ import streamlit as st
 
 from kbqa.errors import KbqaError
 from kbqa.kb.uploads import UploadOutcome, supported_suffixes
+from kbqa.qa.snippets import escape_markdown
 from kbqa.service import KbqaService
-from kbqa.ui.common import current_kb, flash, select_kb, service
+from kbqa.ui.common import current_kb, flash, original_file, select_kb, service
 from kbqa.ui.i18n import t
 
 RESULTS_KEY = "kb_last_results"
@@ -192,6 +193,45 @@ def _documents(svc: KbqaService, kb: str) -> None:
                 st.error(str(exc))
 
 
+CHUNKS_PER_PAGE = 10
+
+
+def _chunk_viewer(svc: KbqaService, kb: str) -> None:
+    """One document's chunks in order, as the index holds them (what retrieval can find), a page
+    at a time; its original file to download."""
+    try:
+        docs = svc.knowledge_base(kb).documents()
+    except KbqaError:
+        return  # _documents has said why
+    if not docs:
+        return
+    st.subheader(t("kb.chunks_header"))
+    by_source = {d.source: d for d in docs}
+    chosen = st.selectbox(t("kb.chunks_pick"), list(by_source), key=f"kb_chunks_doc_{kb}",
+                          format_func=lambda source: by_source[source].filename)
+    doc = by_source[chosen]
+    chunks = svc.knowledge_base(kb).document_chunks(doc.source)
+    original_file(doc.source, doc.filename, None, key=f"kb_chunks_{kb}")
+    pages = max(1, -(-len(chunks) // CHUNKS_PER_PAGE))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(t("kb.chunks_page", pages=pages), min_value=1,
+                                   max_value=pages, step=1, key=f"kb_chunks_page_{kb}_{chosen}"))
+    first = (page - 1) * CHUNKS_PER_PAGE
+    st.caption(t("kb.chunks_range", file=doc.filename, count=len(chunks), first=first + 1,
+                 last=min(first + CHUNKS_PER_PAGE, len(chunks))))
+    for number, chunk in enumerate(chunks[first:first + CHUNKS_PER_PAGE], start=first + 1):
+        meta = chunk.metadata
+        where = [t("kb.chunk_title", number=number)]
+        if meta.get("page"):
+            where.append(t("kb.chunk_page", page=meta["page"]))
+        if meta.get("heading"):
+            where.append(escape_markdown(str(meta["heading"])))
+        with st.container(border=True):
+            st.markdown(f"**{' · '.join(where)}**")
+            st.code(chunk.page_content, language=None, wrap_lines=True)
+
+
 def render() -> None:
     svc = service()
     st.header(t("kb.header"))
@@ -201,3 +241,4 @@ def render() -> None:
         return
     _upload(svc, kb)
     _documents(svc, kb)
+    _chunk_viewer(svc, kb)
