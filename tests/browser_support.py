@@ -116,7 +116,7 @@ def wait_answer_text(page, index: int) -> None:
 
 def wait_message(page, index: int, *texts: str) -> None:
     """Until chat message `index` shows any of `texts` ('▌' is the cursor of a streaming answer;
-    ' total ' is in the timing caption written once the answer is complete)."""
+    '总计 ' is in the timing caption written once the answer is complete)."""
     page.wait_for_function(f"""() => {{ const t = ({MESSAGE_JS})({index});
         return {json.dumps(list(texts))}.some(x => t.includes(x)); }}""", polling=10)
 
@@ -130,7 +130,7 @@ def ask(page, question: str, message: int) -> tuple[float, float]:
     box.press("Enter")
     wait_answer_text(page, message)
     first = time.perf_counter() - start
-    wait_message(page, message, " total ")
+    wait_message(page, message, "总计 ")
     full = time.perf_counter() - start
     idle(page)
     return round(first, 3), round(full, 3)

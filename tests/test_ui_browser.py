@@ -15,165 +15,32 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import tomllib
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import tomli_w
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.ui_support import APP, DOC_TEXT, QUESTION, ROOT
+from tests.browser_support import (
+    BROWSER_MARKS,
+    SCREENSHOT_DIR,
+    ask,
+    choose,
+    idle,
+    ingest,
+    message,
+    shot,
+    sidebar_kb,
+    table,
+    wait_answer_text,
+    wait_message,
+)
+from tests.ui_support import DOC_TEXT, QUESTION
 
-CHROMIUM = Path("/usr/bin/chromium")
 DIRECT_ADAPTER = "qwen0.5b-cmrc-direct"  # the first adapter in adapters/: Compare's default
-# read at import: the autouse fixture in conftest.py clears KBQA_* variables for each test
-SCREENSHOT_DIR = os.environ.get("KBQA_SCREENSHOT_DIR")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"]
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed "
-                                 "(apt-get install chromium fonts-noto-cjk)")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _app(tmp_path: Path, config: dict[str, object]) -> Iterator[str]:
-    """`streamlit run` on a free port with `config` as KBQA_HOME/config.toml; yields its URL."""
-    home = Path(os.environ["KBQA_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
-    port = _free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    env = {**os.environ, "KBQA_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()}")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path, default_llm_folder: Path) -> Iterator[str]:
-    """The app with the default model (Qwen2.5-Coder-0.5B)."""
-    with _app(tmp_path, {"llm": str(default_llm_folder)}) as url:
-        yield url
-
-
-@pytest.fixture
-def tiny_server(tmp_path: Path, tiny_llm_folder: Path) -> Iterator[str]:
-    """The app with the tiny SmolLM2-135M (fast; for what the page does, not what it answers)."""
-    with _app(tmp_path, {"llm": str(tiny_llm_folder), "llm_dtype": "float32",
-                         "max_new_tokens": 60}) as url:
-        yield url
-
-
-@pytest.fixture
-def page(tmp_path: Path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        # a fresh profile (--user-data-dir) per test, as playwright wants it passed
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(180_000)
-        yield page
-        context.close()
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / "screenshots" / f"{name}.png"
-    path.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
-    if SCREENSHOT_DIR:
-        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(SCREENSHOT_DIR) / path.name)
-    return path
-
-
-def _idle(page) -> None:
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
-
-
-_MESSAGE_JS = """(index) => {
-    const m = document.querySelectorAll('[data-testid="stChatMessage"]')[index];
-    return m ? m.innerText : '';
-}"""
-
-
-def _message(page, index: int) -> str:
-    return page.evaluate(_MESSAGE_JS, index)
-
-
-_ANSWER_SHOWN_JS = """(index) => {
-    const m = document.querySelectorAll('[data-testid="stChatMessage"]')[index];
-    if (!m) return false;
-    const skip = '[data-testid="stSpinner"], [data-testid="stCaptionContainer"], button, '
-               + '[data-testid="stExpander"], [data-testid="stAlert"]';
-    return [...m.querySelectorAll('[data-testid="stMarkdownContainer"]')]
-        .some(el => !el.closest(skip) && el.innerText.trim());
-}"""
-
-
-def _wait_answer_text(page, index: int) -> None:
-    """Until chat message `index` shows answer text (its first token, while streaming)."""
-    page.wait_for_function(f"() => ({_ANSWER_SHOWN_JS})({index})", polling=10)
-
-
-def _wait_message(page, index: int, *texts: str) -> None:
-    """Until chat message `index` shows any of `texts` ('▌' is the cursor of a streaming answer;
-    '总计 ' is in the timing caption written once the answer is complete)."""
-    page.wait_for_function(f"""() => {{ const t = ({_MESSAGE_JS})({index});
-        return {json.dumps(list(texts))}.some(x => t.includes(x)); }}""", polling=10)
-
-
-def _ask(page, question: str, message: int) -> tuple[float, float]:
-    """Press Enter on a question; seconds until the first answer text shows, and until the
-    answer is complete (its timing caption, written after the last token, is shown)."""
-    box = page.locator('[data-testid="stChatInputTextArea"]')
-    box.fill(question)
-    start = time.perf_counter()
-    box.press("Enter")
-    _wait_answer_text(page, message)
-    first = time.perf_counter() - start
-    _wait_message(page, message, "总计 ")
-    full = time.perf_counter() - start
-    _idle(page)
-    return round(first, 3), round(full, 3)
+pytestmark = BROWSER_MARKS
 
 
 def _lines_without_buttons(column) -> list[str]:
@@ -199,8 +66,8 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     page.get_by_role("button", name="导入", exact=True).click()
     page.get_by_text("导入结果：新增 1 个").wait_for()
     page.get_by_text("1 个文档", exact=False).wait_for()
-    _idle(page)
-    _shot(page, tmp_path, "knowledge")
+    idle(page)
+    shot(page, tmp_path, "knowledge")
 
     # Chat: ask; the answer streams in, then its source. Asked twice: the first question also
     # loads the model (cold), the second shows the steady state (warm).
@@ -208,7 +75,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     timings: dict[str, object] = {"model": "embedded (Qwen2.5-Coder-0.5B-Instruct, bf16)"}
     for turn, (label, question) in enumerate([("cold", QUESTION),
                                               ("warm", "在公司工作满十年的员工每年享有几天带薪年假？")]):
-        first, full = _ask(page, question, message=2 * turn + 1)
+        first, full = ask(page, question, message=2 * turn + 1)
         timings[f"{label}_first_token_s"], timings[f"{label}_full_answer_s"] = first, full
         text = page.locator('[data-testid="stChatMessage"]').nth(2 * turn + 1).inner_text()
         load = re.search(r"模型加载 ([\d.]+) 秒", text)
@@ -217,7 +84,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
             timings["cold_model_load_s_shown"] = float(load.group(1))
         assert "员工手册.md · 年假制度" in text, text
         assert ("10" in text or "十" in text) if turn == 0 else ("15" in text or "十五" in text), text
-    _shot(page, tmp_path, "chat")
+    shot(page, tmp_path, "chat")
     (tmp_path / "screenshots" / "timings.json").write_text(json.dumps(timings, indent=1))
     if SCREENSHOT_DIR:
         shutil.copy(tmp_path / "screenshots" / "timings.json", SCREENSHOT_DIR)
@@ -227,11 +94,11 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     page.goto(f"{server}/?page=compare")
     page.get_by_label("问题", exact=True).fill(QUESTION)
     page.get_by_label("问题", exact=True).press("Enter")
-    _idle(page)
+    idle(page)
     page.get_by_role("button", name="对比", exact=True).click()
     page.get_by_text("共享的检索上下文", exact=False).first.wait_for()
-    _idle(page)
-    _shot(page, tmp_path, "compare")
+    idle(page)
+    shot(page, tmp_path, "compare")
     columns = page.locator('[data-testid="stColumn"]')
     expect(columns).to_have_count(2)
     plain, adapter = (_lines_without_buttons(columns.nth(i)) for i in range(2))
@@ -259,18 +126,18 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     _open_report(page, report)
     page.get_by_text("中没有 report.html", exact=False).wait_for()
     page.get_by_text("答案对照", exact=True).wait_for()
-    _idle(page)
-    _shot(page, tmp_path, "evaluation")
+    idle(page)
+    shot(page, tmp_path, "evaluation")
     tables = page.locator('[data-testid="stTable"]')
     expect(tables).to_have_count(2)  # metrics, then answers side by side
-    metrics = _table(tables.nth(0))
+    metrics = table(tables.nth(0))
     print("evaluation metrics table:", metrics)
     assert len(metrics) == 1 and metrics[0]["变体"] == "plain"
     shown = {key: float(value) for key, value in metrics[0].items() if key != "变体"}
     assert shown == pytest.approx({"n": 2, "检索 hit@1": 0.85, "检索 hit@5": 0.91,
                                    "检索 mrr": 0.88, "em": 0.32, "f1": 0.54,
                                    "rouge_l": 0.5, "refusal_rate": 0.66})
-    assert _table(tables.nth(1)) == [{"qid": "q1", "plain": "10天"}]
+    assert table(tables.nth(1)) == [{"qid": "q1", "plain": "10天"}]
     expect(page.get_by_text("指标", exact=True)).to_have_count(1)
 
     # Settings: change top-k, save; the file holds it and a reload of the page shows it
@@ -281,8 +148,8 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     top_k.fill("7")
     page.get_by_role("button", name="保存", exact=True).click()
     page.get_by_text("已保存到", exact=False).wait_for()
-    _idle(page)
-    _shot(page, tmp_path, "settings")
+    idle(page)
+    shot(page, tmp_path, "settings")
     saved = tomllib.loads((Path(os.environ["KBQA_HOME"]) / "config.toml").read_text("utf-8"))
     assert saved["retrieval"]["top_k"] == 7 and saved["llm"]["model"] == str(default_llm_folder)
     page.reload()
@@ -298,46 +165,12 @@ def _open_report(page, folder: Path) -> None:
     field.press("Enter")
 
 
-def _table(locator) -> list[dict[str, str]]:
-    """A rendered st.table as rows of {header: cell text} (an unnamed index column left out)."""
-    rows = locator.evaluate("""(el) => [...el.querySelectorAll('tr')].map(
-        tr => [...tr.querySelectorAll('th, td')].map(cell => cell.innerText.trim()))""")
-    header, *body = rows
-    skip = 1 if header and header[0] == "" else 0
-    return [dict(zip(header[skip:], row[skip:], strict=True)) for row in body]
 
 
-def _ingest(tmp_path: Path, kb: str = "公司制度") -> None:
-    """The handbook in knowledge base `kb`, written on disk before the page opens it."""
-    from kbqa.config import load_settings
-    from kbqa.service import KbqaService
-
-    doc = tmp_path / "docs" / "员工手册.md"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(DOC_TEXT, encoding="utf-8")
-    KbqaService(load_settings()).ingest([doc], kb)
 
 
-def _sidebar_kb(page) -> str:
-    """What the sidebar's knowledge base selector shows (its label and chosen value)."""
-    return page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.evaluate(
-        "el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value).join(' ')")
 
 
-def _choose(page, label: str, option: str) -> None:
-    """Open a selectbox and click `option` in its dropdown list."""
-    box = page.get_by_label(label, exact=True)
-    item = page.get_by_role("listbox").get_by_text(option, exact=True)
-    for _ in range(3):  # a click during a rerun or an expander's animation may not open it
-        box.click()
-        try:
-            item.wait_for(timeout=3000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    item.click()
-    _idle(page)
-    expect(box).to_have_value(option)
 
 
 def test_kb_create_selects_it_and_delete_needs_the_name_each_time(tiny_server: str, page,
@@ -348,35 +181,35 @@ def test_kb_create_selects_it_and_delete_needs_the_name_each_time(tiny_server: s
         page.get_by_label("新知识库名称").fill(name)
         page.get_by_role("button", name="创建", exact=True).click()
         page.get_by_text(f"已创建知识库“{name}”").wait_for()
-        _idle(page)
+        idle(page)
         # item 7: the new knowledge base is the one in use, so staged files go into it
-        assert name in _sidebar_kb(page), _sidebar_kb(page)
+        assert name in sidebar_kb(page), sidebar_kb(page)
         page.get_by_text(f"上传文件到“{name}”").wait_for()
 
     # item 1: delete 临时库2 by typing its name; then the next knowledge base is not armed
     page.get_by_text("删除一个知识库").click()
-    _choose(page, "要删除的知识库", "临时库2")
+    choose(page, "要删除的知识库", "临时库2")
     confirm = page.get_by_label("输入要删除的知识库名称以确认")
     confirm.fill("临时库2")
     page.get_by_role("button", name="删除知识库", exact=True).click()
     # the message says what happened (on failure, expect shows the message the page gave)
     expect(page.locator('[data-testid="stAlert"]').first).to_contain_text("已删除知识库“临时库2”")
-    _idle(page)
+    idle(page)
     if not page.get_by_label("要删除的知识库", exact=True).is_visible():
         page.get_by_text("删除一个知识库").click()
     expect(page.get_by_label("输入要删除的知识库名称以确认")).to_have_value("", timeout=10_000)
-    _choose(page, "要删除的知识库", "公司制度")
+    choose(page, "要删除的知识库", "公司制度")
     page.get_by_role("button", name="删除知识库", exact=True).click()  # nothing typed
-    _idle(page)
+    idle(page)
     page.get_by_text("名称不符", exact=False).first.wait_for()
-    _shot(page, tmp_path, "knowledge-delete-refused")
+    shot(page, tmp_path, "knowledge-delete-refused")
     assert (Path(os.environ["KBQA_HOME"]) / "kb" / "公司制度").is_dir()
-    assert "公司制度" in _sidebar_kb(page)
+    assert "公司制度" in sidebar_kb(page)
 
 
 def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server: str, page,
                                                                    tmp_path: Path) -> None:
-    _ingest(tmp_path)
+    ingest(tmp_path)
     page.set_default_timeout(90_000)
     page.goto(f"{tiny_server}/?page=chat")
     box = page.locator('[data-testid="stChatInputTextArea"]')
@@ -384,13 +217,13 @@ def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server
     first_question, second_question = QUESTION, "在公司工作满十年的员工每年享有几天带薪年假？"
     box.fill(first_question)
     box.press("Enter")
-    _wait_answer_text(page, 1)  # the first answer is streaming ...
+    wait_answer_text(page, 1)  # the first answer is streaming ...
     box.fill(second_question)
     start = time.perf_counter()
     box.press("Enter")  # ... when the second question is sent
-    _wait_message(page, 3, "总计 ")
+    wait_message(page, 3, "总计 ")
     waited = time.perf_counter() - start
-    _idle(page)
+    idle(page)
     messages = page.locator('[data-testid="stChatMessage"]').all_inner_texts()
     assert len(messages) == 4, messages
     assert first_question in messages[0] and second_question in messages[2]
@@ -404,20 +237,20 @@ def test_question_while_an_answer_streams_keeps_the_earlier_exchange(tiny_server
     # the first question again (the same prompt as above, so again a long answer)
     page.get_by_role("button", name="新对话").click()
     expect(page.locator('[data-testid="stChatMessage"]')).to_have_count(0)
-    _idle(page)
+    idle(page)
     box.fill(first_question)
     box.press("Enter")
-    _wait_answer_text(page, 1)
+    wait_answer_text(page, 1)
     page.get_by_role("button", name="停止生成").click()
-    _wait_message(page, 1, "总计 ")
-    _idle(page)
-    assert "已停止生成" in _message(page, 1), _message(page, 1)
+    wait_message(page, 1, "总计 ")
+    idle(page)
+    assert "已停止生成" in message(page, 1), message(page, 1)
     # the rerun after the stop removes the button; on a loaded machine it may come a moment later
     expect(page.get_by_role("button", name="停止生成")).to_have_count(0, timeout=30_000)
-    _shot(page, tmp_path, "chat-stopped")
+    shot(page, tmp_path, "chat-stopped")
     # both conversations are saved: listed in the sidebar after a reload, the newest shown
     page.reload()
-    _wait_message(page, 1, "已停止生成")
+    wait_message(page, 1, "已停止生成")
     sidebar = page.locator('[data-testid="stSidebar"]').get_by_role("button")
     # the sidebar renders after the page's first message: wait for it, then read it
     expect(sidebar.filter(has_text=first_question)).to_have_count(2, timeout=30_000)
@@ -444,13 +277,13 @@ def test_report_plot_fits_its_frame(tiny_server: str, page, tmp_path: Path) -> N
     page.goto(f"{tiny_server}/?page=evaluation")
     _open_report(page, report)
     page.get_by_text("report.html", exact=True).wait_for()
-    _idle(page)
+    idle(page)
     frame_element = page.locator("iframe").first
     frame_element.wait_for()
     frame = frame_element.element_handle().content_frame()
     frame.locator("#end").wait_for()
     page.wait_for_timeout(1000)  # the frame's height follows its content
-    _shot(page, tmp_path, "evaluation-report")
+    shot(page, tmp_path, "evaluation-report")
     inside = frame.evaluate("""() => {
         const img = document.querySelector('img').getBoundingClientRect();
         const root = document.documentElement;
@@ -484,7 +317,7 @@ def test_a_table_source_is_a_table_with_the_answer_marked(tiny_server: str, page
     KbqaService(load_settings()).ingest([sheet], "产品")
     page.set_default_timeout(90_000)
     page.goto(f"{tiny_server}/?page=chat")
-    _ask(page, "星河X3的最大吸力是多少？", message=1)
+    ask(page, "星河X3的最大吸力是多少？", message=1)
     source = page.locator('[data-testid="stChatMessage"]').nth(1).locator(
         '[data-testid="stExpander"]').first
     source.locator("summary").click()
@@ -507,7 +340,7 @@ def test_a_table_source_is_a_table_with_the_answer_marked(tiny_server: str, page
     print("answer:", turn.answer, "marked:", marked)
     assert [m.strip() for m in source.locator("mark").all_inner_texts()] == [
         m.replace("\\", "") for m in marked]
-    _shot(page, tmp_path, "chat-table-source")
+    shot(page, tmp_path, "chat-table-source")
 
 
 _UPLOAD_BUTTON_JS = """() => {
@@ -520,7 +353,7 @@ _UPLOAD_BUTTON_JS = """() => {
 
 def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
                                                      tmp_path: Path) -> None:
-    _ingest(tmp_path)
+    ingest(tmp_path)
     page.set_default_timeout(60_000)
     sidebar = page.locator('[data-testid="stSidebar"]')
     heading = page.locator('[data-testid="stMain"] h2').first
@@ -528,7 +361,7 @@ def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
     page.goto(f"{tiny_server}/?page=knowledge")
     # Chinese by default: the frame, the page, and Streamlit's own upload texts
     expect(heading).to_have_text("知识库", timeout=60_000)
-    _idle(page)
+    idle(page)
     expect(sidebar.get_by_text("kbqa · 知识库问答")).to_be_visible()
     for name in ("问答", "知识库", "对比", "评测", "设置"):
         expect(sidebar.get_by_text(name, exact=True).first).to_be_visible()
@@ -536,41 +369,41 @@ def test_chinese_by_default_english_after_the_switch(tiny_server: str, page,
     expect(page.get_by_role("button", name="重建索引")).to_be_visible()
     expect(uploader.get_by_text("每个文件不超过", exact=False)).to_be_visible()
     expect(uploader.locator('[data-testid="stFileUploaderDropzoneInstructions"]')).to_be_hidden()
-    _idle(page)
+    idle(page)
     upload = page.evaluate(_UPLOAD_BUTTON_JS)
     # "Upload" is still in the page (Streamlit writes it) but takes no room; CSS shows 上传文件
     assert upload == {"text": "Upload", "size": "0px", "after": '"上传文件"'}, upload
-    _shot(page, tmp_path, "language-zh-knowledge")
+    shot(page, tmp_path, "language-zh-knowledge")
 
     sidebar.get_by_text("English", exact=True).click()
     expect(heading).to_have_text("Knowledge bases", timeout=60_000)
-    _idle(page)
+    idle(page)
     expect(sidebar.get_by_text("kbqa · knowledge-base QA")).to_be_visible()
     expect(page.get_by_text("Upload files to “公司制度”")).to_be_visible()
     expect(page.get_by_role("button", name="Re-index")).to_be_visible()
     expect(page.get_by_role("button", name="重建索引")).to_have_count(0)
     # in English, Streamlit's own texts are left as they are
     expect(uploader.locator('[data-testid="stFileUploaderDropzoneInstructions"]')).to_be_visible()
-    _idle(page)
+    idle(page)
     assert page.evaluate(_UPLOAD_BUTTON_JS)["after"] in ("none", "normal")
     expect(page).to_have_url(re.compile(r"[?&]lang=en"))
-    _shot(page, tmp_path, "language-en-knowledge")
+    shot(page, tmp_path, "language-en-knowledge")
 
     # the other pages in English too, and a reload keeps the language
     for title in ("Chat", "Compare", "Evaluation", "Settings"):
         sidebar.get_by_text(title, exact=True).click()
         expect(heading).to_have_text(title, timeout=60_000)
-        _idle(page)
+        idle(page)
     expect(page.get_by_role("button", name="Save", exact=True)).to_be_visible()
     expect(page.get_by_text("Retrieval mode", exact=True)).to_be_visible()
     page.reload()
     expect(heading).to_have_text("Settings", timeout=60_000)
-    _idle(page)
-    _shot(page, tmp_path, "language-en-settings")
+    idle(page)
+    shot(page, tmp_path, "language-en-settings")
 
     sidebar.get_by_text("中文", exact=True).click()
     expect(heading).to_have_text("设置", timeout=60_000)
-    _idle(page)
+    idle(page)
     expect(page.get_by_role("button", name="保存", exact=True)).to_be_visible()
     expect(page.get_by_text("检索方式", exact=True)).to_be_visible()
-    _shot(page, tmp_path, "language-zh-settings")
+    shot(page, tmp_path, "language-zh-settings")
