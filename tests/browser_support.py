@@ -162,19 +162,23 @@ def sidebar_kb(page) -> str:
         "el => el.innerText + ' ' + [...el.querySelectorAll('input')].map(i => i.value).join(' ')")
 
 
-def choose(page, label: str, option: str) -> None:
-    """Open a selectbox and click `option` in its dropdown list."""
-    box = page.get_by_label(label, exact=True)
+def pick(page, box, option: str) -> None:
+    """Open selectbox `box` and click `option` in its list; wait until it shows it."""
     item = page.get_by_role("listbox").get_by_text(option, exact=True)
     for _ in range(3):  # a click during a rerun or an expander's animation may not open it
         box.click()
         try:
-            item.wait_for(timeout=3000)
+            item.wait_for(timeout=5000)
             break
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
     item.click()
     idle(page)
     expect(box).to_have_value(option)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Open the selectbox labelled `label` and click `option` in its dropdown list."""
+    pick(page, page.get_by_label(label, exact=True), option)
 
 

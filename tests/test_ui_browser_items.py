@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.browser_support import BROWSER_MARKS, idle, shot, wait_message
+from tests.browser_support import BROWSER_MARKS, idle, pick, shot, wait_message
 from tests.ui_support import DOC_TEXT, DONOR_ADAPTER, QUESTION
 
 pytestmark = BROWSER_MARKS  # fixtures tiny_server and page: tests/conftest.py
@@ -54,19 +53,6 @@ def _kb_selector(page):
     return page.get_by_role("combobox", name=re.compile(r"^知识库")).first
 
 
-def _pick(page, box, option: str) -> None:
-    """Open selectbox `box` and click `option` in its list; wait until it shows it."""
-    item = page.get_by_role("listbox").get_by_text(option, exact=True)
-    for _ in range(3):  # a click during a rerun or an animation may not open the list
-        box.click()
-        try:
-            item.wait_for(timeout=5000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-    item.click()
-    expect(box).to_have_value(option)
-    idle(page)
 
 
 def _chat(page):
@@ -195,7 +181,7 @@ def test_item8_remove_asks_first_and_every_delete_says_what_it_did(tiny_server: 
     expect(documents).to_contain_text("员工手册.md")
 
     # removing a document asks first: nothing is removed until the user confirms
-    _pick(page, page.get_by_label(re.compile(r"^移除文档")), "员工手册.md")
+    pick(page, page.get_by_label(re.compile(r"^移除文档")), "员工手册.md")
     _button(page, "移除").click()
     question = page.locator('[data-testid="stAlert"]').filter(has_text="确认")
     expect(question).to_contain_text("员工手册.md")
@@ -256,14 +242,14 @@ def test_item10_switching_knowledge_base_in_chat_switches_the_conversation(
     _ingest(tmp_path, "公司制度")
     _ingest(tmp_path, "临时库", "报销制度.md", OTHER_DOC)
     page.goto(f"{tiny_server}/?page=chat")
-    _pick(page, _kb_selector(page), "公司制度")
+    pick(page, _kb_selector(page), "公司制度")
     _ask(page, QUESTION, 1)
     expect(_chat(page)).to_have_count(2)
-    _pick(page, _kb_selector(page), "临时库")
+    pick(page, _kb_selector(page), "临时库")
     # the other knowledge base's conversation is out of view (and so out of the prompt)
     expect(_chat(page)).to_have_count(0)
     expect(page.get_by_text(QUESTION, exact=True)).to_have_count(0)
-    _pick(page, _kb_selector(page), "公司制度")
+    pick(page, _kb_selector(page), "公司制度")
     expect(_chat(page).first).to_contain_text(QUESTION)  # and it is back with its own
 
 
@@ -348,7 +334,7 @@ def test_chunk_viewer_shows_a_documents_chunks_in_order_a_page_at_a_time(
     chunks = kb.document_chunks(record.source)
     assert len(chunks) > 10, len(chunks)  # more than one page of the viewer
     page.goto(f"{tiny_server}/?page=knowledge")
-    _pick(page, page.get_by_label(re.compile(r"^选择文档")), "制度汇编.md")
+    pick(page, page.get_by_label(re.compile(r"^选择文档")), "制度汇编.md")
     titles = page.locator('[data-testid="stMain"] strong').filter(has_text=re.compile(r"^片段 \d+"))
     texts = page.locator('[data-testid="stMain"] [data-testid="stCode"]')
     expect(titles.first).to_have_text(re.compile(r"^片段 1\b"))
