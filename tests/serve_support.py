@@ -81,3 +81,9 @@ def qa_prompt(server: Server, question: str, history: Sequence[tuple[str, str]] 
     return build_prompt(settings.answer.prompt_template).format(
         context=format_context(docs), question=question,
         history=format_history(list(history), settings.answer.history_turns))
+
+
+def draft_of(response: Any) -> str:
+    """The model's own answer: the grounding check's draft where it replaced it."""
+    grounding = response.model_extra.get("grounding") or {}
+    return grounding.get("draft", response.choices[0].message.content)

@@ -16,7 +16,7 @@ import pytest
 
 from kbqa.server.app import create_app, running
 
-from tests.serve_support import Server, count, kbqa_server, rendered
+from tests.serve_support import Server, count, draft_of, kbqa_server, rendered
 from tests.ui_support import QUESTION
 
 FINANCE_SECRET = "青松七号"
@@ -37,12 +37,6 @@ def ask(server: Server, key: str | None = None, **options):
     options.setdefault("model", "plain")
     options.setdefault("messages", [{"role": "user", "content": QUESTION}])
     return client(server, key).chat.completions.create(**options)
-
-
-def draft_of(response) -> str:
-    """The model's own answer: the grounding check's draft where it replaced it."""
-    grounding = response.model_extra.get("grounding") or {}
-    return grounding.get("draft", response.choices[0].message.content)
 
 
 def api(server: Server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
