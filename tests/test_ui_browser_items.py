@@ -34,6 +34,19 @@ def _service():
     return KbqaService(load_settings())
 
 
+def _submit(button, field, value: str, shown) -> None:
+    """Click a form's button until `shown` appears: a click while a fold opens or a rerun ends
+    may be lost, and the field then still holds `value` with nothing submitted."""
+    for _ in range(3):
+        button.click()
+        try:
+            expect(shown).to_have_count(1, timeout=20_000)
+            return
+        except AssertionError:
+            if field.count() == 0 or field.input_value() != value:
+                return
+
+
 def _write(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -157,14 +170,7 @@ def test_item7_a_new_knowledge_base_becomes_the_one_in_use(tiny_server: str, pag
     field = page.get_by_label(re.compile(r"^新知识库名称"))
     field.fill("临时库2")
     created = page.locator('[data-testid="stAlert"]').filter(has_text="临时库2")
-    for _ in range(3):  # a click as a rerun ends may be lost: the field then still holds the
-        _button(page, "创建").click()  # name, and nothing was created
-        try:
-            expect(created).to_have_count(1, timeout=20_000)
-            break
-        except AssertionError:
-            if field.count() == 0 or field.input_value() != "临时库2":
-                break
+    _submit(_button(page, "创建"), field, "临时库2", created)
     # the working selector moves to the new one, and the file staged for the old one is not
     # offered for import into it
     expect(_kb_selector(page)).to_have_value("临时库2")
@@ -210,14 +216,7 @@ def test_item8_remove_asks_first_and_every_delete_says_what_it_did(tiny_server: 
     confirm.fill("公司制度")
     expect(confirm).to_have_value("公司制度")
     deleted = page.locator('[data-testid="stAlert"]').filter(has_text="已删除知识库")
-    for _ in range(3):  # a click while the fold opens or a rerun ends may be lost: the field
-        _button(page, "删除知识库").click()  # then still holds the name, nothing submitted
-        try:
-            expect(deleted).to_have_count(1, timeout=20_000)
-            break
-        except AssertionError:
-            if confirm.count() == 0 or confirm.input_value() != "公司制度":
-                break
+    _submit(_button(page, "删除知识库"), confirm, "公司制度", deleted)
     expect(deleted).to_contain_text("公司制度")
     assert not (_home() / "kb" / "公司制度").exists()
 
