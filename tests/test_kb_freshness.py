@@ -107,3 +107,46 @@ def test_a_base_recreated_by_the_cli_in_another_process(tmp_path: Path) -> None:
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO)
     assert _names(server, "kbb") == ["new.md"]
+
+
+def test_an_upload_to_a_base_deleted_meanwhile_fails_cleanly_and_creates_nothing(
+        tmp_path: Path) -> None:
+    """The CI failure of stop 22: a job held the base, the CLI deleted it, and the job's upload
+    re-made the folder and an empty manifest, so every later open said "no such table: meta"."""
+    from kbqa.kb import folders
+    from kbqa.kb.uploads import ingest_uploads
+
+    server, cli = _service(tmp_path / "home"), _service(tmp_path / "home")
+    server.ingest([_write(tmp_path / "a", "old.md", OLD)], "kbb")
+    held = server.knowledge_base("kbb")  # the job took the base before the delete
+    cli.delete_knowledge_base("kbb")
+    outcomes = ingest_uploads(held, [("up.md", "# 上传\n\n报销流程说明。\n".encode())],
+                              max_file_mb=10)
+    assert [o.status for o in outcomes] == ["failed"]
+    assert "deleted" in outcomes[0].error and str(tmp_path) not in outcomes[0].error
+    root = server.settings.kb_root
+    assert not (root / "kbb").exists() and not folders.exists(root, "kbb")
+    cli.ingest([_write(tmp_path / "b", "new.md", NEW)], "kbb")  # the name is free again
+    assert _names(server, "kbb") == ["new.md"]
+
+
+def test_a_write_through_a_base_re_created_meanwhile_is_refused_and_the_new_base_kept(
+        tmp_path: Path) -> None:
+    server, cli = _service(tmp_path / "home"), _service(tmp_path / "home")
+    server.ingest([_write(tmp_path / "a", "old.md", OLD)], "kbb")
+    held = server.knowledge_base("kbb")
+    cli.delete_knowledge_base("kbb")
+    cli.ingest([_write(tmp_path / "b", "new.md", NEW)], "kbb")
+    with pytest.raises(KnowledgeBaseError, match="re-created"):
+        held.ingest([_write(tmp_path / "c", "late.md", "# 迟到\n\n迟到的文件。\n")])
+    assert _names(cli, "kbb") == ["new.md"]
+    assert _names(server, "kbb") == ["new.md"]
+
+
+def test_opening_a_missing_manifest_never_creates_one(tmp_path: Path) -> None:
+    from kbqa.kb import manifest
+
+    (tmp_path / "kbb").mkdir()
+    with pytest.raises(KnowledgeBaseError, match="kbb"):
+        manifest.connect(tmp_path / "kbb" / manifest.DB_FILENAME)
+    assert list((tmp_path / "kbb").iterdir()) == []

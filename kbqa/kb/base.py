@@ -41,7 +41,7 @@ from langchain_core.embeddings import Embeddings
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.kb import embedding_cache, folders, manifest, reads
+from kbqa.kb import embedding_cache, folders, freshness, manifest, reads
 from kbqa.kb.folders import DEFAULT_LOCK_TIMEOUT_S, exclusive_lock
 from kbqa.kb.reads import DocumentRecord, LexicalRow
 from kbqa.kb.results import IngestStats
@@ -99,6 +99,8 @@ class KnowledgeBaseFolder:
         self.ivf_min_chunks = ivf_min_chunks
         self.last_ingest_stats: IngestStats | None = None
         self._lock = threading.RLock()
+        # Taken before the connection: a base swapped in between is refused at the next write.
+        self._identity = freshness.identity(folder)
         self._conn = manifest.connect(folder / manifest.DB_FILENAME)
         try:
             meta = reads.read_meta(self._conn)
@@ -290,7 +292,7 @@ class KnowledgeBaseFolder:
         vector store (`recover=False` for a rebuild, which replaces it all anyway); `refresh`
         then catches up with writes other processes made before the lock was taken.
         """
-        with exclusive_lock(self.folder / manifest.LOCK_FILENAME, self.lock_timeout, self.name):
+        with self._locked_if_still_here():
             conn = manifest.connect(self.folder / manifest.DB_FILENAME)
             try:
                 manifest.ensure_lexical(conn)
@@ -301,6 +303,27 @@ class KnowledgeBaseFolder:
                 yield conn
             finally:
                 conn.close()
+
+    @contextlib.contextmanager
+    def _locked_if_still_here(self) -> Iterator[None]:
+        """The writer lock, once this object's base is known to be the one on disk: a delete
+        takes the lock before it moves the folder, so under it the check stays true."""
+        gone = KnowledgeBaseError(f"knowledge base {self.name!r} was deleted by another process "
+                                  "since it was opened; nothing was written")
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive_lock(self.folder / manifest.LOCK_FILENAME,
+                                                   self.lock_timeout, self.name))
+            except FileNotFoundError:  # the folder is gone: the lock file cannot be opened
+                raise gone from None
+            current = freshness.identity(self.folder)
+            if current is None:
+                raise gone
+            if current != self._identity:
+                raise KnowledgeBaseError(
+                    f"knowledge base {self.name!r} was deleted and re-created by another process "
+                    "since it was opened; nothing was written: open it again and retry")
+            yield
 
     def transact(self, conn: sqlite3.Connection,
                  change: Callable[[sqlite3.Connection], VectorDelta]) -> WriteTimings:

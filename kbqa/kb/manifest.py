@@ -7,10 +7,12 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
+from kbqa.errors import KnowledgeBaseError
 from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row
 from kbqa.vector_backends import initialise as initialise_vectors
 
@@ -66,9 +68,21 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    """Autocommit connection: transactions are explicit, so readers never hold a stale snapshot."""
-    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+def connect(db_path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """Autocommit connection: transactions are explicit, so readers never hold a stale snapshot.
+
+    Only `create` may make the file: a write racing a delete must fail, not leave an empty
+    manifest that every later open reads as a broken base.
+    """
+    uri = f"file:{quote(str(db_path.absolute()))}?mode={'rwc' if create else 'rw'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+    except sqlite3.OperationalError:
+        if create or db_path.is_file():
+            raise
+        raise KnowledgeBaseError(f"knowledge base {db_path.parent.name!r} no longer exists "
+                                 "(deleted by another process?)") from None
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit must be durable before the old index file it supersedes is deleted.
     conn.execute("PRAGMA synchronous=FULL")
@@ -84,7 +98,7 @@ def initialise(folder: Path, embeddings: EncoderEmbeddings, chunk_size: int,
                chunk_overlap: int, vector_meta: dict[str, str]) -> None:
     """A new base's vector store, schema and meta rows, and its writer lock file."""
     initialise_vectors(folder, embeddings.dimension, vector_meta)
-    conn = connect(folder / DB_FILENAME)
+    conn = connect(folder / DB_FILENAME, create=True)
     try:
         conn.executescript(SCHEMA + LEXICAL_SCHEMA)
         meta = {"schema_version": SCHEMA_VERSION, "embedder": embeddings.name,

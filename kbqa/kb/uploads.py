@@ -123,7 +123,11 @@ def store_upload(folder: Path, name: str, data: Data, *, max_bytes: int | None =
                           f"{max_bytes / 1e6:.0f} MB limit (setting max_file_mb)")
     if not size:
         raise UploadError(f"{name!r}: the file is empty")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)  # never its parents: a base deleted meanwhile stays deleted
+    except FileNotFoundError:
+        raise UploadError(f"{name!r}: knowledge base {folder.parent.name!r} was deleted by another "
+                          "process; nothing was stored") from None
     target = folder / safe
     if not _inside(target, folder) or target.is_symlink():
         raise UploadError(f"{name!r}: refusing to write outside {folder}")
