@@ -150,3 +150,15 @@ def test_opening_a_missing_manifest_never_creates_one(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeBaseError, match="kbb"):
         manifest.connect(tmp_path / "kbb" / manifest.DB_FILENAME)
     assert list((tmp_path / "kbb").iterdir()) == []
+
+
+def test_a_base_left_with_an_empty_manifest_by_an_older_kbqa_is_named_and_deletable(
+        tmp_path: Path) -> None:
+    service = _service(tmp_path / "home")
+    folder = service.settings.kb_root / "kbb"
+    folder.mkdir(parents=True)
+    sqlite3.connect(folder / "kb.sqlite3").close()  # what the racing write left behind
+    with pytest.raises(KnowledgeBaseError, match="empty manifest.*kbqa kb remove --kb kbb"):
+        service.knowledge_base("kbb")
+    service.delete_knowledge_base("kbb")
+    assert not folder.exists()

@@ -103,7 +103,7 @@ class KnowledgeBaseFolder:
         self._identity = freshness.identity(folder)
         self._conn = manifest.connect(folder / manifest.DB_FILENAME)
         try:
-            meta = reads.read_meta(self._conn)
+            meta = reads.read_meta(self._conn, self.name)
             reads.check_meta(meta, self.name, embeddings)
             self._vectors: VectorBackend = open_backend(
                 folder, meta, embeddings.dimension, self.name, vector_store or VectorStoreConfig())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseBusy, KnowledgeBaseError
-from kbqa.kb import manifest
+from kbqa.kb import manifest, reads
 from kbqa.vector_backends import VectorStoreConfig, new_meta
 from kbqa.vector_backends import drop as drop_vectors
 
@@ -107,7 +107,9 @@ def delete_kb(root: Path | str, name: str, *, lock_timeout: float = DEFAULT_LOCK
     with exclusive_lock(folder / manifest.LOCK_FILENAME, lock_timeout, name):
         conn = manifest.connect(folder / manifest.DB_FILENAME)
         try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = reads.read_meta(conn, name)
+        except KnowledgeBaseError:  # an empty manifest: nothing recorded outside the folder
+            meta = {}
         finally:
             conn.close()
         # First: if the collection cannot be dropped, the folder keeps its name on record.

@@ -29,8 +29,17 @@ class DocumentRecord:
     updated_at: str
 
 
-def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+def read_meta(conn: sqlite3.Connection, name: str = "") -> dict[str, str]:
+    """The manifest's meta rows; a file without them (an older kbqa's write racing a delete left
+    such empty files) is named as a broken base that `kbqa kb remove` can delete."""
+    try:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        raise KnowledgeBaseError(
+            f"knowledge base {name!r} has an empty manifest and holds nothing readable; delete it "
+            f"with `kbqa kb remove --kb {name} --yes` and ingest again") from None
 
 
 def check_meta(meta: dict[str, str], name: str, embeddings: EncoderEmbeddings) -> None:
