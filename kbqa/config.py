@@ -109,6 +109,12 @@ class RetrievalSettings(_Section):
         None, ge=0.0, le=1.0,
         description="maximal marginal relevance balance for the top-k passages (1 = relevance "
                     "only, lower = more diverse); unset = plain ranking")
+    history_questions: int = Field(
+        # 1: on the company-docs follow-ups and CMRC dev (docs/benchmarks.md §"Follow-up questions")
+        1, ge=0, le=5,
+        description="earlier questions of the conversation put in front of a follow-up ('那每月呢？') "
+                    "for a second search, fused with the question's own results; 0 = search with "
+                    "the question alone")
     rerank: str | None = Field(
         None, description="a local cross-encoder folder (sentence-transformers CrossEncoder, e.g. "
                           "bge-reranker-base) to reorder retrieved passages; none ships with kbqa")

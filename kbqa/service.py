@@ -244,12 +244,16 @@ class KbqaService:
             chain = qa_chain(self.settings, retriever, llm)
             yield from _events(chain, question, history)
 
-    def retrieve(self, question: str, kb_name: str | None = None,
-                 top_k: int | None = None) -> list[Document]:
-        """The passages that would go into the prompt (after the coverage gate); may be empty."""
+    def retrieve(self, question: str, kb_name: str | None = None, top_k: int | None = None,
+                 history: list[tuple[str, str]] | None = None) -> list[Document]:
+        """The passages that would go into the prompt (after the coverage gate); may be empty.
+        With `history`, a follow-up is searched in its context too (kbqa.retrieval.followup)."""
+        from kbqa.retrieval.followup import retrieve_with_history
+
         if not question.strip():
             raise KnowledgeBaseError("the question is empty")
-        return self.retriever(kb_name, top_k).invoke(question)
+        return retrieve_with_history(self.retriever(kb_name, top_k), question, history,
+                                     self.settings.retrieval.history_questions)
 
     def answer_with_context(self, question: str, docs: list[Document],
                             variant: Variant) -> VariantAnswer:

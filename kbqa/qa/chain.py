@@ -10,7 +10,6 @@ calling the model.
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import Any
 
 from langchain_core.documents import Document
@@ -23,6 +22,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from kbqa.config import Settings
 from kbqa.qa.grounding import Grounding, Policy, ground
 from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
+from kbqa.retrieval.followup import retrieve_with_history
 
 
 def is_refusal(answer: str) -> bool:
@@ -38,8 +38,12 @@ def final_answer(result: dict[str, Any]) -> str:
 
 def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
                    prompt: PromptTemplate | None = None, history_turns: int = 3,
-                   grounding: Policy = "off") -> Runnable:
-    """Compose retriever | prompt | llm | grounding check; any LangChain retriever and LLM fit."""
+                   grounding: Policy = "off", history_questions: int = 0) -> Runnable:
+    """Compose retriever | prompt | llm | grounding check; any LangChain retriever and LLM fit.
+
+    `history_questions` > 0 searches a follow-up once more with that many earlier questions
+    (kbqa.retrieval.followup).
+    """
     prompt = prompt or build_prompt()
 
     def render(inputs: dict[str, Any]) -> str:
@@ -57,7 +61,11 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
         return ground(inputs["answer"], [d.page_content for d in inputs["docs"]],
                       inputs["question"], grounding)
 
-    return (RunnablePassthrough.assign(docs=itemgetter("question") | retriever)
+    def retrieve(inputs: dict[str, Any]) -> list[Document]:
+        return retrieve_with_history(retriever, inputs["question"], inputs.get("history"),
+                                     history_questions)
+
+    return (RunnablePassthrough.assign(docs=RunnableLambda(retrieve))
             | RunnablePassthrough.assign(answer=RunnableLambda(route))
             | RunnablePassthrough.assign(grounded=RunnableLambda(check)))
 
@@ -69,7 +77,8 @@ def qa_chain(settings: Settings, retriever: BaseRetriever | Runnable, llm: BaseL
     all build this one."""
     return build_qa_chain(retriever, llm, build_prompt(settings.answer.prompt_template),
                           history_turns=settings.answer.history_turns if history else 0,
-                          grounding=settings.answer.grounding)
+                          grounding=settings.answer.grounding,
+                          history_questions=settings.retrieval.history_questions if history else 0)
 
 
 def fixed_context(docs: list[Document]) -> Runnable:

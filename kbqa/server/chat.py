@@ -55,7 +55,7 @@ def _retrieve(state: ServerState, key: ApiKey, body: schemas.ChatRequest) -> lis
     for attempt in (1, 2):
         kb = state.open_kb(key, body.kb)
         try:
-            return state.service.retriever(body.kb, body.top_k).invoke(body.question)
+            return state.service.retrieve(body.question, body.kb, body.top_k, body.history)
         except KnowledgeBaseError:
             if attempt == 2 or state.open_kb(key, body.kb) is kb:  # not replaced: a real error
                 raise
