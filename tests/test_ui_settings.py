@@ -25,10 +25,14 @@ def test_valid_settings_are_saved(tiny_llm_folder: Path) -> None:
     at, config = _open(tiny_llm_folder)
     at.number_input(key="set_top_k").set_value(5)
     at.number_input(key="set_temperature").set_value(0.3)
+    at.number_input(key="set_history_questions").set_value(2)
+    at.selectbox(key="set_grounding").set_value("refuse")
     _save(at)
     assert "已保存到" in texts(at)
     saved = tomllib.loads(config.read_text(encoding="utf-8"))
     assert saved["retrieval"]["top_k"] == 5 and saved["llm"]["temperature"] == 0.3
+    assert saved["retrieval"]["history_questions"] == 2
+    assert saved["answer"]["grounding"] == "refuse"
     assert saved["llm"]["model"] == str(tiny_llm_folder)
 
 

@@ -258,6 +258,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     "settings.top_p": ("核采样（top_p）", "top_p"),
     "settings.repetition_penalty": ("重复惩罚（repetition_penalty）", "repetition_penalty"),
     "settings.history_turns": ("历史轮数（history_turns）", "history_turns"),
+    "settings.history_questions": ("追问检索参考的上文问题数（history_questions）", "history_questions"),
+    "settings.history_questions_help": (
+        "追问（如“那每月呢？”）单独检索不到足够段落时，连同前几轮问题再检索一次补足；0 = 只用当前问题",
+        "a follow-up ('and per month?') that finds too few passages alone is searched again with "
+        "this many earlier questions; 0 = the question alone"),
+    "settings.grounding": ("答案核对（grounding）", "answer check (grounding)"),
+    "settings.grounding_span": ("段落不支持时改用最相关原句", "unsupported: use the best passage sentence"),
+    "settings.grounding_refuse": ("段落不支持时拒答", "unsupported: refuse"),
+    "settings.grounding_off": ("不核对", "off"),
     "settings.max_file_mb": ("单个文件上限 MB（max_file_mb）", "max_file_mb"),
     "settings.template": ("提示词模板（留空 = 内置；必须包含 {{context}} 和 {{question}}，可包含 {{history}}）",
                           ("prompt template (empty = built-in; must use {{context}} and "

@@ -11,7 +11,7 @@ from kbqa.config import LLMSettings, Settings
 from kbqa.errors import ConfigError, SettingProblem
 from kbqa.qa.prompts import DEFAULT_TEMPLATE
 from kbqa.ui.common import REPO_ADAPTERS, service
-from kbqa.ui.i18n import t
+from kbqa.ui.i18n import language, t
 
 # pydantic's bound errors: the message key and the context entry holding the bound
 _BOUNDS = {"greater_than_equal": ("error.ge", "ge"), "greater_than": ("error.gt", "gt"),
@@ -93,6 +93,11 @@ def render() -> None:
                                     0.3, "set_score_threshold",
                                     help=t("settings.score_threshold_help"))
         problem_slot("score_threshold")
+        follow_up = st.number_input(t("settings.history_questions"),
+                                    value=s.retrieval.history_questions, step=1,
+                                    key="set_history_questions",
+                                    help=t("settings.history_questions_help"))
+        problem_slot("history_questions")
         st.subheader(t("settings.generation"))
         max_new = st.number_input(t("settings.max_new_tokens"), value=s.llm.max_new_tokens,
                                   step=16, key="set_max_new_tokens")
@@ -110,6 +115,13 @@ def render() -> None:
         turns = st.number_input(t("settings.history_turns"), value=s.answer.history_turns, step=1,
                                 key="set_history_turns")
         problem_slot("history_turns")
+        policies = ["span", "refuse", "off"]
+        lang = language()
+        grounding = st.selectbox(t("settings.grounding"), policies,
+                                 index=policies.index(s.answer.grounding),
+                                 format_func=lambda p: t(f"settings.grounding_{p}", lang),
+                                 key="set_grounding")
+        problem_slot("grounding")
         max_mb = st.number_input(t("settings.max_file_mb"), value=s.kb.max_file_mb, step=10,
                                  key="set_max_file_mb")
         problem_slot("max_file_mb")
@@ -126,6 +138,7 @@ def render() -> None:
         "score_threshold": threshold, "max_new_tokens": int(max_new),
         "temperature": float(temperature), "top_p": float(top_p),
         "repetition_penalty": float(repetition), "history_turns": int(turns),
+        "history_questions": int(follow_up), "grounding": grounding,
         "max_file_mb": int(max_mb), "prompt_template": template if template.strip() else None,
     }
     try:
