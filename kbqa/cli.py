@@ -334,6 +334,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = ["kbqa", *(sys.argv[1:] if argv is None else argv)]  # for model cards
     if not args.verbose:
         _quiet_libraries()
     try:

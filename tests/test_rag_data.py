@@ -65,3 +65,8 @@ def test_cli_trains_on_what_kbqa_retrieves(tiny_llm_folder, tmp_path, capsys):
     assert "RAG examples: 2 answerable, 0 refusals" in printed
     assert (out / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint"]  # no KB left in it
+    card = (out / "README.md").read_text(encoding="utf-8")  # kbqa's card, not peft's template
+    assert "More Information Needed" not in card and str(tiny_llm_folder) not in card.split(
+        "## Command")[0]
+    assert "2 answerable, 0 refusals" in card and "- steps: 1" in card
+    assert "kbqa adapters train --model" in card and "--refusal-share 0" in card

@@ -325,7 +325,8 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rag_examples(folder: Path, home: Path, refusal_share: float, seed: int) -> list[Example]:
+def _rag_examples(folder: Path, home: Path, refusal_share: float,
+                  seed: int) -> tuple[list[Example], str]:
     """Index the docs with the default settings, then build examples from what kbqa retrieves."""
     from kbqa.adapters.rag_data import RagQuestion, rag_examples, retrieval_over
     from kbqa.config import RetrievalSettings
@@ -338,23 +339,34 @@ def _rag_examples(folder: Path, home: Path, refusal_share: float, seed: int) -> 
                  if r.get("answers")]
     examples, mix = rag_examples(questions, retrieve, top_k=top_k, refusal_share=refusal_share,
                                  seed=seed)
-    print(f"RAG examples: {mix.answerable} answerable, {mix.refusals} refusals; skipped "
-          f"{mix.skipped_no_gold} without the answer in the top {top_k} and {mix.skipped_empty} "
-          "with nothing retrieved")
-    return examples
+    described = (f"{mix.answerable} answerable, {mix.refusals} refusals; skipped "
+                 f"{mix.skipped_no_gold} without the answer in the top {top_k} and "
+                 f"{mix.skipped_empty} with nothing retrieved")
+    print(f"RAG examples: {described}")
+    return examples, (
+        f"`--rag {folder}`: {len(questions)} questions over the passages of its docs.jsonl, "
+        f"indexed as a knowledge base with kbqa's default settings; each question gets the "
+        f"top {top_k} passages kbqa retrieves for it, in kbqa's prompt template. A share of "
+        f"{refusal_share:g} (seed {seed}) have every passage holding the answer removed and the "
+        f"fixed refusal as target. Examples: {described}.")
 
 
 def _train(args: argparse.Namespace) -> int:
+    from kbqa.adapters.card import write_training_card
     from kbqa.adapters.train import TrainOptions, alpaca_examples, cmrc_examples, train_lora
 
     if args.rag:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="kbqa-rag-") as home:  # rebuilt the same each run
-            examples = _rag_examples(args.rag, Path(home), args.refusal_share, args.seed)
+            examples, data = _rag_examples(args.rag, Path(home), args.refusal_share, args.seed)
+    elif args.alpaca:
+        examples = alpaca_examples(args.alpaca)
+        data = f"`--alpaca {args.alpaca}`: {len(examples)} instruction/output records."
     else:
-        examples = (alpaca_examples(args.alpaca) if args.alpaca
-                    else cmrc_examples(args.cmrc, seed=args.seed))
+        examples = cmrc_examples(args.cmrc, seed=args.seed)
+        data = (f"`--cmrc {args.cmrc}`: {len(examples)} questions, each with one window of its "
+                "passage around the answer, in kbqa's prompt template.")
     learning_rate = args.lr if args.lr is not None else (1e-2 if args.kind == "prefix" else 2e-4)
     options = TrainOptions(kind=args.kind, virtual_tokens=args.virtual_tokens,
                            prefix_projection=args.prefix_projection,
@@ -367,6 +379,9 @@ def _train(args: argparse.Namespace) -> int:
     result = train_lora(_model_folder(args.model), examples, args.out, options,
                         resume=args.resume,
                         base_name=_portable_name(args.model))
+    write_training_card(args.out, base=_portable_name(args.model) or Path(args.model).name,
+                        data=data, options=options, result=result,
+                        command=getattr(args, "command_line", ["kbqa", "adapters", "train"]))
     tail = result.losses[-10:]
     print(f"{result.steps} steps in {result.seconds:.0f}s; mean loss of the last {len(tail)} "
           f"steps {sum(tail) / max(1, len(tail)):.3f}; adapter {args.out}; "
