@@ -25,3 +25,17 @@ def native_bf16() -> bool:
 def auto_dtype() -> str:
     """The LLM weight precision `llm_dtype = "auto"` picks: bfloat16 where native, else float32."""
     return "bfloat16" if native_bf16() else "float32"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for records of where something was trained or run."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

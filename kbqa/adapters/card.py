@@ -7,19 +7,23 @@ or judge the adapter.
 
 from __future__ import annotations
 
-import platform
 import shlex
 import statistics
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from kbqa.adapters.train import TrainOptions, TrainResult
+from kbqa.hardware import cpu_model
 
 
 def write_training_card(out: Path, *, base: str, data: str, options: TrainOptions,
                         result: TrainResult, command: list[str]) -> Path:
     """Write OUT/README.md; `data` says what the examples were (source and mix)."""
     losses = result.losses
+    device = (f"{torch.cuda.get_device_name()} (CUDA)" if torch.cuda.is_available()
+              else f"{cpu_model()}, {torch.get_num_threads()} threads")
     head, tail = losses[:10], losses[-10:]
     settings = {k: v for k, v in asdict(options).items()
                 if options.kind == "prefix" or k not in ("virtual_tokens", "prefix_projection",
@@ -38,8 +42,7 @@ def write_training_card(out: Path, *, base: str, data: str, options: TrainOption
         "",
         *[f"- {key}: {', '.join(value) if isinstance(value, tuple) else value}"
           for key, value in settings.items()],
-        f"- steps run: {result.steps} in {result.seconds:.0f} s on {platform.machine()} "
-        f"({platform.processor() or 'CPU model not reported'})",
+        f"- steps run: {result.steps} in {result.seconds:.0f} s on {device}",
         f"- mean answer-token loss, first {len(head)} steps: "
         f"{statistics.fmean(head) if head else float('nan'):.3f}; last {len(tail)}: "
         f"{statistics.fmean(tail) if tail else float('nan'):.3f} (curve: loss.png, losses.json)",
