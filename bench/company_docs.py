@@ -105,7 +105,8 @@ def _xlsx(spec: dict[str, Any], path: Path) -> Path:
 
 
 def parse_variant(text: str) -> dict[str, str]:
-    """'grounding=refuse,top_k=5' → settings overrides by short name; 'default' → none."""
+    """'grounding=refuse,top_k=5' or 'adapters=DIR+DIR' → settings overrides by short name;
+    'default' → none."""
     if text == "default":
         return {}
     overrides = {}
@@ -114,7 +115,9 @@ def parse_variant(text: str) -> dict[str, str]:
         if not sep or key.strip() not in SHORT_NAMES:
             raise SystemExit(f"--variant {text!r}: expected KEY=VALUE with a setting's short name "
                              f"(e.g. grounding=refuse), got {part!r}")
-        overrides[key.strip()] = value.strip()
+        # adapters is a list: DIR+DIR, as in `kbqa eval --variant NAME=DIR+DIR`
+        overrides[key.strip()] = (value.strip().split("+") if key.strip() == "adapters"
+                                  else value.strip())
     return overrides
 
 
@@ -124,7 +127,7 @@ def ask_all(service: KbqaService, questions: list[dict]) -> list[dict]:
     for number, q in enumerate(questions, start=1):
         history = [tuple(turn) for turn in q.get("history", [])]
         answer = service.ask(q["question"], history=history)
-        passages = [d.page_content for d in service.retrieve(q["question"])]
+        passages = [d.page_content for d in service.retrieve(q["question"], history=history)]
         row = {"id": q["id"], "question": q["question"], "history": q.get("history", []),
                "answerable": q["answerable"], "kind": q["kind"], "answers": q["answers"],
                "answer": answer.text, "refused": answer.refused,
