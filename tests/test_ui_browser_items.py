@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser_support import BROWSER_MARKS, idle, pick, shot, wait_message
-from tests.ui_support import DOC_TEXT, DONOR_ADAPTER, QUESTION
+from tests.ui_support import DOC_TEXT, DONOR_ADAPTER, OTHER_ADAPTERS, QUESTION
 
 pytestmark = BROWSER_MARKS  # fixtures tiny_server and page: tests/conftest.py
 expect.set_options(timeout=60_000)  # the CPU is shared: a rerun can take this long
@@ -109,7 +109,8 @@ def test_item3_clear_is_enabled_after_the_first_exchange(tiny_server: str, page,
 
 def test_item5_adapters_for_another_model_are_not_offered(tiny_server: str, page,
                                                           tmp_path: Path) -> None:
-    # the tiny LLM is SmolLM2: adapters/ has one adapter trained on it and two on Qwen
+    # the tiny LLM is SmolLM2: adapters/ has one adapter trained on it, the others on Qwen
+    others = OTHER_ADAPTERS
     _ingest(tmp_path, "公司制度")
     page.goto(f"{tiny_server}/?page=chat")
     variant = page.get_by_label(re.compile(r"^模型")).first
@@ -122,7 +123,8 @@ def test_item5_adapters_for_another_model_are_not_offered(tiny_server: str, page
     note = page.get_by_text("未列出", exact=False)
     expect(note).to_have_count(1)
     text = note.inner_text()
-    assert re.fullmatch(r"未列出 2 个适配器（[^。]*qwen[^。]*）：[^。]*其他基础模型[^。]*。", text), text
+    assert re.fullmatch(rf"未列出 {len(others)} 个适配器（[^。]*qwen[^。]*）：[^。]*其他基础模型[^。]*。",
+                        text), text
     expect(page.get_by_text("shape", exact=False)).to_have_count(0)
 
     page.goto(f"{tiny_server}/?page=compare")
@@ -131,7 +133,7 @@ def test_item5_adapters_for_another_model_are_not_offered(tiny_server: str, page
     chosen.locator("input").click()
     expect(page.get_by_role("listbox").get_by_text("qwen", exact=False)).to_have_count(0)
     page.keyboard.press("Escape")
-    expect(page.get_by_text("未列出 2 个适配器", exact=False)).to_have_count(1)
+    expect(page.get_by_text(f"未列出 {len(others)} 个适配器", exact=False)).to_have_count(1)
 
 
 def test_item6_a_png_named_txt_is_refused_on_upload(tiny_server: str, page,

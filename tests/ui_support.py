@@ -10,6 +10,9 @@ import tomli_w
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 DONOR_ADAPTER = ROOT / "adapters" / "smollm2-cmrc-donor"  # trained on SmolLM2: fits the tiny LLM
+# the repository's adapters made for another base (Qwen): the tiny LLM's pages leave them out
+OTHER_ADAPTERS = sorted(folder for folder in (ROOT / "adapters").iterdir()
+                        if (folder / "adapter_config.json").is_file() and folder != DONOR_ADAPTER)
 
 DOC_TEXT = (
     "# 年假制度\n\n"
