@@ -2,8 +2,9 @@
 
 The question is searched alone and, when that finds fewer passages than the prompt takes, once
 more with the conversation's last questions in front of it; the second search fills the free
-places with passages that still bear on the question itself. A question that finds enough on its own keeps its own passages, so a conversation costs
-a question on a new topic nothing (fusing both rankings instead did: docs/benchmarks.md).
+places with passages that still bear on the question itself. A question that finds enough on
+its own keeps its own passages, so a conversation costs a question on a new topic nothing
+(fusing both rankings instead did: docs/benchmarks.md).
 """
 
 from __future__ import annotations
