@@ -53,6 +53,11 @@ class LLMSettings(_Section):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, ge=0.5, le=2.0)
+    refusal_bias: float = Field(
+        0.0, ge=0.0, le=20.0,
+        description="refuse when the model's first token prefers an answer over the template's "
+                    "refusal by less than this many logits (kbqa.llm.refusal; 0 = the model "
+                    "decides alone); higher refuses more, also answerable questions")
 
 
 class EmbeddingSettings(_Section):

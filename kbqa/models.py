@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first
     from kbqa.llm.local import LocalLLM
     from kbqa.retrieval.rerank import Reranker
 
-GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
+GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "refusal_bias")
 
 
 class Models:
@@ -82,7 +82,7 @@ class Models:
         if self._variant_model is None:
             from kbqa.adapters.variants import VariantModel
 
-            self._variant_model = VariantModel(self.base_llm)
+            self._variant_model = VariantModel(self.base_llm, base=self.settings.llm.model)
         return self._variant_model
 
     def ready(self, variant: Variant) -> bool:
@@ -114,21 +114,26 @@ class Models:
         """The one place a local model is loaded from the settings."""
         from kbqa.llm.loading import resolve_llm
         from kbqa.llm.local import LocalLLM
+        from kbqa.qa.prompts import REFUSAL
 
         s = self.settings.llm
         folder = resolve_llm(s.model, self.settings.cache_dir, s.dtype)
         return LocalLLM.from_folder(folder, dtype=s.dtype, max_new_tokens=s.max_new_tokens,
                                     temperature=s.temperature, top_p=s.top_p,
-                                    repetition_penalty=s.repetition_penalty)
+                                    repetition_penalty=s.repetition_penalty, refusal=REFUSAL,
+                                    refusal_bias=s.refusal_bias)
 
     def _with_adapters(self, llm: LocalLLM) -> LocalLLM:
         """`llm` with the configured adapters loaded strictly (none: unchanged)."""
         if not self.settings.llm.adapters:
             return llm
         from kbqa.adapters import load_adapters
+        from kbqa.adapters.variants import refuse_unfit
         from kbqa.llm.quantization import refuse_adapters
 
         refuse_adapters(llm.model, self.settings.llm.adapters[0])
+        for folder in self.settings.llm.adapters:
+            refuse_unfit(Path(folder), self.settings.llm.model)
         llm.model, reports = load_adapters(llm.model, list(self.settings.llm.adapters))
         llm.adapters = [report.folder for report in reports]
         return llm

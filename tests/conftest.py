@@ -62,19 +62,29 @@ def tiny_llm(tiny_llm_folder: Path):
 
 @pytest.fixture(scope="session")
 def default_llm_folder(model_cache: Path) -> Path:
+    """The default reader: Qwen2.5-Coder-0.5B with kbqa's reader adapter merged in."""
     from kbqa.llm.loading import resolve_llm
 
     return resolve_llm("embedded", model_cache)
 
 
+@pytest.fixture(scope="session")
+def plain_llm_folder(model_cache: Path) -> Path:
+    """The default's base without the reader: the model the adapters in adapters/ were trained on."""
+    from kbqa.llm.loading import PLAIN_DEFAULT_LLM, resolve_llm
+
+    return resolve_llm(f"embedded:{PLAIN_DEFAULT_LLM}", model_cache)
+
+
 # --- the real-browser tests (tests/browser_support.py); playwright is imported only when used ---
 
 @pytest.fixture
-def server(tmp_path: Path, default_llm_folder: Path) -> Iterator[str]:
-    """The web app with the default model (Qwen2.5-Coder-0.5B); yields its URL."""
+def server(tmp_path: Path, plain_llm_folder: Path) -> Iterator[str]:
+    """The web app with the default's plain base (Qwen2.5-Coder-0.5B), so the adapters in
+    adapters/ fit it and Compare has a variant to offer; yields its URL."""
     from tests.browser_support import app_server
 
-    with app_server(tmp_path, {"llm": str(default_llm_folder)}) as url:
+    with app_server(tmp_path, {"llm": str(plain_llm_folder)}) as url:
         yield url
 
 

@@ -205,7 +205,7 @@ def test_the_independent_cmrc_scorer_on_hand_worked_cases():
 
 
 @pytest.mark.slow
-def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
+def test_eval_end_to_end_on_cmrc_dev_with_two_variants(plain_llm_folder: Path,
                                                        tmp_path: Path):
     questions, docs = cmrc_sample(tmp_path, 4)
     # The model answers all four exactly (允明, 神策军, 河北省曲阳县, 中国空间技术研究院), so two gold
@@ -219,7 +219,7 @@ def test_eval_end_to_end_on_cmrc_dev_with_two_variants(default_llm_folder: Path,
         for q in map(json.loads, questions.read_text().splitlines())), encoding="utf-8")
     with questions.open("a", encoding="utf-8") as handle:
         handle.write('{"qid": "broken", "question": \n')
-    settings = load_settings({"home": tmp_path / "home", "llm": str(default_llm_folder),
+    settings = load_settings({"home": tmp_path / "home", "llm": str(plain_llm_folder),
                               "max_new_tokens": 32}, environ={})
     out = tmp_path / "out"
     config = EvalConfig(questions=questions, docs=(docs,), out=out,

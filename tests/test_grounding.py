@@ -157,3 +157,54 @@ def test_numbers_in_neighbouring_cells_stay_apart() -> None:
                "| 深圳 | 星河售后深圳南山店 | 南山区科苑路15号科兴科学园B座1层 | 0755-8663-4004 | 9:00-18:00 |")
     assert check_support("0755-8663-4004", [outlets], "深圳售后网点的电话是多少？").supported
     assert not check_support("0755-8663-4009", [outlets]).supported
+
+
+# --- identifiers: an answer read off another product's (year's, city's) passage
+
+
+R2_SPECS_NAME = "星河扫地机器人R2用户手册.docx · 一、规格参数"
+
+
+def test_identifiers_are_latin_or_digit_words_with_a_digit_or_a_capital() -> None:
+    from kbqa.qa.grounding import identifiers
+
+    assert identifiers("R3 Pro的电池容量是多少？") == ["r3", "pro"]
+    assert identifiers("1963年卢卡斯加入了哪个球队？") == ["1963"]
+    assert identifiers("访客Wi-Fi的密码是什么？") == ["wi fi"]  # normalised as passages are: "-" is a gap
+    assert identifiers("公司的email地址是什么？") == []  # a lowercase word names nothing
+    assert identifiers("入职满一年的员工有几天年假？") == []  # Chinese numerals are not identifiers
+
+
+def test_an_answer_from_another_products_passage_is_refused_under_every_policy() -> None:
+    for policy in ("span", "refuse"):
+        result = ground("5200mAh", [SPECS], "R3 Pro的电池容量是多少？", policy,
+                        names=[R2_SPECS_NAME])
+        assert result.text == REFUSAL and result.action == "refused"
+        assert result.support is not None and result.support.foreign == ("r3", "pro")
+    assert ground("5200mAh", [SPECS], "R3 Pro的电池容量是多少？", "off").text == "5200mAh"
+
+
+def test_an_identifier_in_the_documents_name_or_written_in_chinese_numerals_counts() -> None:
+    kept = ground("5200mAh", [SPECS], "R2的电池容量是多少？", "span", names=[R2_SPECS_NAME])
+    assert kept.action == "kept" and kept.text == "5200mAh"
+    # the question writes 5, the passage 五
+    five = LEAVE.replace("超过5天的，须由", "超过五天的，须由").replace("不超过5天", "不超过五天")
+    assert ground("部门总监", [five], "连续休假超过5天需要谁审批？", "span").action == "kept"
+
+
+def test_a_second_passage_that_names_the_identifier_and_holds_the_answer_keeps_it() -> None:
+    r3 = "【R3 Pro 规格】| 项目 | 参数 |\n| --- | --- |\n| 电池容量 | 5200mAh |"
+    kept = ground("5200mAh", [SPECS, r3], "R3 Pro的电池容量是多少？", "span",
+                  names=[R2_SPECS_NAME, "R3 Pro 手册.docx"])
+    assert kept.action == "kept"
+
+
+def test_the_chain_checks_identifiers_against_each_passages_file_and_heading() -> None:
+    from langchain_core.documents import Document
+
+    from kbqa.qa.chain import check_answer
+
+    docs = [Document(page_content=SPECS, metadata={"source": "/kb/files/星河扫地机器人R2用户手册.docx",
+                                                   "heading": "一、规格参数"})]
+    assert check_answer("5200mAh", docs, "R2的电池容量是多少？", "span").action == "kept"
+    assert check_answer("5200mAh", docs, "W1的电池容量是多少？", "span").text == REFUSAL

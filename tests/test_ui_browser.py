@@ -52,7 +52,7 @@ def _lines_without_buttons(column) -> list[str]:
 
 
 def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
-                                       default_llm_folder: Path) -> None:
+                                       plain_llm_folder: Path) -> None:
     doc = tmp_path / "员工手册.md"
     doc.write_text(DOC_TEXT, encoding="utf-8")
 
@@ -151,7 +151,7 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     idle(page)
     shot(page, tmp_path, "settings")
     saved = tomllib.loads((Path(os.environ["KBQA_HOME"]) / "config.toml").read_text("utf-8"))
-    assert saved["retrieval"]["top_k"] == 7 and saved["llm"]["model"] == str(default_llm_folder)
+    assert saved["retrieval"]["top_k"] == 7 and saved["llm"]["model"] == str(plain_llm_folder)
     page.reload()
     page.get_by_role("button", name="保存", exact=True).wait_for()
     assert page.get_by_label("检索段落数（top-k）").input_value() == "7"

@@ -82,11 +82,25 @@ def test_adapter_fits_only_the_base_model_it_records(tmp_path: Path) -> None:
     (converted / "config.json").write_text("{}", encoding="utf-8")
     assert adapter_fits(smol, "embedded:smollm2-135m-instruct") is True
     assert adapter_fits(smol, str(converted)) is True
-    assert adapter_fits(smol, "embedded") is False  # the default is Qwen2.5-Coder-0.5B
-    assert adapter_fits(adapter("qwen", "embedded:qwen2.5-coder-0.5b-instruct"), "embedded")
+    assert adapter_fits(smol, "embedded") is False  # the default is Qwen2.5-Coder-0.5B's reader
+    qwen = adapter("qwen", "embedded:qwen2.5-coder-0.5b-instruct")
+    assert adapter_fits(qwen, "embedded:qwen2.5-coder-0.5b-instruct") is True
+    assert adapter_fits(qwen, "embedded") is False  # the reader has a LoRA merged in already
+    assert adapter_fits(adapter("reader", "embedded:qwen2.5-coder-0.5b-reader"), "embedded")
     assert adapter_fits(smol, "openai:http://127.0.0.1:8000/v1#plain") is False
     other = tmp_path / "other-model"
     other.mkdir()
     assert adapter_fits(adapter("local", str(other)), str(other)) is True
     assert adapter_fits(adapter("local2", str(other)), str(converted)) is False
     assert adapter_fits(adapter("hub", "Qwen/Qwen2.5-0.5B"), "embedded") is None  # cannot tell
+
+
+@pytest.mark.skipif(not (ROOT / "adapters" / "qwen0.5b-cmrc-direct").is_dir(),
+                    reason="adapters/qwen0.5b-cmrc-direct is missing")
+def test_an_adapter_recorded_for_another_base_is_refused_by_name_before_loading(
+        tiny_llm_folder: Path) -> None:
+    variants = VariantModel(LocalLLM.from_folder(tiny_llm_folder, dtype="float32"),
+                            base="embedded:smollm2-135m-instruct")
+    with pytest.raises(AdapterError, match="--llm embedded:qwen2.5-coder-0.5b-instruct"):
+        variants.prepare(Variant.of([ROOT / "adapters" / "qwen0.5b-cmrc-direct"]))
+    assert variants.peft_model is None and not variants.names

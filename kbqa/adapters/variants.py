@@ -74,6 +74,23 @@ def adapter_fits(folder: Path, llm: str) -> bool | None:
     return adapter_base == model
 
 
+def refuse_unfit(folder: Path, llm: str) -> None:
+    """AdapterError when the adapter records a base model other than the one `llm` names: loaded
+    anyway, its ΔW would land on weights it was not trained for (on the default reader, a second
+    copy of a LoRA already merged in)."""
+    import json
+
+    from kbqa.llm.loading import base_model_name
+
+    if adapter_fits(folder, llm) is not False:
+        return
+    recorded = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = recorded.get("base_model_name_or_path")
+    raise AdapterError(f"{folder} was trained on {base}, but the model is {base_model_name(llm) or llm}: "
+                       f"choose its base model (--llm {base}) or transplant it "
+                       "(kbqa adapters transplant)")
+
+
 def discover_adapters(configured: Iterable[Path | str], roots: Iterable[Path | str]) -> list[Path]:
     """Configured adapter folders first, then every adapter folder directly under each root."""
     found: dict[Path, None] = {}
@@ -115,8 +132,10 @@ def _strip_lora(model: Any) -> None:
 class VariantModel:
     """A LocalLLM whose base model is shared by every variant (see the module doc)."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, base: str | None = None) -> None:
         self.base_llm = llm
+        # the model setting `llm` was loaded from: adapters recording another base are refused
+        self.base = base
         self.base_model = llm.model
         self.peft_model: Any = None        # the LoRA adapters' peft model
         self.prefix_models: dict[Path, Any] = {}  # prefix folder → its own peft model
@@ -175,6 +194,9 @@ class VariantModel:
             raise AdapterError(f"variant '{variant.label}' stacks the prefix-tuning adapter "
                                f"{prefixes[0].name} with other adapters: a prefix adapter is a "
                                "variant on its own (peft cannot combine a prefix with LoRA)")
+        if self.base:
+            for folder in variant.adapters:
+                refuse_unfit(folder, self.base)
         return [self._load(folder) for folder in variant.adapters]
 
     def prefix_model(self, variant: Variant) -> Any:

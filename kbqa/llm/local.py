@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
 from kbqa.llm.prefix_cache import PrefixCache, is_prompt_learning
+from kbqa.llm.refusal import RefusalThreshold
 from kbqa.llm.stop import signals_in
 
 
@@ -62,6 +63,14 @@ def _remote_code_files(config: dict[str, Any]) -> list[str]:
     return sorted({ref.split("--")[-1].split(".")[0] + ".py" for ref in refs})
 
 
+def _refusal_margin(generation: dict[str, Any]) -> dict[str, float]:
+    """{"refusal_margin": m} when this generation measured it (kbqa.llm.refusal), else {}."""
+    for processor in generation.get("logits_processor") or ():
+        if isinstance(processor, RefusalThreshold) and processor.margin is not None:
+            return {"refusal_margin": processor.margin, "refusal_logprob": processor.logprob}
+    return {}
+
+
 def _generation_info(prompt_tokens: int, completion_tokens: int, max_new_tokens: int,
                      ended: bool) -> dict[str, Any]:
     """OpenAI's finish_reason and usage: "length" only when the token budget ran out first."""
@@ -85,6 +94,10 @@ class LocalLLM(LLM):
     repetition_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     max_input_tokens: int = 3072
+    # the answer template's fixed refusal, and the first-token margin below which it is given
+    # instead of an answer (kbqa.llm.refusal; 0: the margin is only recorded)
+    refusal: str | None = None
+    refusal_bias: float = 0.0
     # kbqa.llm.cpu_inference: packed weights, folded attention, a growing cache (same computation)
     cpu_speedups: bool = True
     # Shared by this LLM's adapter views (kbqa.adapters.variants), keyed by the weights in use; None = off.
@@ -178,6 +191,7 @@ class LocalLLM(LLM):
                            **kwargs: Any) -> tuple[dict, _Lease | None]:
         """generate() arguments, and the prefix-cache lease to return once generation ends."""
         import torch
+        from transformers import LogitsProcessorList
 
         from kbqa.llm.cpu_inference import is_transformers_native
 
@@ -199,6 +213,9 @@ class LocalLLM(LLM):
         stops = [*(self.stop or []), *(stop or [])]
         if stops:
             generation.update(stop_strings=stops, tokenizer=self.tokenizer)
+        threshold = self._refusal_threshold(kwargs.get("refusal_bias", self.refusal_bias))
+        if threshold is not None:
+            generation["logits_processor"] = LogitsProcessorList([threshold])
         if is_prompt_learning(self.model):  # peft builds the cache: it starts with the prefix
             return generation, None
         lease = self._lease_cache(input_ids[0].tolist())
@@ -207,6 +224,14 @@ class LocalLLM(LLM):
         elif self.cpu_speedups and is_transformers_native(self.model):
             generation["past_key_values"] = self.new_cache()
         return generation, lease
+
+    def _refusal_threshold(self, bias: float) -> RefusalThreshold | None:
+        """This generation's refusal threshold, when the LLM knows its template's refusal."""
+        if not self.refusal:
+            return None
+        ids = self.tokenizer(self.refusal, add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return RefusalThreshold(ids, eos, bias)
 
     def new_cache(self) -> Any:
         """An empty key/value cache of the kind generate() gets here: kbqa's growing one, or
@@ -253,7 +278,7 @@ class LocalLLM(LLM):
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
         stops = [*(self.stop or []), *(stop or [])]
         info = _generation_info(prompt_tokens, len(new_tokens), generation["max_new_tokens"],
-                                self._ended(new_tokens, text, stops))
+                                self._ended(new_tokens, text, stops)) | _refusal_margin(generation)
         return _cut_at_stop(text, stops)[0].strip(), info
 
     def _call(self, prompt: str, stop: list[str] | None = None,
@@ -330,7 +355,7 @@ class LocalLLM(LLM):
             new_tokens = outputs[0][0, prompt_tokens:]
             yield GenerationChunk(text="", generation_info=_generation_info(
                 prompt_tokens, len(new_tokens), generation["max_new_tokens"],
-                self._ended(new_tokens, text, stops)))
+                self._ended(new_tokens, text, stops)) | _refusal_margin(generation))
 
 
 class _Lease:

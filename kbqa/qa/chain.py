@@ -30,6 +30,15 @@ def is_refusal(answer: str) -> bool:
     return REFUSAL in answer.replace(" ", "")
 
 
+def check_answer(answer: str, docs: list[Document], question: str, policy: Policy) -> Grounding:
+    """The grounding step on the passages the model read, with each passage's file and heading
+    (where a question's identifier may stand: kbqa.qa.grounding)."""
+    names = [" ".join(str(d.metadata.get(key) or "") for key in ("filename", "source", "heading",
+                                                                   "title"))
+             for d in docs]
+    return ground(answer, [d.page_content for d in docs], question, policy, names=names)
+
+
 def final_answer(result: dict[str, Any]) -> str:
     """The answer a chain run gives: the grounded one when the chain checked it, else the model's."""
     grounded = result.get("grounded")
@@ -58,8 +67,7 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
         return answer_with_llm if inputs["docs"] else refuse
 
     def check(inputs: dict[str, Any]) -> Grounding:
-        return ground(inputs["answer"], [d.page_content for d in inputs["docs"]],
-                      inputs["question"], grounding)
+        return check_answer(inputs["answer"], inputs["docs"], inputs["question"], grounding)
 
     def retrieve(inputs: dict[str, Any]) -> list[Document]:
         return retrieve_with_history(retriever, inputs["question"], inputs.get("history"),

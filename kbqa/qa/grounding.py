@@ -10,12 +10,17 @@ dropping spaces and punctuation:
   passage holds (pairs the question holds count as well: an answer may echo the question);
 - in a table, the row it comes from must be the row the question is about: when another row
   shares ROW_MARGIN more of the question's words (its model or city, say) and does not hold the
-  answer, the answer was read off the wrong row.
+  answer, the answer was read off the wrong row;
+- the identifiers the question names (words with a digit or a capital letter: a model "R3 Pro",
+  a year "1963", "Wi-Fi") must stand in a passage that supports the answer, in its text or in
+  its document's name and heading: an answer read off another product's passage is about
+  something else, whatever it says.
 
 The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
 replaced by the passage clause that best supports it, or by the row the question is about with
 its column names (span; a refusal when there is neither), or replaced by the fixed refusal
-(refuse).
+(refuse). An answer about another identifier is refused under both: its passage has no better
+clause to offer.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ GAP = " "  # what a run of dropped characters becomes: "0755-8663" is two number
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LATIN_UNIT = re.compile(r"[a-z%]+")
 _CLAUSE_END = re.compile(r"(?<=[。！？；;!?\n])")
+# a question's identifiers, in NFKC text: Latin letters and digits with inner '.', '-' or '_'
+_IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[.\-_][A-Za-z0-9]+)*")
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
               "七": 7, "八": 8, "九": 9}
 _CN_SCALES = {"十": 10, "百": 100, "千": 1000, "万": 10000}
@@ -124,6 +131,21 @@ def _holds(claim: str, text: str, question: str, min_coverage: float) -> bool:
             and _coverage(claim, text, question) >= min_coverage)
 
 
+def identifiers(question: str) -> list[str]:
+    """The question's identifiers, normalised: its Latin-letter or digit words holding a digit
+    or a capital letter ('R3', 'Wi-Fi', '1963'; not 'email'). Chinese numerals are not
+    identifiers here; in a passage they count as digits ('五天' holds the question's '5')."""
+    text = unicodedata.normalize("NFKC", question)
+    return [normalise(word) for word in _IDENTIFIER.findall(text)
+            if any(c.isdigit() or c.isupper() for c in word)]
+
+
+def _names_all(words: list[str], text: str) -> bool:
+    """Whether normalised `text` (Chinese numerals as digits) holds every identifier."""
+    plain = normalise(with_arabic_numerals(text))
+    return all(word in plain for word in words)
+
+
 def _tables(passage: str) -> list[tuple[list[str], list[list[str]]]]:
     """(header cells, body rows as cell lists) of each Markdown table in a passage."""
     lines = [line.strip() for line in passage.splitlines()]
@@ -179,6 +201,9 @@ class Support:
     missing_numbers: tuple[str, ...]  # its numbers (with units) found in no single passage
     span: str | None        # the passage clause (or the table row) that best supports it, if any
     wrong_row: bool = False  # it was read off a table row the question is not about
+    # the question's identifiers that no passage supporting the answer names (its text, file
+    # name or heading): the answer is about something else
+    foreign: tuple[str, ...] = ()
 
 
 def _judge(claim: str, question: str, passages: list[str],
@@ -216,15 +241,36 @@ def _best_clause(claim: str, question: str, passages: list[str]) -> str | None:
     return clause if score >= MIN_SPAN_COVERAGE else None
 
 
+def _foreign(claims: set[str], question: str, passages: list[str], names: Sequence[str],
+             min_coverage: float) -> tuple[str, ...]:
+    """The question's identifiers when no passage that supports a claim names them all (in its
+    text or its name); () when one does, or when the question names none."""
+    words = identifiers(question)
+    if not words:
+        return ()
+    plain_question = normalise(question)
+    for index, passage in enumerate(passages):
+        plain = normalise(passage)
+        if any(_holds(claim, plain, plain_question, min_coverage) for claim in claims) and \
+                _names_all(words, passage + " " + (names[index] if index < len(names) else "")):
+            return ()
+    return tuple(words)
+
+
 def check_support(answer: str, passages: Sequence[str], question: str = "",
-                  min_coverage: float = MIN_COVERAGE) -> Support:
-    """Whether `answer` is supported by one of `passages` (see the module's docstring)."""
+                  min_coverage: float = MIN_COVERAGE, names: Sequence[str] = ()) -> Support:
+    """Whether `answer` is supported by one of `passages` (see the module's docstring); `names`
+    are the passages' document names and headings, where a question's identifier may stand."""
     plain_passages = [normalise(p) for p in passages]
     plain_question = normalise(question)
     claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
     judged = max((_judge(claim, plain_question, plain_passages, min_coverage) for claim in claims),
                  key=lambda j: (j[0], -len(j[3]), j[2]))
     supported, index, coverage, missing = judged
+    if supported:
+        foreign = _foreign(claims, question, list(passages), names, min_coverage)
+        if foreign:
+            return Support(False, index, round(coverage, 3), missing, None, foreign=foreign)
     if supported and index is not None:
         row = _wrong_row(normalise(answer), passages[index], question, min_coverage)
         if row is not None:
@@ -247,17 +293,18 @@ class Grounding:
 
 
 def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
-           min_coverage: float = MIN_COVERAGE) -> Grounding:
+           min_coverage: float = MIN_COVERAGE, names: Sequence[str] = ()) -> Grounding:
     """Apply `policy` to the model's draft: a refusal, an empty context or policy 'off' is left as
-    it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal."""
+    it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal.
+    `names`: each passage's document name and heading (see check_support)."""
     from kbqa.qa.chain import is_refusal
 
     text = draft.strip()
     if policy == "off" or not passages or not text or is_refusal(text):
         return Grounding(draft, text, "unchecked", None)
-    support = check_support(text, passages, question, min_coverage)
+    support = check_support(text, passages, question, min_coverage, names)
     if support.supported:
         return Grounding(draft, text, "kept", support)
-    if policy == "span" and support.span:
+    if policy == "span" and support.span and not support.foreign:
         return Grounding(draft, support.span, "span", support)
     return Grounding(draft, REFUSAL, "refused", support)

@@ -257,6 +257,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "settings.temperature": ("温度（temperature）", "temperature"),
     "settings.top_p": ("核采样（top_p）", "top_p"),
     "settings.repetition_penalty": ("重复惩罚（repetition_penalty）", "repetition_penalty"),
+    "settings.refusal_bias": ("拒答阈值（refusal_bias）", "refusal threshold (refusal_bias)"),
+    "settings.refusal_bias_help": (
+        "模型第一个字偏向作答的把握低于此值时，改为拒答；越大拒答越多（也会拒答可回答的问题），0 = 由模型自己决定",
+        "refuse when the model's first token prefers answering by less than this; higher refuses "
+        "more (answerable questions too), 0 = the model decides alone"),
     "settings.history_turns": ("历史轮数（history_turns）", "history_turns"),
     "settings.history_questions": ("追问检索参考的上文问题数（history_questions）", "history_questions"),
     "settings.history_questions_help": (

@@ -112,6 +112,10 @@ def render() -> None:
                                      value=float(s.llm.repetition_penalty), step=0.05,
                                      key="set_repetition_penalty")
         problem_slot("repetition_penalty")
+        refusal_bias = st.number_input(t("settings.refusal_bias"), value=float(s.llm.refusal_bias),
+                                       step=0.5, key="set_refusal_bias",
+                                       help=t("settings.refusal_bias_help"))
+        problem_slot("refusal_bias")
         turns = st.number_input(t("settings.history_turns"), value=s.answer.history_turns, step=1,
                                 key="set_history_turns")
         problem_slot("history_turns")
@@ -137,7 +141,8 @@ def render() -> None:
         "top_k": int(top_k), "retrieval_mode": mode, "min_coverage": coverage,
         "score_threshold": threshold, "max_new_tokens": int(max_new),
         "temperature": float(temperature), "top_p": float(top_p),
-        "repetition_penalty": float(repetition), "history_turns": int(turns),
+        "repetition_penalty": float(repetition), "refusal_bias": float(refusal_bias),
+        "history_turns": int(turns),
         "history_questions": int(follow_up), "grounding": grounding,
         "max_file_mb": int(max_mb), "prompt_template": template if template.strip() else None,
     }
