@@ -124,6 +124,34 @@ def recompute(path: Path, eval_dir: Path, service: KbqaService, split: int | Non
             for rule, points in variant["curves"][part].items():
                 print_curve(f"{name}, {part} ({len(qids)} questions)", rule, points)
     path.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    plot(report, path.with_suffix(".png"))
+
+
+def plot(report: dict, out: Path) -> None:
+    """The trade-off curves: answerable questions refused against questions refused with their
+    gold passage hidden, one line per variant and rule, each point a threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for name, variant in report["variants"].items():
+        for rule, points in variant["curves"]["all"].items():
+            axes.plot([p["answerable_refused"] for p in points], [p["hidden_refused"] for p in points],
+                      marker="o", markersize=3, label=f"{name}, by {rule}")
+        first = next(iter(variant["curves"]["all"].values()))[0]
+        axes.annotate(f"{name}, threshold off", (first["answerable_refused"], first["hidden_refused"]),
+                      fontsize=7, textcoords="offset points", xytext=(8, -4))
+    axes.axhline(0.9, color="grey", linestyle=":", linewidth=1)
+    axes.axvline(0.05, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("answerable questions refused")
+    axes.set_ylabel("questions refused with the gold passage hidden")
+    axes.set_title("Refusal thresholds on CMRC 2018 dev (dotted: the targets)")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,18 +176,26 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -> Pat
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model = model.to(getattr(torch, dtype))
+    with _staged(out_dir) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    return out_dir
+
+
+@contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside `out_dir` to write into; it becomes `out_dir` in one rename when the
+    block ends, and is removed if the block fails, so `out_dir` is whole or absent."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        yield staging
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def weights_dtype(dtype: str) -> str:
@@ -228,22 +238,15 @@ def merge_reader(reader: EmbeddedReader, base_folder: Path, out_dir: Path, dtype
     if not (adapter / "adapter_model.safetensors").is_file():
         raise ModelError(f"embedded model {reader.name}: its adapter is missing from {adapter}; "
                          "reinstall kbqa")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    card_file = adapter / "README.md"
+    card = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""
+    with _staged(out_dir) as staging:
         merge_to_folder(base_folder, [adapter], staging, dtype)
-        card = (adapter / "README.md").read_text(encoding="utf-8") if (adapter / "README.md").is_file() else ""
         (staging / "README.md").write_text(
             f"# {reader.name}\n\nkbqa's embedded `{reader.base}` with the LoRA adapter of "
             f"kbqa/llm/readers/{reader.adapter} merged into its weights ({dtype}), made on first "
             f"use by kbqa.llm.loading.merge_reader. The adapter's card follows.\n\n{card}",
             encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
