@@ -63,8 +63,9 @@ def _remote_code_files(config: dict[str, Any]) -> list[str]:
     return sorted({ref.split("--")[-1].split(".")[0] + ".py" for ref in refs})
 
 
-def _refusal_margin(generation: dict[str, Any]) -> dict[str, float]:
-    """{"refusal_margin": m} when this generation measured it (kbqa.llm.refusal), else {}."""
+def _refusal_margin(generation: dict[str, Any]) -> dict[str, float | None]:
+    """The first step's refusal margin and log-probability when this generation measured them
+    (kbqa.llm.refusal), else {}."""
     for processor in generation.get("logits_processor") or ():
         if isinstance(processor, RefusalThreshold) and processor.margin is not None:
             return {"refusal_margin": processor.margin, "refusal_logprob": processor.logprob}
