@@ -84,12 +84,13 @@ def test_freed_heap_memory_is_kept_for_the_next_allocations() -> None:
 def test_the_encoder_reuses_freed_buffers_without_new_page_faults() -> None:
     """The embedded encoder embeds the same 200 texts three times in one process. The first
     batch faults its buffers in; with kbqa's settings the next two batches reuse them (under a
-    tenth of the first batch's faults), where glibc's own settings fault in about as much
-    again each batch."""
+    tenth of the first batch's faults), where glibc's own settings fault in more than that again
+    each batch (often about as much; how much varies with glibc's sliding mmap threshold)."""
     glibc, kept = json.loads(_run(_ENCODE_ROUNDS, "glibc")), json.loads(_run(_ENCODE_ROUNDS, "kbqa"))
     assert kept["applied"] is True and glibc["applied"] is False
     first, *again = glibc["faults"]
-    assert all(faults >= first / 2 for faults in again), glibc  # control: refaulted each batch
+    # control: under glibc's settings the same bound fails, so the bound tells the two apart
+    assert all(faults > first / 10 for faults in again), glibc
     first, *again = kept["faults"]
     assert all(faults <= first / 10 for faults in again), kept
 

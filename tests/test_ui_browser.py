@@ -109,6 +109,8 @@ def test_upload_ask_and_see_the_source(server: str, page, tmp_path: Path,
     for column in (plain, adapter):
         assert "10" in column[1] or "十" in column[1], column
         assert "总计 " in column[2], column
+    # the passages render after the heading above them: wait for them, not only for the heading
+    expect(page.locator('[data-testid="stExpander"]')).to_have_count(1)
     context = page.locator('[data-testid="stExpander"]').all_inner_texts()
     assert len(context) == 1 and "员工手册.md · 年假制度" in context[0], context
     assert not page.locator('[data-testid="stException"]').count()
