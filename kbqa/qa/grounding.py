@@ -241,16 +241,15 @@ def _best_clause(claim: str, question: str, passages: list[str]) -> str | None:
     return clause if score >= MIN_SPAN_COVERAGE else None
 
 
-def _foreign(claims: set[str], question: str, passages: list[str], names: Sequence[str],
-             min_coverage: float) -> tuple[str, ...]:
+def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_passages: list[str],
+             names: Sequence[str], min_coverage: float) -> tuple[str, ...]:
     """The question's identifiers when no passage that supports a claim names them all (in its
     text or its name); () when one does, or when the question names none."""
     words = identifiers(question)
     if not words:
         return ()
     plain_question = normalise(question)
-    for index, passage in enumerate(passages):
-        plain = normalise(passage)
+    for index, (passage, plain) in enumerate(zip(passages, plain_passages, strict=True)):
         if any(_holds(claim, plain, plain_question, min_coverage) for claim in claims) and \
                 _names_all(words, passage + " " + (names[index] if index < len(names) else "")):
             return ()
@@ -268,7 +267,7 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
                  key=lambda j: (j[0], -len(j[3]), j[2]))
     supported, index, coverage, missing = judged
     if supported:
-        foreign = _foreign(claims, question, list(passages), names, min_coverage)
+        foreign = _foreign(claims, question, passages, plain_passages, names, min_coverage)
         if foreign:
             return Support(False, index, round(coverage, 3), missing, None, foreign=foreign)
     if supported and index is not None:
@@ -305,6 +304,6 @@ def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
     support = check_support(text, passages, question, min_coverage, names)
     if support.supported:
         return Grounding(draft, text, "kept", support)
-    if policy == "span" and support.span and not support.foreign:
+    if policy == "span" and support.span:  # None for an answer about another identifier
         return Grounding(draft, support.span, "span", support)
     return Grounding(draft, REFUSAL, "refused", support)
