@@ -489,3 +489,19 @@ def test_train_command_makes_a_prefix_adapter(qwen: Path, tmp_path: Path, capsys
     assert main(["adapters", "transplant", str(out), "--target", str(qwen),
                  "--out", str(tmp_path / "t")]) == 1
     assert "cannot transplant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, own, foreign", [
+    ("prefix", ("virtual_tokens: 88", "prefix_init: text"), ("rank:", "alpha:", "targets:")),
+    ("lora", ("rank: 8", "targets: q_proj, v_proj"), ("virtual_tokens:", "prefix_init:")),
+])
+def test_a_training_card_lists_only_its_own_kinds_settings(tmp_path, kind, own, foreign):
+    from kbqa.adapters.card import write_training_card
+    from kbqa.adapters.train import TrainOptions, TrainResult
+
+    options = TrainOptions(kind=kind, virtual_tokens=88)
+    card = write_training_card(tmp_path, base="base-x", data="data", options=options,
+                               result=TrainResult(steps=3, seconds=1.0, losses=[1.0, 0.5, 0.2]),
+                               command=["kbqa", "adapters", "train"]).read_text(encoding="utf-8")
+    assert all(line in card for line in own), card
+    assert not any(line in card for line in foreign), card

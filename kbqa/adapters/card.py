@@ -18,6 +18,10 @@ from kbqa.adapters.train import TrainOptions, TrainResult
 from kbqa.hardware import cpu_model
 
 
+PREFIX_ONLY = ("virtual_tokens", "prefix_projection", "prefix_init")
+LORA_ONLY = ("rank", "alpha", "dropout", "targets")
+
+
 def write_training_card(out: Path, *, base: str, data: str, options: TrainOptions,
                         result: TrainResult, command: list[str]) -> Path:
     """Write OUT/README.md; `data` says what the examples were (source and mix)."""
@@ -25,9 +29,8 @@ def write_training_card(out: Path, *, base: str, data: str, options: TrainOption
     device = (f"{torch.cuda.get_device_name()} (CUDA)" if torch.cuda.is_available()
               else f"{cpu_model()}, {torch.get_num_threads()} threads")
     head, tail = losses[:10], losses[-10:]
-    settings = {k: v for k, v in asdict(options).items()
-                if options.kind == "prefix" or k not in ("virtual_tokens", "prefix_projection",
-                                                          "prefix_init")}
+    other_kind = (LORA_ONLY if options.kind == "prefix" else PREFIX_ONLY)
+    settings = {k: v for k, v in asdict(options).items() if k not in other_kind}
     lines = [
         f"# {out.name}",
         "",
