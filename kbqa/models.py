@@ -36,14 +36,9 @@ class Models:
     def embeddings(self) -> EncoderEmbeddings:
         """The configured embedder, loaded once."""
         if self._embeddings is None:
-            from kbqa.embeddings.embedders import (
-                load_embedded_default,
-                load_sentence_transformer,
-            )
+            from kbqa.embeddings.embedders import load_embeddings
 
-            model = self.settings.embeddings.model
-            self._embeddings = (load_embedded_default() if model == "embedded"
-                                else load_sentence_transformer(Path(model)))
+            self._embeddings = load_embeddings(self.settings.embeddings.model)
         return self._embeddings
 
     @property

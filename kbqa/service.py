@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.runnables import Runnable
 
 from kbqa.config import Settings
+from kbqa.embeddings.embedders import EMBEDDER_NAMES
 from kbqa.errors import ConfigError, KnowledgeBaseError, SettingProblem
 from kbqa.kb import folders
 from kbqa.llm.stop import StopSignal
@@ -349,7 +350,8 @@ def _settings_problems(settings: Settings) -> list[SettingProblem]:
         problems.append(SettingProblem(
             "llm", "missing_path", f"llm: model folder {settings.llm.model} does not exist",
             {"path": settings.llm.model}))
-    if settings.embeddings.model != "embedded" and not Path(settings.embeddings.model).expanduser().is_dir():
+    if settings.embeddings.model not in EMBEDDER_NAMES and not Path(
+            settings.embeddings.model).expanduser().is_dir():
         problems.append(SettingProblem(
             "embedder", "missing_path", f"embedder: folder {settings.embeddings.model} does not exist",
             {"path": settings.embeddings.model}))

