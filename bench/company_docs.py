@@ -160,7 +160,11 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 
 def run_variant(variant: str, questions: list[dict], home: Path, documents: list[Path],
                 llm: str) -> dict[str, Any]:
-    settings = load_settings({"home": home, "kb": "company", "llm": llm, **parse_variant(variant)})
+    overrides = parse_variant(variant)
+    # one knowledge base per embedder: a KB refuses vectors from another model
+    kb = "company" if overrides.get("embedder", "embedded") == "embedded" else (
+        "company-" + Path(overrides["embedder"]).name)
+    settings = load_settings({"home": home, "kb": kb, "llm": llm, **overrides})
     service = KbqaService(settings)
     if not service.knowledge_base(create=True).chunk_count:
         start = time.perf_counter()

