@@ -113,6 +113,44 @@ def test_variant_specs(tmp_path: Path):
             parse_variant(bad)
 
 
+def test_the_default_variant_is_the_reader_adapter_on_its_base(tmp_path: Path):
+    from kbqa.evaluation.data import with_default_reader
+    from kbqa.llm.loading import EMBEDDED_READERS, PLAIN_DEFAULT_LLM
+
+    reader = next(iter(EMBEDDED_READERS.values()))
+    plain, default = parse_variant("plain"), parse_variant("default")
+    assert plain.is_plain and not default.is_plain
+    for llm in ("embedded", f"embedded:{reader.name}", f"embedded:{PLAIN_DEFAULT_LLM}"):
+        model, variants = with_default_reader(llm, (plain, default))
+        assert model == f"embedded:{PLAIN_DEFAULT_LLM}", llm
+        assert variants[0] == plain
+        assert variants[1].name == "default" and variants[1].adapters == (reader.adapter_folder(),)
+    config = json.loads((reader.adapter_folder() / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == f"embedded:{PLAIN_DEFAULT_LLM}"
+    # without 'default' nothing changes; on another model 'default' names nothing
+    other = parse_variant(f"x={tmp_path}")
+    assert with_default_reader("embedded", (plain, other)) == ("embedded", (plain, other))
+    with pytest.raises(KbqaError, match="default reader"):
+        with_default_reader("embedded:smollm2-135m-instruct", (plain, default))
+
+
+def test_eval_compares_plain_with_the_default_reader(model_cache: Path, tmp_path: Path):
+    """`kbqa eval --variant plain --variant default` on the default model runs both on its base."""
+    questions, docs = cmrc_sample(tmp_path, 1)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "cache").symlink_to(model_cache, target_is_directory=True)
+    settings = load_settings({"home": tmp_path / "home", "max_new_tokens": 16}, environ={})
+    assert settings.llm.model == "embedded"
+    out = tmp_path / "out"
+    config = EvalConfig(questions=questions, docs=(docs,), out=out,
+                        variants=(parse_variant("plain"), parse_variant("default")))
+    metrics = run_eval(settings, config, progress=False, log=lambda _: None)
+    assert metrics["default"]["verify"]["max_logit_diff"] > 1e-3
+    assert json.loads((out / "run.json").read_text())["llm"].endswith("qwen2.5-coder-0.5b-instruct")
+    rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows} == {"plain", "default"} and len(rows) == 4
+
+
 # ---------------------------------------------------------------- the identical-variant abort
 
 

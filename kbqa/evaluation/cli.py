@@ -30,7 +30,8 @@ def add_eval_parser(commands: Any, add_common: Any, add_model_options: Any) -> N
                         help='a folder of documents, or docs.jsonl: {"doc_id", "title", "text"}; '
                              "repeat to combine several")
     parser.add_argument("--variant", dest="variants", action="append", default=[],
-                        metavar="SPEC", help="'plain' or NAME=ADAPTER_DIR[+ADAPTER_DIR]; repeat")
+                        metavar="SPEC", help="'plain', 'default' (kbqa's default reader, compared "
+                             "on its base model) or NAME=ADAPTER_DIR[+ADAPTER_DIR]; repeat")
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     parser.add_argument("--limit", type=int, help="only the first N questions")
     parser.add_argument("--retrieval-only", action="store_true",

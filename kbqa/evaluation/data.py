@@ -26,13 +26,18 @@ class Variant:
 
     @property
     def is_plain(self) -> bool:
-        return not self.adapters
+        return not self.adapters and self.name != DEFAULT_VARIANT
+
+
+DEFAULT_VARIANT = "default"
 
 
 def parse_variant(spec: str) -> Variant:
-    """'plain' or 'NAME=ADAPTER_DIR[+ADAPTER_DIR...]'."""
+    """'plain', 'default' (see `with_default_reader`) or 'NAME=ADAPTER_DIR[+ADAPTER_DIR...]'."""
     if spec == "plain":
         return Variant("plain")
+    if spec == DEFAULT_VARIANT:
+        return Variant(DEFAULT_VARIANT)
     name, sep, dirs = spec.partition("=")
     if not sep or not name or not dirs or name in {"plain", "comparisons", "input_problems"}:
         raise KbqaError(f"bad --variant {spec!r}: use 'plain' or NAME=ADAPTER_DIR[+ADAPTER_DIR]")
@@ -41,6 +46,25 @@ def parse_variant(spec: str) -> Variant:
     if missing:
         raise KbqaError(f"--variant {name}: adapter folder(s) not found: {', '.join(missing)}")
     return Variant(name, adapters)
+
+
+def with_default_reader(llm: str, variants: tuple[Variant, ...]) -> tuple[str, tuple[Variant, ...]]:
+    """Resolve a 'default' variant to kbqa's default reader as an adapter on its base, so that
+    `plain` (the base) and `default` are compared on one model: returns the model to evaluate
+    on and the variants. Other variant lists pass through unchanged."""
+    if not any(v.name == DEFAULT_VARIANT and not v.adapters for v in variants):
+        return llm, variants
+    from kbqa.llm.loading import EMBEDDED_PREFIX, EMBEDDED_READERS, base_model_name
+
+    named = base_model_name(llm) or llm
+    reader = next((r for r in EMBEDDED_READERS.values()
+                   if named in (EMBEDDED_PREFIX + r.name, EMBEDDED_PREFIX + r.base)), None)
+    if reader is None:
+        raise KbqaError(f"--variant default is kbqa's default reader on its base model; --llm "
+                        f"{llm} is neither (use --llm embedded or name an adapter: NAME=DIR)")
+    resolved = tuple(Variant(DEFAULT_VARIANT, (reader.adapter_folder(),))
+                     if v.name == DEFAULT_VARIANT and not v.adapters else v for v in variants)
+    return EMBEDDED_PREFIX + reader.base, resolved
 
 
 def read_questions(path: Path) -> tuple[list[Question], list[str]]:

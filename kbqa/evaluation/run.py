@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from tqdm import tqdm
 from kbqa.qa.chain import final_answer, fixed_context, is_refusal, qa_chain
 from kbqa.config import Settings
 from kbqa.errors import AdapterError, KbqaError
-from kbqa.evaluation.data import Question, Variant, parse_variant, read_questions
+from kbqa.evaluation.data import (Question, Variant, parse_variant, read_questions,
+                                  with_default_reader)
 from kbqa.ingest.jsonl_docs import materialise_docs
 from kbqa.evaluation.scoring import summarise
 from kbqa.evaluation.metrics import exact_match, f1_score, rouge_l
@@ -158,6 +159,9 @@ def _check_resumable(out: Path, fingerprint: dict) -> None:
 def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | None = None,
              progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate every variant; writes answers.jsonl, metrics.json, report.md/.html; returns metrics."""
+    llm, variants = with_default_reader(settings.llm.model, config.variants)
+    if variants != config.variants:
+        settings, config = settings.changed({"llm": llm}), replace(config, variants=variants)
     if not any(v.is_plain for v in config.variants):
         raise KbqaError("the variants must include 'plain': every comparison is against it")
     names = [v.name for v in config.variants]
