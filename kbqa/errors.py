@@ -53,3 +53,11 @@ class AdapterError(KbqaError):
 
 class KnowledgeBaseBusy(KnowledgeBaseError):
     """Another writer holds the knowledge base's lock (the server answers it 409, not 500)."""
+
+
+class KnowledgeBaseMissing(KnowledgeBaseError):
+    """The knowledge base does not exist, or was deleted since it was opened (the server: 404)."""
+
+
+class KnowledgeBaseReplaced(KnowledgeBaseError):
+    """The base was deleted and re-created since it was opened; a retry succeeds (the server: 409)."""

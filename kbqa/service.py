@@ -15,7 +15,7 @@ from langchain_core.runnables import Runnable
 
 from kbqa.config import Settings
 from kbqa.embeddings.embedders import EMBEDDER_NAMES
-from kbqa.errors import ConfigError, KnowledgeBaseError, SettingProblem
+from kbqa.errors import ConfigError, KnowledgeBaseError, KnowledgeBaseMissing, SettingProblem
 from kbqa.kb import folders
 from kbqa.llm.stop import StopSignal
 from kbqa.models import Models
@@ -112,7 +112,7 @@ class KbqaService:
             found = identity(root / name) if name in folders.list_names(root) else None
             vector_store = self.settings.vector_store_config
             if found is None and not create:
-                raise KnowledgeBaseError(f"knowledge base '{name}' does not exist "
+                raise KnowledgeBaseMissing(f"knowledge base '{name}' does not exist "
                                          f"(create it with `kbqa ingest PATH --kb {name}`)")
             if found is None:
                 kb = KnowledgeBase.open_or_create(root, name, self.embeddings,

@@ -14,6 +14,9 @@ import httpx
 import openai
 import pytest
 
+from kbqa.kb import folders
+from kbqa.kb.store import KnowledgeBase
+from kbqa.server import kbs
 from kbqa.server.app import create_app, running
 
 from tests.serve_support import Server, count, draft_of, kbqa_server, rendered
@@ -437,3 +440,25 @@ def test_job_status_survives_a_server_restart(server: Server) -> None:
         assert api(after, "GET", f"/v1/kbs/hr/jobs/{sent['id']}",
                    server.hr_key).status_code == 404
     assert api(server, "DELETE", "/v1/kbs/jobs-kb").status_code == 200
+
+
+def test_a_base_deleted_by_another_process_mid_request_is_404(server: Server,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request found the base and its document; then another process (the CLI) deleted the
+    base before the removal ran: the answer is 404 kb_not_found, as if it had been gone first."""
+    assert api(server, "POST", "/v1/kbs", json={"name": "racing"}).status_code == 201
+    response = api(server, "POST", "/v1/kbs/racing/documents",
+                   files={"files": ("停车.md", "停车位每月收费八十元。".encode(), "text/markdown")})
+    assert _wait(server, "racing", response.json()["id"], server.admin_key)["status"] == "done"
+    listed = kbs._documents
+
+    def listed_then_deleted(store: KnowledgeBase) -> list:
+        found = listed(store)
+        folders.delete_kb(server.state.service.settings.kb_root, "racing")
+        return found
+
+    monkeypatch.setattr(kbs, "_documents", listed_then_deleted)
+    removed = api(server, "DELETE", "/v1/kbs/racing/documents/停车.md")
+    assert removed.status_code == 404, removed.text
+    assert removed.json()["error"]["code"] == "kb_not_found"
+    assert "racing" not in [kb["name"] for kb in api(server, "GET", "/v1/kbs").json()["data"]]

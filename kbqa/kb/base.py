@@ -40,7 +40,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
-from kbqa.errors import KnowledgeBaseError
+from kbqa.errors import KnowledgeBaseError, KnowledgeBaseMissing, KnowledgeBaseReplaced
 from kbqa.kb import embedding_cache, folders, freshness, manifest, reads
 from kbqa.kb.folders import DEFAULT_LOCK_TIMEOUT_S, exclusive_lock
 from kbqa.kb.reads import DocumentRecord, LexicalRow
@@ -159,7 +159,7 @@ class KnowledgeBaseFolder:
         folder = folders.folder_of(root, name)
         if not (folder / manifest.DB_FILENAME).is_file():
             available = ", ".join(folders.list_names(folder.parent)) or "none"
-            raise KnowledgeBaseError(
+            raise KnowledgeBaseMissing(
                 f"no knowledge base named {name!r} in {folder.parent} (available: {available})")
         kb = cls(folder, embeddings, lock_timeout=lock_timeout, index_type=index_type,
                  vector_store=vector_store)
@@ -308,7 +308,7 @@ class KnowledgeBaseFolder:
     def _locked_if_still_here(self) -> Iterator[None]:
         """The writer lock, once this object's base is known to be the one on disk: a delete
         takes the lock before it moves the folder, so under it the check stays true."""
-        gone = KnowledgeBaseError(f"knowledge base {self.name!r} was deleted by another process "
+        gone = KnowledgeBaseMissing(f"knowledge base {self.name!r} was deleted by another process "
                                   "since it was opened; nothing was written")
         with contextlib.ExitStack() as stack:
             try:
@@ -320,7 +320,7 @@ class KnowledgeBaseFolder:
             if current is None:
                 raise gone
             if current != self._identity:
-                raise KnowledgeBaseError(
+                raise KnowledgeBaseReplaced(
                     f"knowledge base {self.name!r} was deleted and re-created by another process "
                     "since it was opened; nothing was written: open it again and retry")
             yield

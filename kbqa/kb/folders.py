@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
-from kbqa.errors import KnowledgeBaseBusy, KnowledgeBaseError
+from kbqa.errors import KnowledgeBaseBusy, KnowledgeBaseError, KnowledgeBaseMissing
 from kbqa.kb import manifest, reads
 from kbqa.vector_backends import VectorStoreConfig, new_meta
 from kbqa.vector_backends import drop as drop_vectors
@@ -102,7 +102,7 @@ def delete_kb(root: Path | str, name: str, *, lock_timeout: float = DEFAULT_LOCK
     waits for (or refuses during) a running write. `vector_store` supplies a Milvus token."""
     folder = folder_of(root, name)
     if not (folder / manifest.DB_FILENAME).is_file():
-        raise KnowledgeBaseError(f"no knowledge base named {name!r} in {folder.parent}")
+        raise KnowledgeBaseMissing(f"no knowledge base named {name!r} in {folder.parent}")
     graveyard = folder.parent / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
     with exclusive_lock(folder / manifest.LOCK_FILENAME, lock_timeout, name):
         conn = manifest.connect(folder / manifest.DB_FILENAME)

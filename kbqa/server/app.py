@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from kbqa.config import Settings
-from kbqa.errors import KbqaError, KnowledgeBaseBusy
+from kbqa.errors import KbqaError, KnowledgeBaseBusy, KnowledgeBaseMissing, KnowledgeBaseReplaced
 from kbqa.server import chat, kbs, schemas
 from kbqa.server.auth import KeyStore
 from kbqa.server.backends import make_backend
@@ -70,6 +70,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KnowledgeBaseBusy)
     async def busy(_: Request, exc: KnowledgeBaseBusy) -> JSONResponse:
         return _error(409, without_paths(str(exc)), "invalid_request_error", "kb_busy")
+
+    @app.exception_handler(KnowledgeBaseMissing)
+    async def missing(_: Request, exc: KnowledgeBaseMissing) -> JSONResponse:
+        return _error(404, without_paths(str(exc)), "not_found_error", "kb_not_found")
+
+    @app.exception_handler(KnowledgeBaseReplaced)
+    async def replaced(_: Request, exc: KnowledgeBaseReplaced) -> JSONResponse:
+        return _error(409, without_paths(str(exc)), "invalid_request_error", "kb_replaced")
 
     @app.exception_handler(KbqaError)
     async def failed(_: Request, exc: KbqaError) -> JSONResponse:
