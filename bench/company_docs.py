@@ -132,7 +132,8 @@ def ask_all(service: KbqaService, questions: list[dict]) -> list[dict]:
                "answerable": q["answerable"], "kind": q["kind"], "answers": q["answers"],
                "answer": answer.text, "refused": answer.refused,
                "right": q["answerable"] and not answer.refused and is_right(answer.text, q["answers"]),
-               "total_s": answer.timings["total"], "passages": passages,
+               "total_s": answer.timings["total"], "answerability": answer.answerability,
+               "passages": passages,
                "sources": [s.location() for s in answer.sources]}
         grounding = getattr(answer, "grounding", None)
         if grounding is not None:
@@ -156,6 +157,25 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             "by_kind": {kind: share([r for r in answerable if r["kind"] == kind and r["right"]],
                                     [r for r in answerable if r["kind"] == kind])
                         for kind in sorted({r["kind"] for r in answerable})}}
+
+
+FLOORS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+
+
+def answerability_curve(rows: list[dict]) -> list[dict]:
+    """The summary for each min_answerability floor above the run's own, from the probabilities
+    the run recorded: a floor refuses exactly the answers below it and changes no other (the
+    refusal replaces the answer whole), so this equals running again with that floor."""
+    points = []
+    for floor in FLOORS:
+        moved = [dict(r, refused=True, right=False)
+                 if r["answerability"] is not None and r["answerability"] < floor else r
+                 for r in rows]
+        summary = summarise(moved)
+        points.append({"min_answerability": floor,
+                       **{k: summary[k] for k in ("answerable_right", "answerable_refused",
+                                                  "unanswerable_refused")}})
+    return points
 
 
 def run_variant(variant: str, questions: list[dict], home: Path, documents: list[Path],
@@ -182,7 +202,10 @@ def run_variant(variant: str, questions: list[dict], home: Path, documents: list
                                              "answer": {k: v for k, v in answer.items()
                                                         if k != "prompt_template"}},
             "chunks": service.knowledge_base().chunk_count,
-            "summary": summarise(rows), "rows": rows}
+            "summary": summarise(rows),
+            "answerability_curve": (answerability_curve(rows)
+                                    if any(r["answerability"] is not None for r in rows) else None),
+            "rows": rows}
 
 
 def main() -> None:

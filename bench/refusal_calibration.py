@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -58,6 +59,20 @@ def answer(llm, settings, question: str, docs: list) -> dict:
     info = generation.generation_info or {}
     return {"draft": draft, "answer": grounded.text, "margin": info.get("refusal_margin"),
             "logprob": info.get("refusal_logprob")}
+
+
+def asked_questions(eval_dir: Path, split: str) -> list[dict]:
+    """Dev in its order; or train shuffled (seed 1) without the 120 questions the default
+    reader's adapter was trained on (kbqa.adapters.train.cmrc_examples, seed 0, its --steps)."""
+    questions = _jsonl(eval_dir / split / "questions.jsonl")
+    if split == "dev":
+        return questions
+    from kbqa.adapters.train import cmrc_examples
+
+    trained = "\n".join(e.prompt for e in cmrc_examples(eval_dir / "train", limit=120))
+    questions = [q for q in questions if f"问题：{q['question']}" not in trained]
+    random.Random(1).shuffle(questions)
+    return questions
 
 
 def refuses(row: dict, rule: str, value: float) -> bool:
@@ -104,8 +119,9 @@ def recompute(path: Path, eval_dir: Path, service: KbqaService, split: int | Non
     """The curves of a written report from its recorded drafts, with the current grounding step
     applied again to the same passages (retrieval is deterministic; no model is loaded)."""
     report = json.loads(path.read_text(encoding="utf-8"))
-    by_qid = {q["qid"]: q for q in _jsonl(eval_dir / "dev" / "questions.jsonl")}
-    asked = {qid: contexts(service, q) for qid, q in by_qid.items()}
+    by_qid = {q["qid"]: q for q in asked_questions(eval_dir, report.get("questions_from", "dev"))}
+    recorded = {row["qid"] for variant in report["variants"].values() for row in variant["rows"]}
+    asked = {qid: contexts(service, by_qid[qid]) for qid in recorded}
     for name, variant in report["variants"].items():
         for row in variant["rows"]:
             if row["margin"] is not None:
@@ -143,11 +159,18 @@ def plot(report: dict, out: Path) -> None:
         first = next(iter(variant["curves"]["all"].values()))[0]
         axes.annotate(f"{name}, threshold off", (first["answerable_refused"], first["hidden_refused"]),
                       fontsize=7, textcoords="offset points", xytext=(8, -4))
+    save_tradeoff(figure, axes, "Refusal thresholds on CMRC 2018 dev (dotted: the targets)", out)
+
+
+def save_tradeoff(figure, axes, title: str, out: Path) -> None:
+    """The trade-off plot's targets (dotted), axes, legend, and the PNG."""
+    import matplotlib.pyplot as plt
+
     axes.axhline(0.9, color="grey", linestyle=":", linewidth=1)
     axes.axvline(0.05, color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("answerable questions refused")
     axes.set_ylabel("questions refused with the gold passage hidden")
-    axes.set_title("Refusal thresholds on CMRC 2018 dev (dotted: the targets)")
+    axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
@@ -159,6 +182,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, required=True, help="KBQA home of the CMRC KB")
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
+    parser.add_argument("--questions-from", choices=("dev", "train"), default="dev",
+                        help="train: a seeded sample of CMRC train questions the reader was not "
+                             "trained on (to fit a refusal rule on, away from dev)")
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--llm", default="embedded", help="the model (kbqa's llm setting)")
@@ -178,10 +204,11 @@ def main() -> None:
         recompute(args.curves_of, args.eval_dir, service, args.split)
         return
     variants = args.variant or ["plain"]
-    questions = _jsonl(args.eval_dir / "dev" / "questions.jsonl")[args.offset:args.offset + args.limit]
+    questions = asked_questions(args.eval_dir, args.questions_from)[args.offset:args.offset + args.limit]
     by_qid = {q["qid"]: q for q in questions}
     asked = {q["qid"]: contexts(service, q) for q in questions}
-    report: dict = {"llm": args.llm, "offset": args.offset, "limit": args.limit,
+    report: dict = {"llm": args.llm, "questions_from": args.questions_from,
+                    "offset": args.offset, "limit": args.limit,
                     "settings": {"top_k": settings.retrieval.top_k,
                                  "min_coverage": settings.retrieval.min_coverage,
                                  "grounding": settings.answer.grounding}, "variants": {}}

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # the modules behind these pull in torch: imported when first
     from kbqa.llm.local import LocalLLM
     from kbqa.retrieval.rerank import Reranker
 
-GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "refusal_bias")
+GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "refusal_bias",
+                     "min_answerability")
 
 
 class Models:
@@ -107,7 +108,7 @@ class Models:
 
     def _load_local_llm(self) -> LocalLLM:
         """The one place a local model is loaded from the settings."""
-        from kbqa.llm.loading import resolve_llm
+        from kbqa.llm.loading import answerability_probe_file, resolve_llm
         from kbqa.llm.local import LocalLLM
         from kbqa.qa.prompts import REFUSAL
 
@@ -116,7 +117,9 @@ class Models:
         return LocalLLM.from_folder(folder, dtype=s.dtype, max_new_tokens=s.max_new_tokens,
                                     temperature=s.temperature, top_p=s.top_p,
                                     repetition_penalty=s.repetition_penalty, refusal=REFUSAL,
-                                    refusal_bias=s.refusal_bias)
+                                    refusal_bias=s.refusal_bias,
+                                    probe_file=answerability_probe_file(s.model, folder),
+                                    min_answerability=s.min_answerability)
 
     def _with_adapters(self, llm: LocalLLM) -> LocalLLM:
         """`llm` with the configured adapters loaded strictly (none: unchanged)."""

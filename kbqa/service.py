@@ -397,4 +397,5 @@ def _events(chain: Runnable, question: str, history: list[tuple[str, str]] | Non
     text = grounding.text if grounding is not None else "".join(parts).strip()
     yield "done", Answer(question=question, text=text, sources=sources,
                          refused=is_refusal(text), timings=timings, usage=timer.usage,
-                         finish_reason=timer.finish_reason, grounding=grounding)
+                         finish_reason=timer.finish_reason, grounding=grounding,
+                         answerability=timer.answerability)

@@ -85,8 +85,23 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+SETTLED_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-stale="true"]')"""
+
+
 def idle(page) -> None:
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
+    """Until the script run is over and no element of the previous run is still shown (Streamlit
+    keeps those, marked stale, beside their replacements while it runs), twice 0.3 s apart: a
+    click's rerun may not have started yet when this is first called."""
+    settled_twice = 0
+    deadline = time.monotonic() + 180
+    while settled_twice < 2:
+        page.wait_for_function(SETTLED_JS, polling=50,
+                               timeout=max(1.0, deadline - time.monotonic()) * 1000)
+        settled_twice += 1
+        page.wait_for_timeout(300)
+        if not page.evaluate(SETTLED_JS):
+            settled_twice = 0
 
 
 MESSAGE_JS = """(index) => {
@@ -165,14 +180,19 @@ def sidebar_kb(page) -> str:
 def pick(page, box, option: str) -> None:
     """Open selectbox `box` and click `option` in its list; wait until it shows it."""
     item = page.get_by_role("listbox").get_by_text(option, exact=True)
-    for _ in range(3):  # a click during a rerun or an expander's animation may not open it
+    # a click during a rerun or an expander's animation may not open the list, and a rerun may
+    # re-render an open list under the click (the item is detached again and again): retry both
+    for attempt in range(4):
         box.click()
         try:
             item.wait_for(timeout=5000)
+            item.click(timeout=10_000)
             break
         except PlaywrightTimeout:
+            if attempt == 3:
+                raise
             page.keyboard.press("Escape")
-    item.click()
+            idle(page)
     idle(page)
     expect(box).to_have_value(option)
 

@@ -52,7 +52,7 @@ from kbqa.embeddings.use_encoder import USEEncoder
 texts = [f"第{i}条。" + "长城是中国古代的军事防御工程，绵延上万里。" * 10 for i in range(200)]
 encoder = USEEncoder()
 faults = []
-for _ in range(3):
+for _ in range(4):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     encoder.encode(texts)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -82,17 +82,19 @@ def test_freed_heap_memory_is_kept_for_the_next_allocations() -> None:
 
 
 def test_the_encoder_reuses_freed_buffers_without_new_page_faults() -> None:
-    """The embedded encoder embeds the same 200 texts three times in one process. The first
-    batch faults its buffers in; with kbqa's settings the next two batches reuse them (under a
-    tenth of the first batch's faults), where glibc's own settings fault in more than that again
-    each batch (often about as much; how much varies with glibc's sliding mmap threshold)."""
+    """The embedded encoder embeds the same 200 texts four times in one process. The first
+    batch faults its buffers in. With kbqa's settings the next three reuse them: the heap may
+    still grow a little while its layout settles (which free chunk a buffer lands in depends on
+    thread timing; seen: up to an eighth of the first batch, in the second batch only), so the
+    bound is on all three together (under a quarter of one batch) and on the last one (under a
+    tenth). glibc's own settings fault in more than a whole batch again over the same three."""
     glibc, kept = json.loads(_run(_ENCODE_ROUNDS, "glibc")), json.loads(_run(_ENCODE_ROUNDS, "kbqa"))
     assert kept["applied"] is True and glibc["applied"] is False
     first, *again = glibc["faults"]
     # control: under glibc's settings the same bound fails, so the bound tells the two apart
-    assert all(faults > first / 10 for faults in again), glibc
+    assert sum(again) > first, glibc
     first, *again = kept["faults"]
-    assert all(faults <= first / 10 for faults in again), kept
+    assert sum(again) <= first / 4 and again[-1] <= first / 10, kept
 
 
 def test_applied_once_unless_the_environment_sets_malloc() -> None:

@@ -88,3 +88,23 @@ def test_an_unknown_embedded_name_lists_the_reader_and_the_plain_models(tmp_path
     with pytest.raises(ModelError) as caught:
         embedded_llm_folder("nope", tmp_path)
     assert DEFAULT_LLM in str(caught.value) and READER.base in str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(EMBEDDED_READERS))
+def test_every_shipped_reader_is_a_lora_for_its_base_with_a_card(name: str) -> None:
+    """The package data behind each reader: a LoRA recorded for that reader's base, trained (not
+    zero), with a card that names the base, the data and the licence."""
+    from kbqa.llm.loading import EMBEDDED_LLMS
+
+    reader = EMBEDDED_READERS[name]
+    folder = reader.adapter_folder()
+    assert reader.base in EMBEDDED_LLMS
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["peft_type"] == "LORA"
+    assert config["base_model_name_or_path"] == f"embedded:{reader.base}"
+    weights = load_file(folder / "adapter_model.safetensors")
+    a_keys = [k for k in weights if ".lora_A." in k]
+    assert a_keys and len(weights) == 2 * len(a_keys)
+    assert all(weights[k.replace(".lora_A.", ".lora_B.")].abs().max() > 0 for k in a_keys)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert reader.base in card and "CMRC 2018" in card and "CC BY-SA 4.0" in card

@@ -258,3 +258,25 @@ def test_an_embedded_donor_must_be_resolved_by_the_caller(models, tmp_path):
         transplant(adapter, models["chatglm"], tmp_path / "out")
     report = transplant(adapter, models["chatglm"], tmp_path / "out", donor=models["llama"])
     assert report.totals()["target_modules"] > 0
+
+
+def test_a_transplant_onto_an_embedded_target_records_its_portable_name(models, tmp_path,
+                                                                       monkeypatch):
+    """`--target embedded:NAME` is recorded as that name, not as this machine's cache path, so the
+    adapter is offered for that model (and refused on others) on any machine."""
+    from kbqa.adapters import cli
+    from kbqa.cli import main
+
+    monkeypatch.setattr(cli, "_model_folder", lambda spec: (
+        models["qwen2"] if spec.startswith("embedded") else Path(spec)))
+    out = tmp_path / "to-embedded"
+    assert main(["adapters", "transplant", str(models["llama_adapter"]), "--target",
+                 "embedded:qwen2.5-coder-0.5b-instruct", "--donor", str(models["llama"]),
+                 "--out", str(out), "--min-similarity", "0", "--rank", "4"]) == 0
+    config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["base_model_name_or_path"] == "embedded:qwen2.5-coder-0.5b-instruct"
+    folder_target = tmp_path / "to-folder"
+    transplant(models["llama_adapter"], models["qwen2"], folder_target,
+               options=TransplantOptions(min_similarity=0.0, rank=4))
+    config = json.loads((folder_target / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["base_model_name_or_path"] == str(Path(models["qwen2"]).resolve())

@@ -505,3 +505,17 @@ def test_a_training_card_lists_only_its_own_kinds_settings(tmp_path, kind, own, 
                                command=["kbqa", "adapters", "train"]).read_text(encoding="utf-8")
     assert all(line in card for line in own), card
     assert not any(line in card for line in foreign), card
+
+
+def test_a_card_names_per_module_targets_by_kind_not_by_path(tmp_path):
+    """A LoRA started from a transplant lists one full path per module; the card counts them."""
+    from kbqa.adapters.card import write_training_card
+    from kbqa.adapters.train import TrainOptions, TrainResult
+
+    paths = tuple(f"model.layers.{i}.self_attn.{p}" for i in range(3) for p in ("q_proj", "v_proj"))
+    card = write_training_card(tmp_path, base="base-x", data="data",
+                               options=TrainOptions(targets=paths),
+                               result=TrainResult(steps=1, seconds=1.0, losses=[1.0]),
+                               command=["kbqa"]).read_text(encoding="utf-8")
+    assert "- targets: 6 modules (q_proj, v_proj)" in card, card
+    assert "model.layers.0" not in card

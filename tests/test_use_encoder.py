@@ -71,6 +71,16 @@ def test_a_text_is_embedded_alike_alone_or_among_others(texts: list[str]) -> Non
     assert np.einsum("ij,ij->i", together, alone).min() >= 1 - 1e-6
 
 
+def test_by_default_bf16_only_where_the_cpu_multiplies_it_natively(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emulated bf16 GEMMs are many times slower than float32 ones: without native bf16 (here an
+    AVX2 limit) an encoder made without a precision runs float32, and an explicit one is kept."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert USEEncoder().precision == "float32"
+    assert USEEncoder("bfloat16").precision == "bfloat16"
+    assert load_embedded_default().encoder.precision == "float32"
+
+
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ModelError, match="bfloat16 or float32"):
         USEEncoder("int4")

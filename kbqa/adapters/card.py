@@ -22,8 +22,17 @@ PREFIX_ONLY = ("virtual_tokens", "prefix_projection", "prefix_init")
 LORA_ONLY = ("rank", "alpha", "dropout", "targets")
 
 
+def _targets(names: tuple[str, ...]) -> str:
+    """Name kinds, not paths: a LoRA started from a transplant targets one full path per module."""
+    if not any("." in name for name in names):
+        return ", ".join(names)
+    kinds = sorted({name.rsplit(".", 1)[-1] for name in names})
+    return f"{len(names)} modules ({', '.join(kinds)})"
+
+
 def write_training_card(out: Path, *, base: str, data: str, options: TrainOptions,
-                        result: TrainResult, command: list[str]) -> Path:
+                        result: TrainResult, command: list[str],
+                        made_by: str = "trained by `kbqa adapters train`") -> Path:
     """Write OUT/README.md; `data` says what the examples were (source and mix)."""
     losses = result.losses
     device = (f"{torch.cuda.get_device_name()} (CUDA)" if torch.cuda.is_available()
@@ -35,7 +44,7 @@ def write_training_card(out: Path, *, base: str, data: str, options: TrainOption
         f"# {out.name}",
         "",
         f"{'Prefix (P-tuning v2)' if options.kind == 'prefix' else 'LoRA'} adapter for "
-        f"`{base}`, trained by `kbqa adapters train` (answer tokens only, batch 1).",
+        f"`{base}`, {made_by} (answer tokens only, batch 1).",
         "",
         "## Data",
         "",
@@ -43,7 +52,7 @@ def write_training_card(out: Path, *, base: str, data: str, options: TrainOption
         "",
         "## Training",
         "",
-        *[f"- {key}: {', '.join(value) if isinstance(value, tuple) else value}"
+        *[f"- {key}: {_targets(value) if key == 'targets' else value}"
           for key, value in settings.items()],
         f"- steps run: {result.steps} in {result.seconds:.0f} s on {device}",
         f"- mean answer-token loss, first {len(head)} steps: "

@@ -32,7 +32,17 @@ examples:
       --out adapters/p --steps 120
   kbqa adapters import-ptuning ptuning/output/checkpoint-3000 --model /models/chatglm-6b \\
       --out adapters/chatglm-ptuning
+  kbqa adapters distill --teacher-adapter adapters/x --model embedded:OTHER \\
+      --start-from adapters/x-transplanted --cmrc CMRC/train --out adapters/x-distilled
 """
+
+DISTILL_HELP = """\
+Trans-LoRA-style distillation, the optional step after a transplant: the donor base with its
+adapter (the teacher) answers unlabeled prompts, and a LoRA on the target (by default started
+from the transplanted adapter, --start-from) is trained on those answers. No gold answers are
+used: with --cmrc each question is shown with a window of its passage, as in training, and the
+teacher's greedy answer is the target. Writes OUT (peft folder), OUT/teacher_answers.jsonl (the
+teacher's answers, reused on a rerun), OUT/loss.png and a card."""
 
 TRANSPLANT_HELP = """\
 Map a LoRA trained on one base model (the donor) onto another (the target): module names
@@ -176,14 +186,43 @@ def add_adapters_parser(subparsers: Any) -> None:
     ptuning.add_argument("--model", required=True, help="the ChatGLM model folder it was trained on")
     ptuning.add_argument("--out", required=True, type=Path, help="output adapter folder")
 
-    for parser in (inspect, transplant, verify, train, fuse, merge, ptuning):
+    distill = actions.add_parser("distill", help="train a target LoRA on a donor adapter's answers "
+                                 "(after a transplant)", description=DISTILL_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    distill.add_argument("--teacher-adapter", required=True, type=Path,
+                         help="the donor's LoRA folder (the teacher)")
+    distill.add_argument("--teacher-model", help="the donor base (default: the teacher "
+                         "adapter's base_model_name_or_path)")
+    distill.add_argument("--model", required=True, help="the target base: model folder, "
+                         "'embedded' or 'embedded:NAME'")
+    distill.add_argument("--start-from", type=Path, help="LoRA folder for the target to start "
+                         "from, e.g. the transplanted adapter (default: a fresh LoRA)")
+    distill.add_argument("--cmrc", required=True, type=Path,
+                         help="folder with questions.jsonl and docs.jsonl: the prompts")
+    distill.add_argument("--skip", type=int, default=0, help="leave out the first N prompts "
+                         "(e.g. the ones the teacher adapter was trained on; default 0)")
+    distill.add_argument("--examples", type=int, default=120,
+                         help="prompts the teacher answers (default 120)")
+    distill.add_argument("--out", required=True, type=Path, help="output adapter folder")
+    distill.add_argument("--steps", type=int, default=60)
+    distill.add_argument("--rank", type=int, default=8, help="without --start-from")
+    distill.add_argument("--alpha", type=int, default=16, help="without --start-from")
+    distill.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj",
+                         help="without --start-from: comma-separated module names")
+    distill.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    distill.add_argument("--max-length", type=int, default=384, help="tokens per example")
+    distill.add_argument("--max-new-tokens", type=int, default=48,
+                         help="length limit of the teacher's answers in tokens (default 48)")
+    distill.add_argument("--seed", type=int, default=0)
+
+    for parser in (inspect, transplant, verify, train, fuse, merge, ptuning, distill):
         parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
 
 
 def run_adapters_command(args: argparse.Namespace) -> int:
     handlers = {"inspect": _inspect, "transplant": _transplant, "verify": _verify,
                 "fuse": _fuse, "merge": _merge,
-                "train": _train, "import-ptuning": _import_ptuning}
+                "train": _train, "import-ptuning": _import_ptuning, "distill": _distill}
     return handlers[args.adapters_command](args)
 
 
@@ -252,7 +291,7 @@ def _transplant(args: argparse.Namespace) -> int:
     donor_spec = args.donor or (recorded if recorded.startswith("embedded") else None)
     donor = _model_folder(donor_spec) if donor_spec else None
     report = transplant(args.adapter, _model_folder(args.target), args.out, donor=donor,
-                        options=options)
+                        options=options, base_name=_portable_name(args.target))
     totals = report.totals()
     print(f"{report.donor_family} → {report.target_family}: {totals['target_modules']} modules "
           f"at rank {report.rank}, max re-factor error {totals['max_refactor_error']:.2e}, "
@@ -386,6 +425,54 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{result.steps} steps in {result.seconds:.0f}s; mean loss of the last {len(tail)} "
           f"steps {sum(tail) / max(1, len(tail)):.3f}; adapter {args.out}; "
           + (f"loss curve {result.plot}" if result.plot else "no plot (matplotlib missing)"))
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from kbqa.adapters.card import write_training_card
+    from kbqa.adapters.distill import (TEACHER_FILE, distillation_examples, teacher_answers)
+    from kbqa.adapters.loading import read_adapter_config
+    from kbqa.adapters.train import TrainOptions, cmrc_examples, options_from_adapter, train_lora
+    from kbqa.errors import AdapterError
+
+    recorded = read_adapter_config(args.teacher_adapter, "distillation").base_model_name_or_path
+    teacher_spec = args.teacher_model or recorded
+    if not teacher_spec:
+        raise AdapterError(f"{args.teacher_adapter} does not name its base model; give "
+                           "--teacher-model")
+    prompts = [e.prompt for e in cmrc_examples(args.cmrc, seed=args.seed)]
+    prompts = prompts[args.skip:args.skip + args.examples]
+    if not prompts:
+        raise AdapterError(f"no prompts left in {args.cmrc} after skipping {args.skip}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    answers = teacher_answers(_model_folder(teacher_spec), [args.teacher_adapter], prompts,
+                              max_new_tokens=args.max_new_tokens,
+                              cache=args.out / TEACHER_FILE)
+    examples = distillation_examples(answers)
+    options = TrainOptions(rank=args.rank, alpha=args.alpha,
+                           targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+                           steps=args.steps, learning_rate=args.lr, max_length=args.max_length,
+                           save_every=max(args.steps, 1), seed=args.seed)
+    if args.start_from:
+        options = options_from_adapter(args.start_from, options)
+    result = train_lora(_model_folder(args.model), examples, args.out, options,
+                        base_name=_portable_name(args.model), start_from=args.start_from)
+    start = (f"starting from the LoRA in `{args.start_from}`" if args.start_from
+             else "starting from a fresh LoRA")
+    data = (f"`--cmrc {args.cmrc}`: {len(prompts)} questions (after skipping {args.skip}, order "
+            f"seed {args.seed}), each with one window of its passage, in kbqa's prompt template. "
+            f"No gold answer is used as a target: the teacher, `{teacher_spec}` with the adapter "
+            f"`{args.teacher_adapter}`, answered each one greedily ({TEACHER_FILE}); "
+            f"{len(examples)} non-empty answers are the targets. Training ran on the target "
+            f"{start}.")
+    write_training_card(args.out, base=_portable_name(args.model) or Path(args.model).name,
+                        data=data, options=options, result=result,
+                        command=getattr(args, "command_line", ["kbqa", "adapters", "distill"]),
+                        made_by="distilled by `kbqa adapters distill` from a teacher's answers")
+    tail = result.losses[-10:]
+    print(f"teacher answers: {len(examples)} of {len(prompts)} non-empty; {result.steps} steps "
+          f"in {result.seconds:.0f}s; mean loss of the last {len(tail)} steps "
+          f"{sum(tail) / max(1, len(tail)):.3f}; adapter {args.out}")
     return 0
 
 

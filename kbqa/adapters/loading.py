@@ -71,7 +71,8 @@ def read_adapter_config(folder: Path, purpose: str = "this") -> Any:
         raise AdapterError(f"invalid LoRA config in {path}: {exc}") from exc
 
 
-def _check_keys(expected: dict[str, Any], found: dict[str, Any], folder: Path) -> None:
+def check_keys(expected: dict[str, Any], found: dict[str, Any], folder: Path) -> None:
+    """Refuse a missing or unexpected key or a shape that differs, naming them: strict loading."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(found)
@@ -152,7 +153,7 @@ def load_adapters(model: Any, folders: list[Path]) -> tuple[Any, list[AdapterRep
         except (ValueError, KeyError, RuntimeError) as exc:
             raise AdapterError(f"adapter {folder} does not fit this model: {exc}") from exc
         expected = get_peft_model_state_dict(peft_model, adapter_name=name)
-        _check_keys(expected, weights, folder)
+        check_keys(expected, weights, folder)
         result = set_peft_model_state_dict(peft_model, weights, adapter_name=name)
         if getattr(result, "unexpected_keys", None):
             raise AdapterError(f"adapter {folder}: peft ignored {len(result.unexpected_keys)} keys, "

@@ -13,7 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,16 +184,28 @@ def _plot(losses: list[float], path: Path) -> Path | None:
     return path
 
 
+def options_from_adapter(folder: Path, options: TrainOptions) -> TrainOptions:
+    """`options` with the rank, alpha and targets of the LoRA in `folder`, to continue training it."""
+    from kbqa.adapters.loading import read_adapter_config
+
+    config = read_adapter_config(Path(folder), "training")  # refuses anything but a LoRA
+    return replace(options, kind="lora", rank=int(config.r), alpha=int(config.lora_alpha),
+                   targets=tuple(sorted(config.target_modules)))
+
+
 def train_lora(model_folder: Path, examples: list[Example], out: Path,
                options: TrainOptions = TrainOptions(), resume: bool = False,
                progress: bool = True,
                on_step: Callable[[int, float], None] | None = None,
-               base_name: str | None = None) -> TrainResult:
+               base_name: str | None = None,
+               start_from: Path | None = None) -> TrainResult:
     """Train a LoRA or a prefix (options.kind) for options.steps steps (batch 1, cycling through
     examples); save to out as a peft folder.
 
     `base_name` is recorded as the adapter's base model (e.g. 'embedded:NAME', portable across
-    machines); by default the model folder's absolute path.
+    machines); by default the model folder's absolute path. `start_from` is a LoRA folder for
+    this model whose weights training starts from (loaded strictly; its rank, alpha and targets
+    must be those of `options`, see options_from_adapter).
     """
     from peft import get_peft_model
     from tqdm.auto import tqdm
@@ -206,6 +218,8 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
     model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)
     peft_model = get_peft_model(model, _peft_config(model, options))
+    if start_from is not None:
+        _start_from(peft_model, Path(start_from), options)
     if options.kind == "prefix" and options.prefix_init == "text" and not options.prefix_projection:
         init_prefix_from_tokens(peft_model, encode(tokenizer, examples[0], options.max_length)[0])
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
@@ -237,6 +251,27 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
     (out / "losses.json").write_text(json.dumps(losses))
     return TrainResult(steps=step, seconds=time.perf_counter() - started, losses=losses,
                        plot=_plot(losses, out / "loss.png"))
+
+
+def _start_from(peft_model: Any, folder: Path, options: TrainOptions) -> None:
+    """Load the LoRA in `folder` into the freshly wrapped model: same geometry, every key, every shape."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from kbqa.adapters.loading import check_keys, read_adapter_weights
+
+    wanted = options_from_adapter(folder, options)
+    if (wanted.rank, wanted.alpha, tuple(sorted(wanted.targets))) != (
+            options.rank, options.alpha, tuple(sorted(options.targets))):
+        raise AdapterError(f"{folder} has rank {wanted.rank}, alpha {wanted.alpha}, targets "
+                           f"{', '.join(wanted.targets)}; training was set up for rank "
+                           f"{options.rank}, alpha {options.alpha}, targets "
+                           f"{', '.join(options.targets)}")
+    weights = read_adapter_weights(folder)
+    check_keys(get_peft_model_state_dict(peft_model), weights, folder)
+    try:
+        set_peft_model_state_dict(peft_model, weights)
+    except RuntimeError as exc:  # a shape that does not fit this model
+        raise AdapterError(f"adapter {folder} does not fit this model: {exc}") from exc
 
 
 def _peft_config(model: Any, options: TrainOptions) -> Any:

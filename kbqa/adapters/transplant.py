@@ -273,8 +273,13 @@ def refuse_prefix_transplant(adapter: Path) -> None:
 
 
 def transplant(adapter: Path, target: Path, out: Path, donor: Path | None = None,
-               options: TransplantOptions | None = None) -> TransplantReport:
-    """Write a target-model peft adapter to `out`, built from the donor `adapter`; see module doc."""
+               options: TransplantOptions | None = None,
+               base_name: str | None = None) -> TransplantReport:
+    """Write a target-model peft adapter to `out`, built from the donor `adapter`; see module doc.
+
+    `base_name` is recorded as the result's base model ('embedded:NAME', the same on every
+    machine); without it, the target folder's absolute path is.
+    """
     options = options or TransplantOptions()
     adapter, target, out = (Path(p).expanduser() for p in (adapter, target, out))
     refuse_prefix_transplant(adapter)
@@ -305,7 +310,7 @@ def transplant(adapter: Path, target: Path, out: Path, donor: Path | None = None
         tensors[f"base_model.model.{name}.lora_B.weight"] = lora_b.contiguous()
         report.modules.append({"module": name, "roles": roles, "delta_norm": float(delta.norm()),
                                "refactor_error": error})
-    _write(out, target, sorted(modules), rank, config, tensors, report)
+    _write(out, base_name or str(target.resolve()), sorted(modules), rank, config, tensors, report)
     return report
 
 
@@ -316,7 +321,7 @@ def _weights_or_none(folder: Path) -> BaseWeights | None:
         return None
 
 
-def _write(out: Path, target: Path, module_names: list[str], rank: int, donor_config: Any,
+def _write(out: Path, base_name: str, module_names: list[str], rank: int, donor_config: Any,
            tensors: dict[str, torch.Tensor], report: TransplantReport) -> None:
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -324,7 +329,7 @@ def _write(out: Path, target: Path, module_names: list[str], rank: int, donor_co
     out.mkdir(parents=True, exist_ok=True)
     LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none",
                target_modules=module_names, task_type=donor_config.task_type or "CAUSAL_LM",
-               base_model_name_or_path=str(target.resolve())).save_pretrained(str(out))
+               base_model_name_or_path=base_name).save_pretrained(str(out))
     save_file(tensors, str(out / "adapter_model.safetensors"))
     (out / "transplant_report.json").write_text(
         json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")

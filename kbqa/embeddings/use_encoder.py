@@ -69,11 +69,17 @@ class USEEncoder:
     """`encode(list[str]) -> (n, 512)` float32 array, not normalised (the caller does that).
 
     `precision` is the GEMM operand type: "bfloat16" or "float32" (the latter reproduces the
-    package's numpy output to float rounding). Weights load on first use, so creating one is
-    free for commands that never embed; torch's own thread setting applies.
+    package's numpy output to float rounding); None picks bfloat16 only where the CPU multiplies
+    it natively, since emulated bf16 GEMMs are many times slower than float32 ones. Weights load
+    on first use, so creating one is free for commands that never embed; torch's own thread
+    setting applies.
     """
 
-    def __init__(self, precision: str = "bfloat16", token_budget: int = TOKEN_BUDGET) -> None:
+    def __init__(self, precision: str | None = None, token_budget: int = TOKEN_BUDGET) -> None:
+        if precision is None:
+            from kbqa.hardware import native_bf16
+
+            precision = "bfloat16" if native_bf16() else "float32"
         if precision not in ("bfloat16", "float32"):
             raise ModelError(f"USE precision must be bfloat16 or float32, not {precision!r}")
         self.precision = precision

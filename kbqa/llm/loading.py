@@ -117,6 +117,11 @@ EMBEDDED_READERS: dict[str, EmbeddedReader] = {
     "qwen2.5-coder-0.5b-reader": EmbeddedReader(
         name="qwen2.5-coder-0.5b-reader", base="qwen2.5-coder-0.5b-instruct",
         adapter="qwen2.5-coder-0.5b-reader"),
+    # The quality choice: Qwen2.5-Coder-1.5B-Instruct + the same LoRA recipe trained on it (extra
+    # [qwen-1-5b]); better answers at about three times the default's answer time (§18)
+    "qwen2.5-coder-1.5b-reader": EmbeddedReader(
+        name="qwen2.5-coder-1.5b-reader", base="qwen2.5-coder-1.5b-instruct",
+        adapter="qwen2.5-coder-1.5b-reader"),
 }
 DEFAULT_LLM = "qwen2.5-coder-0.5b-reader"
 PLAIN_DEFAULT_LLM = EMBEDDED_READERS[DEFAULT_LLM].base
@@ -266,6 +271,19 @@ def base_model_name(spec: str | None) -> str | None:
         if folder.name.startswith(name + "-") and (folder / "config.json").is_file():
             return EMBEDDED_PREFIX + name
     return str(folder.resolve())
+
+
+def answerability_probe_file(spec: str | None, folder: Path) -> Path | None:
+    """The answerability probe fitted on a model's weights (kbqa.llm.answerability): an embedded
+    reader's ships in its package folder (so an upgrade's probe applies to a merge made before);
+    any other model folder may hold its own. None when there is none."""
+    from kbqa.llm.answerability import PROBE_FILE
+
+    name = base_model_name(spec)
+    if name and name.startswith(EMBEDDED_PREFIX) and name[len(EMBEDDED_PREFIX):] in EMBEDDED_READERS:
+        shipped = EMBEDDED_READERS[name[len(EMBEDDED_PREFIX):]].adapter_folder() / PROBE_FILE
+        return shipped if shipped.is_file() else None
+    return folder / PROBE_FILE if (folder / PROBE_FILE).is_file() else None
 
 
 def resolve_llm(spec: str | None, cache_dir: Path, dtype: str = "bfloat16") -> Path:

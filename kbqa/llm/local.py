@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, Field
 
 from kbqa.errors import ModelError
+from kbqa.llm.answerability import AnswerabilityProbe, watching
 from kbqa.llm.prefix_cache import PrefixCache, is_prompt_learning
 from kbqa.llm.refusal import RefusalThreshold
 from kbqa.llm.stop import signals_in
@@ -66,10 +68,21 @@ def _remote_code_files(config: dict[str, Any]) -> list[str]:
 def _refusal_margin(generation: dict[str, Any]) -> dict[str, float | None]:
     """The first step's refusal margin and log-probability when this generation measured them
     (kbqa.llm.refusal), else {}."""
+    threshold = _threshold_of(generation)
+    if threshold is None or threshold.margin is None:
+        return {}
+    info = {"refusal_margin": threshold.margin, "refusal_logprob": threshold.logprob}
+    if threshold.answerability is not None:
+        info["answerability"] = threshold.answerability
+    return info
+
+
+def _threshold_of(generation: dict[str, Any]) -> RefusalThreshold | None:
+    """The refusal threshold among a generation's logits processors, if any."""
     for processor in generation.get("logits_processor") or ():
-        if isinstance(processor, RefusalThreshold) and processor.margin is not None:
-            return {"refusal_margin": processor.margin, "refusal_logprob": processor.logprob}
-    return {}
+        if isinstance(processor, RefusalThreshold):
+            return processor
+    return None
 
 
 def _generation_info(prompt_tokens: int, completion_tokens: int, max_new_tokens: int,
@@ -99,6 +112,10 @@ class LocalLLM(LLM):
     # instead of an answer (kbqa.llm.refusal; 0: the margin is only recorded)
     refusal: str | None = None
     refusal_bias: float = 0.0
+    # kbqa.llm.answerability: a probe fitted on this model's weights, and the probability that
+    # the passages hold the answer below which the refusal is given (0: only recorded)
+    answerability_probe: AnswerabilityProbe | None = Field(None, exclude=True)
+    min_answerability: float = 0.0
     # kbqa.llm.cpu_inference: packed weights, folded attention, a growing cache (same computation)
     cpu_speedups: bool = True
     # Shared by this LLM's adapter views (kbqa.adapters.variants), keyed by the weights in use; None = off.
@@ -108,8 +125,9 @@ class LocalLLM(LLM):
 
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str = "bfloat16", trust_remote_code: bool = True,
-                    **fields: Any) -> LocalLLM:
-        """Load model and tokenizer from a local folder (ChatGLM needs its remote code).
+                    probe_file: Path | None = None, **fields: Any) -> LocalLLM:
+        """Load model and tokenizer from a local folder (ChatGLM needs its remote code), and the
+        answerability probe fitted on these weights when `probe_file` is given (strictly).
 
         dtype "int8" loads float32 weights and quantizes every nn.Linear dynamically
         (`quantize_int8`); "int8-weights" loads bfloat16 weights and stores every nn.Linear's
@@ -158,6 +176,11 @@ class LocalLLM(LLM):
         if fields.get("cpu_speedups", True):
             speed_up(model)
         fields.setdefault("model_name", folder.name)
+        if probe_file is not None:
+            config = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+                else model.config
+            fields["answerability_probe"] = AnswerabilityProbe.load(
+                probe_file, config.hidden_size, config.num_hidden_layers)
         return cls(model=model, tokenizer=tokenizer, **fields)
 
     @property
@@ -214,7 +237,9 @@ class LocalLLM(LLM):
         stops = [*(self.stop or []), *(stop or [])]
         if stops:
             generation.update(stop_strings=stops, tokenizer=self.tokenizer)
-        threshold = self._refusal_threshold(kwargs.get("refusal_bias", self.refusal_bias))
+        threshold = self._refusal_threshold(
+            kwargs.get("refusal_bias", self.refusal_bias),
+            kwargs.get("min_answerability", self.min_answerability))
         if threshold is not None:
             generation["logits_processor"] = LogitsProcessorList([threshold])
         if is_prompt_learning(self.model):  # peft builds the cache: it starts with the prefix
@@ -226,13 +251,26 @@ class LocalLLM(LLM):
             generation["past_key_values"] = self.new_cache()
         return generation, lease
 
-    def _refusal_threshold(self, bias: float) -> RefusalThreshold | None:
+    def _refusal_threshold(self, bias: float, min_answerability: float) -> RefusalThreshold | None:
         """This generation's refusal threshold, when the LLM knows its template's refusal."""
         if not self.refusal:
             return None
         ids = self.tokenizer(self.refusal, add_special_tokens=False)["input_ids"]
         eos = self.tokenizer.eos_token_id
-        return RefusalThreshold(ids, eos, bias)
+        return RefusalThreshold(ids, eos, bias, min_answerability)
+
+    @contextmanager
+    def _probing(self, generation: dict[str, Any]) -> Iterator[None]:
+        """Run in the generating thread around generate(): the probe reads the prompt's state
+        (only on the weights it was fitted on: not with adapters on top)."""
+        threshold, probe = _threshold_of(generation), self.answerability_probe
+        if threshold is None or probe is None or self.adapters:
+            yield
+            return
+        with watching(self.model, probe.layer) as capture:
+            threshold.read_answerability = lambda: (
+                None if capture.state is None else probe.probability(capture.state))
+            yield
 
     def new_cache(self) -> Any:
         """An empty key/value cache of the kind generate() gets here: kbqa's growing one, or
@@ -270,7 +308,7 @@ class LocalLLM(LLM):
         import torch
 
         generation, lease = self._generation_kwargs(prompt, stop, **kwargs)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._probing(generation):
             output = self.model.generate(**generation)
         if lease is not None:
             lease.give_back()
@@ -313,7 +351,7 @@ class LocalLLM(LLM):
 
         def produce() -> None:
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._probing(generation):
                     outputs.append(self.model.generate(**generation, streamer=streamer))
                 if lease is not None:
                     lease.give_back()

@@ -11,21 +11,29 @@ records the margin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
 class RefusalThreshold:
     """A generate() logits processor for one generation: records the first step's refusal margin,
-    and forces the refusal when it is below ``bias`` (bias 0: records only)."""
+    and forces the refusal when it is below ``bias`` (bias 0: records only), or when the
+    answerability probe (kbqa.llm.answerability), read at the same step, is below
+    ``min_answerability``."""
 
-    def __init__(self, refusal_ids: list[int], eos_id: int | None, bias: float) -> None:
+    def __init__(self, refusal_ids: list[int], eos_id: int | None, bias: float,
+                 min_answerability: float = 0.0) -> None:
         if not refusal_ids:
             raise ValueError("the refusal text must encode to at least one token")
         self.refusal_ids = refusal_ids
         self.eos_id = eos_id
         self.bias = bias
+        self.min_answerability = min_answerability
         self.margin: float | None = None
         self.logprob: float | None = None  # log-probability of starting the refusal
+        # set by the generating thread when a probe watches this generation
+        self.read_answerability: Callable[[], float | None] | None = None
+        self.answerability: float | None = None
         self.refusing = False
         self._prompt_length: int | None = None
 
@@ -41,7 +49,10 @@ class RefusalThreshold:
             others[first] = float("-inf")
             self.margin = others.max().item() - refusal_logit
             self.logprob = (refusal_logit - torch.logsumexp(row, dim=0)).item()
-            self.refusing = self.bias > 0 and self.margin < self.bias
+            if self.read_answerability is not None:
+                self.answerability = self.read_answerability()
+            self.refusing = (self.bias > 0 and self.margin < self.bias) or (
+                self.answerability is not None and self.answerability < self.min_answerability)
         if not self.refusing:
             return scores
         step = input_ids.shape[1] - self._prompt_length

@@ -59,6 +59,8 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)  # prompt/completion/total tokens, if known
     finish_reason: str | None = None  # "stop" or "length" (the max_new_tokens budget ran out)
     grounding: Grounding | None = None  # the model's draft and what the grounding check made of it
+    # the probability the model's probe gave the passages of holding the answer, if it has one
+    answerability: float | None = None
 
     def decode_rate(self) -> float | None:
         """Generated tokens per second after the first one, when the model reported its usage."""

@@ -28,6 +28,7 @@ class StageTimer(BaseCallbackHandler):
         self.marks: dict[str, float] = {}
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
+        self.answerability: float | None = None  # the model's probe (kbqa.llm.answerability)
         self._llm_done = threading.Event()
 
     def _mark(self, name: str) -> None:
@@ -51,6 +52,7 @@ class StageTimer(BaseCallbackHandler):
         info = (response.generations[0][0].generation_info or {}) if response.generations else {}
         self.usage = dict(info.get("token_usage") or {})
         self.finish_reason = info.get("finish_reason")
+        self.answerability = info.get("answerability")
         self._llm_done.set()
 
     def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:

@@ -262,6 +262,13 @@ TEXTS: dict[str, tuple[str, str]] = {
         "模型第一个字偏向作答的把握低于此值时，改为拒答；越大拒答越多（也会拒答可回答的问题），0 = 由模型自己决定",
         "refuse when the model's first token prefers answering by less than this; higher refuses "
         "more (answerable questions too), 0 = the model decides alone"),
+    "settings.min_answerability": ("可答性下限（min_answerability）",
+                                   "answerability floor (min_answerability)"),
+    "settings.min_answerability_help": (
+        "模型自带的可答性探针判断“资料中有答案”的概率低于此值时，改为拒答；越大拒答越多，0 = 只记录不拒答；没有探针的模型忽略此项",
+        "refuse when the model's answerability probe gives the passages less than this "
+        "probability of holding the answer; higher refuses more, 0 = record only; models "
+        "without a probe ignore it"),
     "settings.history_turns": ("历史轮数（history_turns）", "history_turns"),
     "settings.history_questions": ("追问检索参考的上文问题数（history_questions）", "history_questions"),
     "settings.history_questions_help": (

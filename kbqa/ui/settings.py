@@ -116,6 +116,11 @@ def render() -> None:
                                        step=0.5, key="set_refusal_bias",
                                        help=t("settings.refusal_bias_help"))
         problem_slot("refusal_bias")
+        min_answerability = st.number_input(
+            t("settings.min_answerability"), value=float(s.llm.min_answerability), min_value=0.0,
+            max_value=1.0, step=0.05, key="set_min_answerability",
+            help=t("settings.min_answerability_help"))
+        problem_slot("min_answerability")
         turns = st.number_input(t("settings.history_turns"), value=s.answer.history_turns, step=1,
                                 key="set_history_turns")
         problem_slot("history_turns")
@@ -142,6 +147,7 @@ def render() -> None:
         "score_threshold": threshold, "max_new_tokens": int(max_new),
         "temperature": float(temperature), "top_p": float(top_p),
         "repetition_penalty": float(repetition), "refusal_bias": float(refusal_bias),
+        "min_answerability": float(min_answerability),
         "history_turns": int(turns),
         "history_questions": int(follow_up), "grounding": grounding,
         "max_file_mb": int(max_mb), "prompt_template": template if template.strip() else None,
