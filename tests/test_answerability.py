@@ -3,6 +3,7 @@ state during generation, and refusing below the floor, on a real small model."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -133,3 +134,31 @@ def test_the_default_reader_ships_a_probe_that_tells_a_missing_answer(default_ll
             "source": "handbook.md"})]), question=question, history="")
         found[name] = llm.generate([prompt]).generations[0][0].generation_info["answerability"]
     assert found["answer"] > 0.5 > 0.3 > found["missing"], found  # the suggested floor: 0.3
+
+
+def test_the_server_reports_the_probability_to_clients(tmp_path: Path, tiny_llm_folder) -> None:
+    """The OpenAI-compatible answer carries `answerability` (whole and in a stream's last chunk)
+    when the model folder holds a probe, and leaves the field out when it holds none."""
+    import shutil
+
+    import openai
+
+    from tests.serve_support import kbqa_server
+    from tests.ui_support import QUESTION
+
+    folder = tmp_path / tiny_llm_folder.name  # the name tells the server which base it is
+    shutil.copytree(tiny_llm_folder, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    _probe(config["hidden_size"], 2, p=0.8).save(folder)
+    with kbqa_server(tmp_path / "home", folder) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=server.hr_key, max_retries=0)
+        ask = {"model": "plain", "messages": [{"role": "user", "content": QUESTION}],
+               "extra_body": {"kb": "hr"}}
+        whole = client.chat.completions.create(**ask)
+        assert whole.model_extra["answerability"] == pytest.approx(0.8, abs=1e-4)
+        *_, last = client.chat.completions.create(**ask, stream=True)
+        assert last.choices[0].finish_reason and last.model_extra["answerability"] == pytest.approx(0.8, abs=1e-4)
+        (folder / PROBE_FILE).unlink()
+    with kbqa_server(tmp_path / "home2", folder) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=server.hr_key, max_retries=0)
+        assert "answerability" not in client.chat.completions.create(**ask).model_extra

@@ -188,7 +188,8 @@ async def _sse(body: schemas.ChatRequest, out: queue.SimpleQueue, cancelled: thr
             yield _event(schemas.chunk(cid, body.model, {"content": item}), with_usage)
         # the draft has streamed; a client that knows kbqa replaces it with the checked answer
         last = schemas.chunk(cid, body.model, {}, finish=meter.finish_reason,
-                             grounding=schemas.grounding_view(grounded))
+                             grounding=schemas.grounding_view(grounded),
+                             answerability=meter.answerability)
         yield _event(last, with_usage)
         usage = meter.usage()
         if with_usage and usage is not None:
@@ -234,4 +235,5 @@ async def chat_completions(request: Request, body: schemas.ChatRequest,
         return JSONResponse(schemas.error("the client went away", "client_gone"), status_code=499)
     return JSONResponse(schemas.completion(schemas.new_id(), body.model, text, sources,
                                            meter.finish_reason, meter.usage(),
-                                           grounding=schemas.grounding_view(grounded)))
+                                           grounding=schemas.grounding_view(grounded),
+                                           answerability=meter.answerability))

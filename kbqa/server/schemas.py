@@ -2,8 +2,9 @@
 
 Requests are validated by pydantic (a malformed body is a 422). Unknown request fields are ignored,
 as OpenAI clients send options this server has no use for. Responses are plain dicts in OpenAI's
-`chat.completion` / `chat.completion.chunk` shapes, with `sources` added as an extra field, which
-the official clients keep (`response.model_extra["sources"]`).
+`chat.completion` / `chat.completion.chunk` shapes, with kbqa's extra fields (`sources`,
+`grounding`, `answerability`: the model's probability that the passages hold the answer, where its
+reader has a probe), which the official clients keep (`response.model_extra["sources"]`).
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def grounding_view(grounded: Grounding | None) -> dict[str, Any] | None:
 
 
 def completion(cid: str, model: str, text: str, sources: list[dict] | None, finish: str,
-               usage: dict[str, int] | None,
-               grounding: dict[str, Any] | None = None) -> dict[str, Any]:
+               usage: dict[str, int] | None, grounding: dict[str, Any] | None = None,
+               answerability: float | None = None) -> dict[str, Any]:
     """A whole answer; `usage` is left out when the token counts are unknown."""
     body: dict[str, Any] = {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -126,12 +127,14 @@ def completion(cid: str, model: str, text: str, sources: list[dict] | None, fini
         body["sources"] = sources
     if grounding is not None:
         body["grounding"] = grounding
+    if answerability is not None:
+        body["answerability"] = round(answerability, 4)
     return body
 
 
 def chunk(cid: str, model: str, delta: dict[str, str], finish: str | None = None,
-          sources: list[dict] | None = None,
-          grounding: dict[str, Any] | None = None) -> dict[str, Any]:
+          sources: list[dict] | None = None, grounding: dict[str, Any] | None = None,
+          answerability: float | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
@@ -140,6 +143,8 @@ def chunk(cid: str, model: str, delta: dict[str, str], finish: str | None = None
         body["sources"] = sources
     if grounding is not None:
         body["grounding"] = grounding
+    if answerability is not None:
+        body["answerability"] = round(answerability, 4)
     return body
 
 

@@ -6,7 +6,8 @@ wrote: the whole rendered prompt (chat template, passages, history, question, af
 `max_input_tokens` cut) and every generated token, the end-of-sequence token and the tokens of
 a stop string included. For a remote model they are what the upstream server reported; when it
 reports none the usage is unknown and left out rather than guessed. A refused question (no passage
-found) never reaches the model: zero tokens, finish reason "stop".
+found) never reaches the model: zero tokens, finish reason "stop". The meter also keeps the
+model's answerability probability when its probe measured one.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ class Meter:
     completion_tokens: int = 0
     finish_reason: str = "stop"
     known: bool = True  # False once a model call's token counts are unknown
+    # the model's probability that the passages hold the answer (kbqa.llm.answerability)
+    answerability: float | None = None
 
     def record(self, prompt_tokens: int | None, completion_tokens: int | None,
-               finish_reason: str | None) -> None:
+               finish_reason: str | None, answerability: float | None = None) -> None:
+        if answerability is not None:
+            self.answerability = answerability
         if prompt_tokens is None or completion_tokens is None:
             self.known = False
         else:
@@ -58,4 +63,4 @@ class UsageRecorder(BaseCallbackHandler):
         info = (generations[0].generation_info if generations else None) or {}
         usage = info.get("token_usage") or {}
         self.meter.record(usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                          info.get("finish_reason"))
+                          info.get("finish_reason"), info.get("answerability"))
