@@ -1,7 +1,9 @@
-"""Fit the answerability probe on CMRC train features and measure it on dev.
+"""Fit the answerability probe on CMRC train features (and generated company documents') and
+measure it on CMRC dev and the company-documents dev set.
 
     python bench/answerability_probe.py --train bench/reports/answerability/train.npz \\
-        --dev bench/reports/answerability/dev.npz \\
+        --train bench/reports/answerability/synthetic.npz --dev bench/reports/answerability/dev.npz \\
+        --company-dev bench/reports/answerability/company-dev.npz \\
         --answers bench/reports/refusal/calibration-dev-default.json --variant default \\
         --save kbqa/llm/readers/qwen2.5-coder-0.5b-reader
 
@@ -33,6 +35,9 @@ THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0
 
 
 ROWS = ("states", "labels", "qids", "kinds", "lengths")
+SET_NAMES = {"train": "CMRC 2018 train", "dev": "CMRC 2018 dev",
+             "company-synthetic": "generated company documents (bench/synthetic_company.py)",
+             "company-dev": "the company-documents dev set"}
 
 
 def load(*paths: Path) -> dict[str, np.ndarray]:
@@ -124,6 +129,27 @@ def plot(curves: dict, margin_points: list[dict] | None, out: Path) -> None:
     save_tradeoff(figure, axes, "CMRC 2018 dev: probe floor vs refusal_bias (dotted: targets)", out)
 
 
+def company_curve(model, layer: int, features: dict, report: Path) -> list[dict]:
+    """The company-documents dev set's trade-off under this probe: its probabilities put in place
+    of those a recorded run (bench/company_docs.py) kept, each floor applied to that run's answers."""
+    from company_docs import answerability_curve, summarise
+
+    p = model.predict_proba(features["states"][:, layer].astype(np.float32))[:, 1]
+    by_id = {str(q).rsplit("-", 1)[-1]: float(v) for q, v in zip(features["qids"], p)}
+    rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
+    rows = [dict(r, answerability=by_id.get(r["id"]) if r["answerability"] is not None else None)
+            for r in rows]
+    base = summarise(rows)
+    points = [{"min_answerability": 0.0, **{k: base[k] for k in ("answerable_right",
+              "answerable_refused", "unanswerable_refused")}}] + answerability_curve(rows)
+    print("\ncompany-documents dev set\n| floor | right | answerable refused | unanswerable refused |"
+          "\n|---|---|---|---|")
+    for point in points:
+        print(f"| {point['min_answerability']:g} | {point['answerable_right']:.3f} | "
+              f"{point['answerable_refused']:.3f} | {point['unanswerable_refused']:.3f} |")
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +162,11 @@ def main() -> None:
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
     parser.add_argument("--layer", type=int, default=None, help="skip the layer search")
     parser.add_argument("--c", type=float, default=0.01)
+    parser.add_argument("--company-dev", type=Path, default=None,
+                        help="features of the company-documents dev set (answerability_features.py "
+                             "--company dev): its curve from the answers of --company-report")
+    parser.add_argument("--company-report", type=Path,
+                        default=Path(__file__).parent / "reports" / "company-docs" / "default.json")
     parser.add_argument("--out", type=Path, default=None, help="the curves and scores as JSON")
     parser.add_argument("--save", type=Path, default=None,
                         help="write the fitted probe (answerability.safetensors) into this folder")
@@ -168,15 +199,22 @@ def main() -> None:
         for p in curves[part]:
             print(f"| {p['threshold']:g} | {p['em']:.3f} | {p['f1']:.3f} | "
                   f"{p['answerable_refused']:.3f} | {p['hidden_refused']:.3f} |")
+    company = None
+    if args.company_dev:
+        company = company_curve(model, layer, load(args.company_dev), args.company_report)
     if args.save:
-        fitted_on = (f"CMRC 2018 train, {len(set(train['qids']))} questions asked with and without "
-                     f"their gold passage ({len(train['labels'])} prompts); C {c}; dev AUC {auc:.3f}")
+        sets = dict.fromkeys(SET_NAMES.get(str(np.load(path)["questions_from"]), "other")
+                             for path in args.train)
+        fitted_on = (f"{' + '.join(sets)}: {len(set(train['qids']))} questions, CMRC ones asked with "
+                     f"and without their gold passage ({len(train['labels'])} prompts); C {c}; "
+                     f"CMRC dev AUC {auc:.3f}")
         save(model, layer, fitted_on, args.save)
     if args.out:
         margins = (recorded.get("curves", {}).get("all") or {}).get("margin")
         plot(curves, margins, args.out.with_suffix(".png"))
         args.out.write_text(json.dumps({"layer": layer, "c": c, "dev_auc": auc, "scores": scores,
-                                        "curves": curves}, indent=1), encoding="utf-8")
+                                        "curves": curves, "company_dev": company}, indent=1),
+                            encoding="utf-8")
 
 
 if __name__ == "__main__":
