@@ -100,7 +100,8 @@ def company_rows(home: Path, which: str, llm_name: str, dtype: str, seed: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", type=Path, required=True, help="KBQA home of the CMRC KB")
+    parser.add_argument("--home", type=Path, required=True,
+                        help="KBQA home of the knowledge base (built there on first use)")
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
     parser.add_argument("--questions-from", choices=("dev", "train"), default="dev")
     parser.add_argument("--offset", type=int, default=0)
