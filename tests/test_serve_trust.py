@@ -251,12 +251,15 @@ def test_a_500_names_no_server_path(server: Server, error: str) -> None:
 
 
 def test_a_client_leaving_a_non_streamed_answer_frees_its_place(server: Server) -> None:
+    """The model may not end by itself here (min_new_tokens = max_new_tokens), and it writes
+    tokens without pauses: only noticing that the client left can stop it early."""
     queue = server.state.queue
     model = server.state.service.variant_model.base_model
     outputs: list[int] = []
     real = model.generate
 
     def spy(*args: object, **kwargs: object) -> object:
+        kwargs["min_new_tokens"] = kwargs["max_new_tokens"]
         output = real(*args, **kwargs)
         outputs.append(output.shape[1] - kwargs["input_ids"].shape[1])
         return output
@@ -276,3 +279,35 @@ def test_a_client_leaving_a_non_streamed_answer_frees_its_place(server: Server) 
     finally:
         del model.generate
     assert json.loads(chat(server, "hr", "年假有几天？").text)["choices"]
+
+
+def test_a_client_that_left_is_noticed_while_tokens_keep_coming() -> None:
+    """A model that writes a token every 10 ms never pauses long enough for a poll to time out:
+    the check for a departed client runs on a clock, so the answer stops within a poll or two."""
+    import asyncio
+    import queue as queues
+
+    from kbqa.server import chat as chat_module
+
+    out: queues.SimpleQueue = queues.SimpleQueue()
+    cancelled = threading.Event()
+
+    def model() -> None:  # writes until told to stop, as the generation thread does
+        while not cancelled.is_set():
+            out.put("字")
+            time.sleep(0.01)
+
+    class GoneRequest:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    writer = threading.Thread(target=model, daemon=True)
+    writer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(chat_module.ClientGone):
+            asyncio.run(asyncio.wait_for(chat_module._collect(GoneRequest(), out, cancelled), 10))
+    finally:
+        cancelled.set()
+    assert time.monotonic() - start < 3 * chat_module.DISCONNECT_POLL_S + 1
+    assert cancelled.is_set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -121,6 +122,7 @@ async def _collect(request: Request, out: queue.SimpleQueue,
     the generation (which frees its queue place)."""
     parts: list[str] = []
     grounded: Grounding | None = None
+    checked = time.monotonic()
     try:
         while True:
             item = await run_in_threadpool(_next, out, DISCONNECT_POLL_S)
@@ -132,8 +134,12 @@ async def _collect(request: Request, out: queue.SimpleQueue,
                 grounded = item
             elif item is not None:
                 parts.append(item)
-            elif await request.is_disconnected():
-                raise ClientGone
+            # on a clock, not only when tokens pause: a model that never pauses would otherwise
+            # write its whole answer for a client that has gone
+            if time.monotonic() - checked >= DISCONNECT_POLL_S:
+                checked = time.monotonic()
+                if await request.is_disconnected():
+                    raise ClientGone
     finally:
         cancelled.set()
 
