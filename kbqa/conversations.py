@@ -20,7 +20,7 @@ from typing import Any
 from kbqa.errors import KbqaError
 from kbqa.qa.answers import Source
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: turns.answerability
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS turns (
     variant TEXT NOT NULL DEFAULT '',
     error TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    answerability REAL
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns(conversation_id, id);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -90,6 +91,7 @@ class Turn:
     state: str = "pending"
     created: float = 0.0
     rating: int | None = None
+    answerability: float | None = None  # the reader's probe (kbqa.llm.answerability), if it has one
 
 
 def _sources_json(sources: list[Source]) -> str:
@@ -112,6 +114,9 @@ class ConversationStore:
                 raise ConversationError(f"{self.path} was written by a newer kbqa "
                                         f"(schema {version} > {SCHEMA_VERSION})")
             db.executescript(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(turns)")}
+            if "answerability" not in columns:  # a file of schema 1: its turns have none
+                db.execute("ALTER TABLE turns ADD COLUMN answerability REAL")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -191,7 +196,8 @@ class ConversationStore:
         return [Turn(id=r["id"], conversation_id=r["conversation_id"], question=r["question"],
                      answer=r["answer"], sources=_sources(r["sources"]), refused=bool(r["refused"]),
                      timings=json.loads(r["timings"]), variant=r["variant"], error=r["error"],
-                     state=r["state"], created=r["created"], rating=r["rating"]) for r in rows]
+                     state=r["state"], created=r["created"], rating=r["rating"],
+                     answerability=r["answerability"]) for r in rows]
 
     def add_turn(self, conversation_id: int, question: str, variant: str = "") -> Turn:
         """Record a question before its answer starts, so an interrupted answer is not lost; a
@@ -219,9 +225,10 @@ class ConversationStore:
             raise ConversationError(f"turn state {turn.state!r} is not one of {TURN_STATES}")
         with self._connect() as db:
             db.execute("UPDATE turns SET answer = ?, sources = ?, refused = ?, timings = ?, "
-                       "error = ?, state = ? WHERE id = ?",
+                       "error = ?, state = ?, answerability = ? WHERE id = ?",
                        (turn.answer, _sources_json(turn.sources), int(turn.refused),
-                        json.dumps(turn.timings), turn.error, turn.state, turn.id))
+                        json.dumps(turn.timings), turn.error, turn.state, turn.answerability,
+                        turn.id))
 
     # ------------------------------------------------------------------ feedback
 

@@ -109,3 +109,35 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(ConversationError, match="newer kbqa"):
         ConversationStore(path)
+
+
+# the turns table as schema 1 (kbqa before answers kept their answerability) wrote it
+SCHEMA_1_TURNS = """
+CREATE TABLE conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, kb TEXT NOT NULL,
+    title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    question TEXT NOT NULL, answer TEXT NOT NULL DEFAULT '', sources TEXT NOT NULL DEFAULT '[]',
+    refused INTEGER NOT NULL DEFAULT 0, timings TEXT NOT NULL DEFAULT '{}',
+    variant TEXT NOT NULL DEFAULT '', error TEXT, state TEXT NOT NULL DEFAULT 'pending',
+    created REAL NOT NULL);
+INSERT INTO conversations VALUES (1, '公司制度', '年假几天？', 1.0, 1.0);
+INSERT INTO turns (conversation_id, question, answer, state, created)
+    VALUES (1, '年假几天？', '十天', 'done', 1.0);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_schema_1_file_opens_and_keeps_its_turns(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1_TURNS)
+    store = ConversationStore(path)
+    [old] = store.turns(1)
+    assert (old.question, old.answer, old.answerability) == ("年假几天？", "十天", None)
+    new = _answered(store, 1, "报销期限？", "三十天")
+    new.answerability = 0.42
+    store.save_turn(new)
+    assert [t.answerability for t in ConversationStore(path).turns(1)] == [None, 0.42]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -232,3 +232,28 @@ def test_no_knowledge_base_says_so(tiny_llm_folder: Path) -> None:
     at = app_test().run()
     assert not at.exception
     assert "还没有知识库" in texts(at)
+
+
+def test_the_answer_shows_the_readers_answerability_and_keeps_it(tmp_path: Path,
+                                                                 tiny_llm_folder: Path) -> None:
+    """With a probe in the model folder, the caption under the answer gives its probability, and
+    the saved conversation shows it again after a restart."""
+    import math
+    import shutil
+
+    import torch
+
+    from kbqa.llm.answerability import AnswerabilityProbe
+
+    folder = tmp_path / tiny_llm_folder.name
+    shutil.copytree(tiny_llm_folder, folder)
+    hidden = json.loads((folder / "config.json").read_text(encoding="utf-8"))["hidden_size"]
+    AnswerabilityProbe(2, torch.zeros(hidden), torch.ones(hidden), torch.zeros(hidden),
+                       torch.tensor([math.log(0.8 / 0.2)]), "test").save(folder)
+    write_config(folder)
+    KbqaService(load_settings()).ingest([write_doc(tmp_path / "docs")], "default")
+    at = _ask(app_test().run(), QUESTION)
+    caption = [c.value for c in _messages(at, "assistant")[0].caption][-1]
+    assert "总计 " in caption and caption.endswith("可答性 0.80"), caption
+    again = app_test().run()  # a new session shows the conversation again, from the store
+    assert any(c.value.endswith("可答性 0.80") for c in again.caption), [c.value for c in again.caption]

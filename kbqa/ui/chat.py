@@ -87,7 +87,9 @@ def _timing_caption(turn: Turn) -> None:
     timings = turn.timings
     if "total" not in timings:
         return
-    st.caption(f"{variant_text(turn.variant)} · {timing_text(timings)}")
+    answerability = ("" if turn.answerability is None
+                     else " · " + t("answer.answerability", p=turn.answerability))
+    st.caption(f"{variant_text(turn.variant)} · {timing_text(timings)}{answerability}")
 
 
 def _rate(store: ConversationStore, turn_id: int) -> None:
@@ -149,6 +151,7 @@ def _answer(svc: KbqaService, turn: Turn, variant_label: str, kb: str,
                 turn.answer, turn.refused = value.text, value.refused
                 turn.sources = value.sources
                 turn.timings = {**value.timings, **turn.timings}
+                turn.answerability = value.answerability
         turn.state = "done"
     except KbqaError as exc:
         turn.state, turn.error = "error", str(exc)

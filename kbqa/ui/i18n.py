@@ -62,6 +62,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "source.rendering": ("正在渲染页面…", "Rendering the page…"),
     "timing.load": ("模型加载 {seconds:.1f} 秒 · ", "model load {seconds:.1f} s · "),
     "timing.first": ("首字 {seconds:.2f} 秒 · ", "first token {seconds:.2f} s · "),
+    "answer.answerability": ("可答性 {p:.2f}", "answerability {p:.2f}"),
     "timing.total": ("总计 {seconds:.2f} 秒", "total {seconds:.2f} s"),
     # chat.py
     "chat.header": ("问答", "Chat"),
