@@ -52,6 +52,35 @@ def test_query_tokens_leave_out_question_words_but_not_names() -> None:
     assert query_tokens("多少") == []
 
 
+def test_query_tokens_leave_out_how_many_how_long_and_final_particles() -> None:
+    assert query_tokens("午休时间是几点到几点？") == tokenize("午休时间是 到")
+    assert query_tokens("年假需要提前几天申请？") == tokenize("年假需要提前 申请")
+    assert query_tokens("一线城市指的是哪几个城市？") == tokenize("一线城市指的是 城市")
+    assert query_tokens("R2能越过多高的障碍？") == tokenize("R2能越过 的障碍")
+    assert query_tokens("试用期员工能否远程办公吗？") == tokenize("试用期员工 远程办公")
+    assert query_tokens("经销商价呢？") == tokenize("经销商价")
+    assert query_tokens("派西在家里排第几？") == tokenize("派西在家里排")
+    # words that only look like questions stay: 几乎, 几何, 茶几, 吗啡, 多伦多大学, 多重国籍
+    for text in ("几乎所有的几何题", "茶几上的吗啡", "多伦多大学", "多重国籍"):
+        assert query_tokens(text) == tokenize(text)
+
+
+def test_the_gate_keeps_a_handbook_rule_asked_with_how_many(tmp_path: Path) -> None:
+    """Before, 几点 / 几天 counted as question terms no passage holds, and the gate refused these."""
+    folder = tmp_path / "docs"
+    write(folder / "handbook.txt", "公司实行标准工时制，上班时间为上午9:00至下午6:00，其中12:00至13:30为午休时间。")
+    write(folder / "leave.txt", "年假须提前3个工作日在内部系统中申请。当年未休完的年假可顺延至次年3月31日。")
+    write(folder / "travel.txt", "国内出差住宿标准：一线城市（北京、上海、广州、深圳）每晚不超过600元。")
+    write(folder / "it.txt", "员工电脑须开启全盘加密，密码每90天更换一次，不得与他人共用账号。")
+    with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings()) as base:
+        base.ingest([folder])
+        for question, source in (("午休时间是几点到几点？", "handbook.txt"),
+                                 ("年假需要提前几天申请？", "leave.txt"),
+                                 ("一线城市指的是哪几个城市？", "travel.txt")):
+            kept = search(base, question, mode="bm25", k=1, min_coverage=DEFAULT_MIN_COVERAGE)
+            assert filenames(kept) == [source], question
+
+
 def test_rrf_on_hand_made_rankings() -> None:
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
     assert [item for item, _ in fused] == [1, 3, 2, 4]

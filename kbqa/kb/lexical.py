@@ -34,9 +34,14 @@ _TOKEN_RE = re.compile(rf"[{_CJK_CLASS}]+|[0-9a-z]+")
 _WORD_RE = re.compile("[0-9a-z]+")
 _CJK_RE = re.compile(rf"[{_CJK_CLASS}]")
 # Interrogatives say what kind of answer is wanted, not where it is: a passage never contains
-# 哪一年 or 是谁. Multi-character words only, so names such as 哪吒 or 谁家 stay searchable.
-_QUESTION_WORDS = re.compile("为什么|为何|什么|哪个|哪些|哪里|哪儿|哪一|哪位|哪年|多少|怎么|怎样|"
-                             "如何|是谁")
+# 哪一年, 是谁 or 几点. Multi-character words only, so names such as 哪吒 or 谁家 stay searchable;
+# 几 only before a measure word (not 几乎, 几何, 茶几), not 多大 or 多重 (多伦多大学, 多重国籍), and
+# the particles 吗 and 呢 only where they end the question (吗啡 stays).
+_QUESTION_WORDS = re.compile(
+    "为什么|为何|什么|哪个|哪些|哪里|哪儿|哪一|哪位|哪年|哪几个|哪几|哪种|哪家|哪天|多少|怎么|怎样|如何|是谁|"
+    "何时|何地|何处|何种|多久|多长|多高|多远|多宽|多深|多厚|是否|能否|可否|有没有|是不是|能不能|"
+    "会不会|第几|几[点天个年月日号次位岁种名条项家层楼分秒周倍届代座所部本首场节张台辆件句]|"
+    "[吗呢](?=[\\s?？!！。]*$)")
 _WORD_FLAG = 1 << 62
 _HASH_MASK = (1 << 60) - 1
 COUNT_DTYPE = np.dtype("<u2")
