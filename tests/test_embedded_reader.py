@@ -108,3 +108,44 @@ def test_every_shipped_reader_is_a_lora_for_its_base_with_a_card(name: str) -> N
     assert all(weights[k.replace(".lora_A.", ".lora_B.")].abs().max() > 0 for k in a_keys)
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert reader.base in card and "CMRC 2018" in card and "CC BY-SA 4.0" in card
+
+
+def test_a_merge_of_another_adapter_version_is_made_again(
+        tiny_llm_folder: Path, model_cache: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade that ships another adapter must not keep answering with the old merge (and
+    the new probe, fitted on the new weights, must not read the old ones)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from kbqa.llm import loading
+
+    adapter = tmp_path / "shipped"
+    shutil.copytree(ROOT / "adapters" / "smollm2-cmrc-donor", adapter)
+    reader = EmbeddedReader(name="tiny-reader", base="smollm2-135m-instruct", adapter=str(adapter))
+    monkeypatch.setitem(loading.EMBEDDED_READERS, "tiny-reader", reader)
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / tiny_llm_folder.name).symlink_to(tiny_llm_folder, target_is_directory=True)
+
+    first = embedded_llm_folder("tiny-reader", cache, "float32")
+    stamp = (first / "config.json").stat().st_mtime_ns
+    assert embedded_llm_folder("tiny-reader", cache, "float32") == first  # same adapter: kept
+    assert (first / "config.json").stat().st_mtime_ns == stamp
+    before = _weights(first)
+
+    weights = load_file(adapter / "adapter_model.safetensors")  # the "upgrade": B doubled
+    save_file({k: v * 2 if ".lora_B." in k else v for k, v in weights.items()},
+              str(adapter / "adapter_model.safetensors"))
+    again = embedded_llm_folder("tiny-reader", cache, "float32")
+    after = _weights(again)
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight",
+                                       "o_proj.weight")) for k in changed)
+
+    (again / loading.MERGED_FROM).unlink()  # a merge made before kbqa recorded its adapter
+    stamp = (again / "config.json").stat().st_mtime_ns
+    assert embedded_llm_folder("tiny-reader", cache, "float32") == again
+    assert (again / "config.json").stat().st_mtime_ns != stamp
+    assert (again / loading.MERGED_FROM).is_file()

@@ -5,7 +5,8 @@ packages. The first use joins the parts, checks the sha256, dequantises the
 GGUF with transformers and saves a normal Hugging Face folder (safetensors)
 under the cache directory; every later start loads that folder in seconds.
 The default, a reader, is that folder with a LoRA adapter shipped in kbqa
-merged in, also once. Nothing here ever contacts a model hub.
+merged in, also once (and again after an upgrade that ships another adapter).
+Nothing here ever contacts a model hub.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -226,12 +228,31 @@ def embedded_llm_folder(name: str, cache_dir: Path, dtype: str = "bfloat16") -> 
         raise ModelError(f"unknown embedded model '{name}'; known: {', '.join(embedded_names())}")
     dtype = weights_dtype(dtype)
     folder = cache_dir / "models" / f"{name}-{dtype}"
-    if (folder / "config.json").is_file():
+    reader = EMBEDDED_READERS.get(name)
+    if (folder / "config.json").is_file() and (reader is None or _merged_from(folder) ==
+                                               _adapter_digest(reader)):
         return folder
-    if name in EMBEDDED_READERS:
-        reader = EMBEDDED_READERS[name]
+    if reader is not None:  # new, or merged from another version's adapter: merge again
         return merge_reader(reader, embedded_llm_folder(reader.base, cache_dir, dtype), folder, dtype)
     return convert_gguf(joined_gguf(EMBEDDED_LLMS[name], cache_dir), folder, dtype)
+
+
+MERGED_FROM = "merged_from.json"
+
+
+def _adapter_digest(reader: EmbeddedReader) -> str | None:
+    """SHA-256 of the reader's shipped adapter weights; None when they are missing."""
+    weights = reader.adapter_folder() / "adapter_model.safetensors"
+    return _sha256(weights) if weights.is_file() else None
+
+
+def _merged_from(folder: Path) -> str | None:
+    """The adapter digest a merged reader folder records; None for a folder made before kbqa
+    recorded it, or a damaged record (either is merged again)."""
+    try:
+        return json.loads((folder / MERGED_FROM).read_text(encoding="utf-8"))["adapter_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def merge_reader(reader: EmbeddedReader, base_folder: Path, out_dir: Path, dtype: str) -> Path:
@@ -247,6 +268,9 @@ def merge_reader(reader: EmbeddedReader, base_folder: Path, out_dir: Path, dtype
     card = card_file.read_text(encoding="utf-8") if card_file.is_file() else ""
     with _staged(out_dir) as staging:
         merge_to_folder(base_folder, [adapter], staging, dtype)
+        # an upgrade that ships another adapter finds the old merge stale by this digest
+        (staging / MERGED_FROM).write_text(json.dumps({"adapter_sha256": _adapter_digest(reader)}),
+                                           encoding="utf-8")
         (staging / "README.md").write_text(
             f"# {reader.name}\n\nkbqa's embedded `{reader.base}` with the LoRA adapter of "
             f"kbqa/llm/readers/{reader.adapter} merged into its weights ({dtype}), made on first "
