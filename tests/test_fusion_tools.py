@@ -106,7 +106,12 @@ def test_cli_fuse_writes_one_adapter_that_is_the_weighted_sum(llama, tmp_path, c
                  "--model", str(llama["model"]), "--out", str(out)]) == 0
     assert "applied" in capsys.readouterr().out
     assert (out / "adapter_config.json").is_file() and not (out / "fused").exists()
-    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4 + 2  # cat: ranks add
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4 + 2  # cat: ranks add
+    # the base as named, not a folder of peft's choosing; a card that names the parts
+    assert config["base_model_name_or_path"] == str(llama["model"].resolve())
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert str(llama["a"]) in card and "× 0.7" in card and "More Information Needed" not in card
     for module in ("model.layers.0.self_attn.q_proj", "model.layers.2.mlp.up_proj"):
         expected = 0.7 * adapter_delta(llama["a"], module) + 0.3 * adapter_delta(llama["b"], module)
         torch.testing.assert_close(adapter_delta(out, module), expected, atol=1e-5, rtol=0)

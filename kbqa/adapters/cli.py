@@ -339,11 +339,26 @@ def _fuse(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(args.out), selected_adapters=["fused"])
     _flatten_selected(args.out, "fused")
+    _record_fused(args.out, _portable_name(args.model) or str(folder.resolve()), args, weights)
     print(f"fused {len(args.adapters)} adapters ({args.method}, weights {weights}) → {args.out}; "
           f"max |Δlogit| {check.max_logit_diff:.4g}: {'applied' if check.applied else 'NOT applied'}")
     for reason in check.reasons:
         print(f"  {reason}")
     return 0 if check.applied else 1
+
+
+def _record_fused(out: Path, base: str, args: argparse.Namespace, weights: list[float]) -> None:
+    """Record the base as the model was named ('embedded:NAME' is the same on every machine,
+    where peft wrote this machine's folder) and replace peft's empty card with what was fused."""
+    from kbqa.adapters.train import record_base_model
+
+    record_base_model(out, base)
+    parts = "\n".join(f"- `{Path(folder)}` × {weight:g}" for folder, weight in
+                      zip(args.adapters, weights))
+    (out / "README.md").write_text(
+        f"# {out.name}\n\nLoRA adapter for `{base}`, made by `kbqa adapters fuse` "
+        f"(method {args.method}) from:\n\n{parts}\n\n"
+        "Each part's card has its data and training.\n", encoding="utf-8")
 
 
 def _flatten_selected(out: Path, name: str) -> None:

@@ -247,7 +247,7 @@ def train_lora(model_folder: Path, examples: list[Example], out: Path,
             _save_checkpoint(checkpoint, peft_model, optimizer, step, losses)
     bar.close()
     peft_model.save_pretrained(str(out))
-    _patch_base_path(out, base_name or str(model_folder.resolve()))
+    record_base_model(out, base_name or str(model_folder.resolve()))
     (out / "losses.json").write_text(json.dumps(losses))
     return TrainResult(steps=step, seconds=time.perf_counter() - started, losses=losses,
                        plot=_plot(losses, out / "loss.png"))
@@ -319,7 +319,7 @@ def init_prefix_from_tokens(peft_model: Any, ids: list[int]) -> None:
         embedding.copy_(prefix)
 
 
-def _patch_base_path(out: Path, base_name: str) -> None:
+def record_base_model(out: Path, base_name: str) -> None:
     """Record the base model ('embedded:NAME' or its folder) so transplant finds the donor itself.
 
     A prefix trained through a projection MLP is saved as the MLP's output (peft does this): the
