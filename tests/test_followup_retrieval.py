@@ -1,4 +1,4 @@
-"""A follow-up question ("那每月最多几天？") is searched in the conversation's context too, and a
+"""A follow-up question ("那一个月最多呢？") is searched in the conversation's context too, and a
 question on a new topic keeps its own passages (kbqa.retrieval.followup, issue 16)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ POLICIES = {
     "报销.md": "# 差旅报销\n\n出差住宿费每晚最多报销500元，餐补每天100元。\n",
 }
 REMOTE = [("每周最多可以远程办公几天？", "每周最多远程办公2天。")]
-FOLLOW_UP = "那每月最多几天？"
+FOLLOW_UP = "那一个月最多呢？"
 
 
 @pytest.fixture(scope="module")
