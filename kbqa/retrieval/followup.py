@@ -1,4 +1,4 @@
-"""Retrieval for a follow-up question: "那每月最多几天？" names nothing a search can find.
+"""Retrieval for a follow-up question: "那一个月最多呢？" names nothing a search can find.
 
 The question is searched alone and, when that finds fewer passages than the prompt takes, once
 more with the conversation's last questions in front of it; the second search fills the free
