@@ -2,6 +2,7 @@
 what they do not?
 
     python bench/company_docs.py [--variant grounding=refuse] [--limit N]
+    python bench/company_docs.py --generated 2    # generated documents instead (a held-out check)
 
 Six fictional documents of one company (bench/data/company_docs/documents: an employee handbook in
 Markdown, an FAQ as TXT, service outlets as CSV, a product manual with spec and fault-code tables
@@ -10,6 +11,10 @@ from their .json sources, so nothing binary is committed) are ingested into a kn
 temporary KBQA_HOME. Every question in questions.jsonl (answerable ones with their gold facts,
 some with chat history; unanswerable ones whose answer the documents do not hold) is asked through
 `KbqaService.ask`, the path `kbqa ask` takes, at default settings plus the variant's overrides.
+
+--generated SEED asks the questions of generated documents instead (bench/synthetic_company.py,
+twelve fictional companies, about 320 questions): a set no setting was tuned on when SEED is not
+one a probe was fitted on (the shipped probe used seed 1). Its reports are named generated-SEED-*.
 
 Scoring: an answerable question is right when its answer, spaces removed and full-width forms
 folded (NFKC), contains one of its gold facts (a fact given as a list needs all its parts);
@@ -220,13 +225,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=SHARED_CACHE if SHARED_CACHE.is_dir() else None,
                         help="model cache to reuse (default: the tests' cache when present)")
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--generated", type=int, default=None, metavar="SEED",
+                        help="ask generated documents' questions (bench/synthetic_company.py) "
+                             "instead of the dev set's")
     args = parser.parse_args()
 
-    questions = [json.loads(line) for line in
-                 (DATA / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    if args.limit:
-        questions = ([q for q in questions if q["answerable"]][: args.limit]
-                     + [q for q in questions if not q["answerable"]][: args.limit])
+    if args.generated is None:
+        questions = [json.loads(line) for line in (DATA / "questions.jsonl").read_text(
+            encoding="utf-8").splitlines() if line.strip()]
+    else:
+        questions = []  # written with their documents, below
     args.out.mkdir(parents=True, exist_ok=True)
     table = []
     with tempfile.TemporaryDirectory(prefix="kbqa-company-") as temp:
@@ -235,10 +243,21 @@ def main() -> None:
         folder.mkdir()
         if args.cache is not None:  # models converted once are reused, not converted again
             (home / "cache").symlink_to(args.cache.resolve(), target_is_directory=True)
-        documents = write_documents(folder)
+        if args.generated is None:
+            documents = write_documents(folder)
+        else:
+            from synthetic_company import COMPANIES, write
+
+            documents, generated = write(folder, args.generated, len(COMPANIES))
+            questions = [dict(q, id=f"g{n}") for n, q in enumerate(generated, start=1)]
+        if args.limit:
+            questions = ([q for q in questions if q["answerable"]][: args.limit]
+                         + [q for q in questions if not q["answerable"]][: args.limit])
         for variant in args.variant or ["default"]:
             report = run_variant(variant, questions, home, documents, args.llm)
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in variant)
+            if args.generated is not None:
+                name = f"generated-{args.generated}-{name}"
             (args.out / f"{name}.json").write_text(
                 json.dumps(with_machine(report), ensure_ascii=False, indent=1), encoding="utf-8")
             table.append((variant, report["summary"]))

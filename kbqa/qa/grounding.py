@@ -14,11 +14,16 @@ dropping spaces and punctuation:
 - the identifiers the question names (words with a digit or a capital letter: a model "R3 Pro",
   a year "1963", "Wi-Fi") must stand in a passage that supports the answer, in its text or in
   its document's name and heading: an answer read off another product's passage is about
-  something else, whatever it says.
+  something else, whatever it says;
+- the answer must be the kind of thing the question asks for (kbqa.qa.answer_kinds): a money
+  amount does not answer "最大吸力是多少", a count does not answer "多久", and an answer that only
+  repeats the question's words answers nothing. A bare number is completed with the unit its
+  passage writes after it ("3" → "3个工作日").
 
 The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
 replaced by the passage clause that best supports it, or by the row the question is about with
-its column names (span; a refusal when there is neither), or replaced by the fixed refusal
+its column names, or (for an answer of the wrong kind) by the sentence or row about the question
+that holds the asked kind (span; a refusal when there is none), or replaced by the fixed refusal
 (refuse). An answer about another identifier is refused under both: its passage has no better
 clause to offer.
 """
@@ -33,6 +38,7 @@ from typing import Literal
 
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
+from kbqa.qa.answer_kinds import clause_of_kind, mismatch, with_unit
 from kbqa.qa.prompts import REFUSAL
 from kbqa.qa.snippets import cells
 
@@ -51,7 +57,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[.\-_][A-Za-z0-9]+)*")
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
               "七": 7, "八": 8, "九": 9}
 _CN_SCALES = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_CN_NUMBER = re.compile(f"[{''.join(_CN_DIGITS)}{''.join(_CN_SCALES)}]+")
+_CN_NUMBER = re.compile(f"(?<![0-9.])[{''.join(_CN_DIGITS)}{''.join(_CN_SCALES)}]+")
 
 
 def normalise(text: str) -> str:
@@ -204,6 +210,10 @@ class Support:
     # the question's identifiers that no passage supporting the answer names (its text, file
     # name or heading): the answer is about something else
     foreign: tuple[str, ...] = ()
+    # why the answer is not the kind of thing the question asks for (kbqa.qa.answer_kinds)
+    mismatch: str | None = None
+    # a bare number completed with the unit its passage writes after it ('3' → '3个工作日')
+    completed: str | None = None
 
 
 def _judge(claim: str, question: str, passages: list[str],
@@ -241,6 +251,14 @@ def _best_clause(claim: str, question: str, passages: list[str]) -> str | None:
     return clause if score >= MIN_SPAN_COVERAGE else None
 
 
+def _clauses(passage: str) -> list[str]:
+    """A passage's sentences, and its table rows quoted with their column names."""
+    rows = [_row_text(header, row) for header, body in _tables(passage) for row in body]
+    prose = [line for line in passage.splitlines() if not is_table_line(line.strip())]
+    sentences = [piece.strip() for piece in _CLAUSE_END.split("\n".join(prose)) if piece.strip()]
+    return sentences + rows
+
+
 def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_passages: list[str],
              names: Sequence[str], min_coverage: float) -> tuple[str, ...]:
     """The question's identifiers when no passage that supports a claim names them all (in its
@@ -274,6 +292,13 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         row = _wrong_row(normalise(answer), passages[index], question, min_coverage)
         if row is not None:
             return Support(False, index, round(coverage, 3), missing, row, wrong_row=True)
+        reason = mismatch(answer, question)
+        if reason is not None:
+            clauses = [clause for passage in passages for clause in _clauses(passage)]
+            return Support(False, index, round(coverage, 3), missing,
+                           clause_of_kind(question, clauses), mismatch=reason)
+        return Support(True, index, round(coverage, 3), missing, None,
+                       completed=with_unit(answer, question, _clauses(passages[index])))
     span = None if supported else _best_clause(normalise(answer), question, list(passages))
     return Support(supported, index, round(coverage, 3), missing, span)
 
@@ -303,7 +328,7 @@ def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
         return Grounding(draft, text, "unchecked", None)
     support = check_support(text, passages, question, min_coverage, names)
     if support.supported:
-        return Grounding(draft, text, "kept", support)
+        return Grounding(draft, support.completed or text, "kept", support)
     if policy == "span" and support.span:  # None for an answer about another identifier
         return Grounding(draft, support.span, "span", support)
     return Grounding(draft, REFUSAL, "refused", support)
