@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import kbqa.retrieval.bm25 as retrieval
-from kbqa.kb.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens, term_id,
-                          term_ids, text_term_ids, tokenize)
+from kbqa.kb.lexical import (TOKENIZER_VERSION, decode_row, encode_row, query_tokens,
+                             searchable_text, term_id, term_ids, text_term_ids, tokenize)
 from kbqa.retrieval.bm25 import BM25_B, BM25_K1, Bm25Index, bm25_index
 from kbqa.retrieval.search import search
 from kbqa.kb.manifest import DB_FILENAME
@@ -28,11 +28,13 @@ QUERIES = ["杭州西湖", "义武节度使是谁", "长征五号 2016年", "西
 
 
 def reference_scores(kb: KnowledgeBase, query: str) -> dict[int, float]:
-    """bm25s (Lucene BM25, our k1 and b) over the live chunks, tokenised afresh from their texts."""
+    """bm25s (Lucene BM25, our k1 and b) over the live chunks, tokenised afresh from their texts
+    with their file names (kbqa.kb.lexical.searchable_text)."""
     _, ids, rows = kb.lexical_rows(-1)
     texts = kb.get_chunks(ids.tolist())
     model = bm25s.BM25(k1=BM25_K1, b=BM25_B)
-    model.index([tokenize(texts[int(i)].page_content) for i in ids], show_progress=False)
+    model.index([tokenize(searchable_text(texts[int(i)].page_content, texts[int(i)].metadata))
+                 for i in ids], show_progress=False)
     known = [token for token in query_tokens(query) if token in model.vocab_dict]
     scores = model.get_scores(known) if known else np.zeros(len(ids))
     return {int(i): float(s) for i, s in zip(ids, scores)}

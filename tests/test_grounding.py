@@ -208,3 +208,56 @@ def test_the_chain_checks_identifiers_against_each_passages_file_and_heading() -
                                                    "heading": "一、规格参数"})]
     assert check_answer("5200mAh", docs, "R2的电池容量是多少？", "span").action == "kept"
     assert check_answer("5200mAh", docs, "W1的电池容量是多少？", "span").text == REFUSAL
+
+
+def test_the_company_a_file_is_named_after_must_be_the_answers() -> None:
+    """Three companies' FAQs in the same words: the question's company stands only in one file
+    name, and the answer read off another company's FAQ is refused."""
+    faq = "【以旧换新最多抵多少钱？】以旧换新最高可抵扣{}元。"
+    passages = [faq.format(100), faq.format(550), faq.format(250)]
+    titles = ["青禾科技常见问题", "禾丰农机常见问题", "蓝鲸电器常见问题"]
+    question = "禾丰农机以旧换新最多抵多少钱？"
+    from kbqa.qa.grounding import name_terms
+
+    assert name_terms(question, titles) == ["禾丰农机"]
+    wrong = ground("100元", passages, question, "span", titles=titles)
+    assert wrong.action == "refused" and wrong.support is not None
+    assert wrong.support.foreign == ("禾丰农机",)
+    assert ground("550元", passages, question, "span", titles=titles).action == "kept"
+    # a run in every file name tells nothing apart; two characters (价格) name nothing
+    assert name_terms("常见问题里以旧换新最多抵多少钱？", titles) == []
+    assert name_terms("R2的建议零售价格是多少？", ["2026年产品价格表", "R2用户手册"]) == []
+    # one file alone: nothing to tell apart
+    assert ground("100元", passages[:1], question, "span", titles=titles[:1]).action == "kept"
+
+
+def test_a_follow_up_is_checked_against_what_the_earlier_question_named() -> None:
+    table = ("| 型号 | 制冷量 | 室内机噪音 |\n| --- | --- | --- |\n| KF41 | 3500W | 38分贝 |\n"
+             "| KF49 | 7200W | 19分贝 |")
+    follow_up, earlier = "那它的室内机噪音呢？", "青禾科技KF41的制冷量是多少？"
+    # alone it names nothing: the 19分贝 of another row stands
+    assert ground("19分贝", [table], follow_up, "span").action == "kept"
+    # in its conversation it is about the KF41: the right row replaces the wrong one
+    fixed = ground("19分贝", [table], follow_up, "span", earlier=earlier)
+    assert fixed.action == "span" and "38分贝" in fixed.text and "KF41" in fixed.text
+    # a question on a new topic is not read as a follow-up
+    from kbqa.qa.grounding import subject_of
+
+    assert subject_of("KF49的噪音是多少？", earlier) == "KF49的噪音是多少？"
+    assert subject_of(follow_up, earlier) == f"{earlier} {follow_up}"
+
+
+def test_an_answer_off_another_citys_row_gives_the_citys_row_or_a_refusal() -> None:
+    outlets = ("| 城市 | 地址 | 电话 |\n| --- | --- | --- |\n| 深圳 | 南山区科技园路88号 | 0755-8663-4004 |\n"
+               "| 杭州 | 西湖区文三路478号 | 0571-8821-3300 |\n| 成都 | 高新区天府大道666号 | 028-8512-7700 |")
+    from kbqa.qa.places import place_names
+
+    assert place_names("杭州的售后网点在哪里？") == ("杭州",)
+    row = ground("南山区科技园路88号", [outlets], "杭州的售后网点在哪里？", "span")
+    assert row.action == "span" and "文三路478号" in row.text
+    # a city the list does not have: no row answers for it
+    missing = ground("0755-8663-4004", [outlets], "西安售后网点的电话是多少？", "span")
+    assert missing.action == "refused" and missing.support is not None
+    assert missing.support.foreign == ("西安",)
+    kept = ground("028-8512-7700", [outlets], "成都售后网点的电话是多少？", "span")
+    assert (kept.action, kept.text) == ("kept", "028-8512-7700")

@@ -200,3 +200,22 @@ def test_the_same_passage_in_several_files_takes_one_place(tmp_path: Path, mode:
     assert len({d.page_content for d in docs}) == 2
     assert filenames(docs)[1] == "other.md" and filenames(docs)[0].startswith("copy")
     assert [d.metadata["rank"] for d in docs] == [1, 2]
+
+
+def test_the_file_name_tells_companies_apart(tmp_path: Path) -> None:
+    """Three companies' FAQs answer the same question in the same words; only the file names say
+    whose is whose. Before, BM25 and the gate read the text alone: the question's company counted
+    for nothing, and the gate refused outlet rows whose company stands only in the file name."""
+    folder = tmp_path / "docs"
+    for company, amount in (("青禾科技", 100), ("禾丰农机", 550), ("蓝鲸电器", 250)):
+        write(folder / f"{company}常见问题.md", f"## 以旧换新最多抵多少钱？\n\n以旧换新最高可抵扣{amount}元。\n")
+        write(folder / f"{company}售后网点.csv", "城市,地址,电话\n郑州,中原路12号,0371-5550\n")
+    with KnowledgeBase.create(tmp_path / "kbs", "kb", fake_embeddings()) as base:
+        base.ingest([folder])
+        found = search(base, "禾丰农机以旧换新最多抵多少钱？", mode="bm25", k=1,
+                       min_coverage=DEFAULT_MIN_COVERAGE)
+        assert filenames(found) == ["禾丰农机常见问题.md"]
+        assert "550元" in found[0].page_content
+        kept = search(base, "蓝鲸电器郑州售后网点的电话是什么？", mode="bm25", k=1,
+                      min_coverage=DEFAULT_MIN_COVERAGE)
+        assert filenames(kept) == ["蓝鲸电器售后网点.csv"]

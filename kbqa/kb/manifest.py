@@ -13,7 +13,7 @@ from langchain_core.documents import Document
 
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
-from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row
+from kbqa.kb.lexical import TOKENIZER_VERSION, encode_row, searchable_text
 from kbqa.vector_backends import initialise as initialise_vectors
 
 SCHEMA_VERSION = 1
@@ -116,6 +116,15 @@ def generation_of(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
 
+def chunk_fields(raw: str | None) -> dict[str, Any]:
+    """A chunk's stored metadata; {} when it is not a JSON object (a damaged row still counts)."""
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def to_document(chunk_id: int, key: str, text: str, metadata: str) -> Document:
     data = json.loads(metadata)
     data["chunk_id"] = chunk_id
@@ -164,7 +173,8 @@ def insert_chunk(conn: sqlite3.Connection, key: str, document_id: int | None, te
         "INSERT INTO chunks (key, document_id, text, metadata) VALUES (?, ?, ?, ?)",
         (key, document_id, text, json.dumps(metadata, ensure_ascii=False, default=str))).lastrowid
     conn.execute("INSERT INTO bm25_terms (chunk_id, length, terms, counts, tokenizer) "
-                 "VALUES (?, ?, ?, ?, ?)", (chunk_id, *encode_row(text), TOKENIZER_VERSION))
+                 "VALUES (?, ?, ?, ?, ?)",
+                 (chunk_id, *encode_row(searchable_text(text, metadata)), TOKENIZER_VERSION))
     return chunk_id
 
 
@@ -179,13 +189,13 @@ def ensure_lexical(conn: sqlite3.Connection) -> None:
     conn.executescript(LEXICAL_SCHEMA)
     if not has_tokenizer_column(conn):  # rows written before it are version 1's
         conn.execute("ALTER TABLE bm25_terms ADD COLUMN tokenizer INTEGER NOT NULL DEFAULT 1")
-    stale = conn.execute("SELECT c.id, c.text FROM chunks c LEFT JOIN bm25_terms t "
+    stale = conn.execute("SELECT c.id, c.text, c.metadata FROM chunks c LEFT JOIN bm25_terms t "
                          "ON t.chunk_id = c.id WHERE t.chunk_id IS NULL OR t.tokenizer != ?",
                          (TOKENIZER_VERSION,)).fetchall()
     if stale:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT OR REPLACE INTO bm25_terms "
                          "(chunk_id, length, terms, counts, tokenizer) VALUES (?, ?, ?, ?, ?)",
-                         [(chunk_id, *encode_row(text), TOKENIZER_VERSION)
-                          for chunk_id, text in stale])
+                         [(chunk_id, *encode_row(searchable_text(text, chunk_fields(raw))),
+                           TOKENIZER_VERSION) for chunk_id, text, raw in stale])
         conn.execute("COMMIT")

@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from kbqa.embeddings.embedders import EncoderEmbeddings
 from kbqa.errors import KnowledgeBaseError
 from kbqa.kb import manifest
-from kbqa.kb.lexical import TOKENIZER_VERSION
+from kbqa.kb.lexical import TOKENIZER_VERSION, searchable_text
 
 # (chunk id, length, terms blob, counts blob, text): see lexical_rows
 LexicalRow = tuple[int, int | None, bytes | None, bytes | None, str | None]
@@ -88,7 +88,8 @@ def lexical_rows(conn: sqlite3.Connection,
 
     A row is (chunk id, length, terms blob, counts blob, text); text is None unless the chunk
     has no stored counts of this tokenizer (a base not written since the BM25 table was
-    added, or by an older kbqa): then the terms blob is None and the reader counts the text.
+    added, or by an older kbqa): then the terms blob is None and the reader counts the text
+    (kbqa.kb.lexical.searchable_text: its file name and its text).
     """
     conn.execute("BEGIN")
     try:
@@ -102,13 +103,15 @@ def lexical_rows(conn: sqlite3.Connection,
         fresh = ("t.tokenizer = ?" if has_table and manifest.has_tokenizer_column(conn)
                  else "0 AND ?")
         query = (f"SELECT c.id, t.length, CASE WHEN {fresh} THEN t.terms END, t.counts, "
-                 f"CASE WHEN t.chunk_id IS NULL OR NOT ({fresh}) THEN c.text END "
+                 f"CASE WHEN t.chunk_id IS NULL OR NOT ({fresh}) THEN c.text END, c.metadata "
                  "FROM chunks c LEFT JOIN bm25_terms t ON t.chunk_id = c.id "
                  "WHERE c.id > ? ORDER BY c.id"
                  if has_table else
-                 "SELECT id, NULL, NULL, NULL, text FROM chunks WHERE id > ? ORDER BY id")
+                 "SELECT id, NULL, NULL, NULL, text, metadata FROM chunks WHERE id > ? ORDER BY id")
         params = (TOKENIZER_VERSION, TOKENIZER_VERSION, after_id) if has_table else (after_id,)
-        rows = conn.execute(query, params).fetchall()
+        rows = [(chunk_id, length, terms, counts,
+                 None if text is None else searchable_text(text, manifest.chunk_fields(raw)))
+                for chunk_id, length, terms, counts, text, raw in conn.execute(query, params)]
     finally:
         conn.execute("COMMIT")
     return generation, ids, rows

@@ -10,6 +10,7 @@ calling the model.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from langchain_core.documents import Document
@@ -30,13 +31,17 @@ def is_refusal(answer: str) -> bool:
     return REFUSAL in answer.replace(" ", "")
 
 
-def check_answer(answer: str, docs: list[Document], question: str, policy: Policy) -> Grounding:
+def check_answer(answer: str, docs: list[Document], question: str, policy: Policy,
+                 earlier: str = "") -> Grounding:
     """The grounding step on the passages the model read, with each passage's file and heading
-    (where a question's identifier may stand: kbqa.qa.grounding)."""
+    (where a question's identifier may stand: kbqa.qa.grounding) and the conversation's last
+    question (`earlier`: what a follow-up is about)."""
     names = [" ".join(str(d.metadata.get(key) or "") for key in ("filename", "source", "heading",
                                                                    "title"))
              for d in docs]
-    return ground(answer, [d.page_content for d in docs], question, policy, names=names)
+    titles = [PurePath(str(d.metadata.get("filename") or "")).stem for d in docs]
+    return ground(answer, [d.page_content for d in docs], question, policy, names=names,
+                  titles=titles, earlier=earlier)
 
 
 def final_answer(result: dict[str, Any]) -> str:
@@ -67,7 +72,10 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
         return answer_with_llm if inputs["docs"] else refuse
 
     def check(inputs: dict[str, Any]) -> Grounding:
-        return check_answer(inputs["answer"], inputs["docs"], inputs["question"], grounding)
+        history = inputs.get("history") or []
+        earlier = history[-1][0] if history and history_turns else ""
+        return check_answer(inputs["answer"], inputs["docs"], inputs["question"], grounding,
+                            earlier)
 
     def retrieve(inputs: dict[str, Any]) -> list[Document]:
         return retrieve_with_history(retriever, inputs["question"], inputs.get("history"),

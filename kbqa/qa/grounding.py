@@ -14,7 +14,10 @@ dropping spaces and punctuation:
 - the identifiers the question names (words with a digit or a capital letter: a model "R3 Pro",
   a year "1963", "Wi-Fi") must stand in a passage that supports the answer, in its text or in
   its document's name and heading: an answer read off another product's passage is about
-  something else, whatever it says;
+  something else, whatever it says. So must the question's runs of three or more characters
+  that some of the passages' file names hold and others do not (the company of
+  禾丰农机常见问题.md, beside other companies' FAQs), and the places it names (kbqa.qa.places:
+  an outlet list without 长沙 does not answer for 长沙);
 - the answer must be the kind of thing the question asks for (kbqa.qa.answer_kinds): a money
   amount does not answer "最大吸力是多少", a count does not answer "多久", and an answer that only
   repeats the question's words answers nothing. A bare number is completed with the unit its
@@ -39,6 +42,7 @@ from typing import Literal
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
 from kbqa.qa.answer_kinds import clause_of_kind, mismatch, with_unit
+from kbqa.qa.places import place_names
 from kbqa.qa.prompts import REFUSAL
 from kbqa.qa.snippets import cells
 
@@ -146,6 +150,33 @@ def identifiers(question: str) -> list[str]:
             if any(c.isdigit() or c.isupper() for c in word)]
 
 
+MIN_NAME_TERM = 3  # characters a question's run must share with a file name: 价格 names nothing
+
+
+def name_terms(question: str, titles: Sequence[str]) -> list[str]:
+    """The runs of the question (normalised, at least MIN_NAME_TERM characters, maximal) that
+    stand in some of the passages' file names but not all: the subject a file is named after
+    ('禾丰农机' of 禾丰农机常见问题.md), where another file of the same kind is about another one."""
+    plain_question = normalise(question)
+    stems = {normalise(title) for title in titles if title.strip()}
+    found: set[str] = set()
+    for stem in stems:
+        start = 0
+        while start < len(plain_question):
+            end = start
+            while end < len(plain_question) and plain_question[start:end + 1] in stem \
+                    and plain_question[end] != GAP:
+                end += 1
+            if end - start >= MIN_NAME_TERM:
+                found.add(plain_question[start:end])
+                start = end
+            else:
+                start += 1
+    telling = {term for term in found if not all(term in stem for stem in stems)}
+    return sorted(term for term in telling if not any(term != other and term in other
+                                                       for other in telling))
+
+
 def _names_all(words: list[str], text: str) -> bool:
     """Whether normalised `text` (Chinese numerals as digits) holds every identifier."""
     plain = normalise(with_arabic_numerals(text))
@@ -177,13 +208,26 @@ def _row_text(header: list[str], row: list[str]) -> str:
 
 def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
     """When the claim comes from table rows of the passage and another row is the one the question
-    is about (it shares ROW_MARGIN more of the question's words that not every row has) without holding
+    is about (the one row keyed by the question's identifier or place, 'KF41', '杭州'; or one
+    that shares ROW_MARGIN more of the question's words that not every row has) without holding
     the claim: that row, quoted. None when no table row says otherwise."""
     wanted = {token for token in query_tokens(question) if len(token) > 1}
     plain_question = normalise(question)
+    names = [re.compile(rf"(?<![0-9a-z]){re.escape(word)}(?![0-9a-z])")
+             for word in identifiers(question)]
+    names += [re.compile(re.escape(normalise(place))) for place in place_names(question)]
     for header, rows in _tables(passage):
         if len(rows) < 2:
             continue
+        # the row whose key (first cell) is the question's identifier; a key-value table
+        # ('产品型号 | XH-R2') names its product in a value, and its rows are attributes
+        named = [i for i, row in enumerate(rows)
+                 if row and any(name.search(normalise(row[0])) for name in names)]
+        if len(named) == 1 and not _holds(claim, normalise(" ".join(rows[named[0]])),
+                                          plain_question, min_coverage) \
+                and any(_holds(claim, normalise(" ".join(row)), plain_question, min_coverage)
+                        for row in rows):
+            return _row_text(header, rows[named[0]])
         found = [wanted & set(tokenize(" ".join(row))) for row in rows]
         common = set.intersection(*found)
         scores = [len(words - common) for words in found]
@@ -260,24 +304,45 @@ def _clauses(passage: str) -> list[str]:
 
 
 def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_passages: list[str],
-             names: Sequence[str], min_coverage: float) -> tuple[str, ...]:
-    """The question's identifiers when no passage that supports a claim names them all (in its
-    text or its name); () when one does, or when the question names none."""
-    words = identifiers(question)
+             names: Sequence[str], min_coverage: float,
+             titles: Sequence[str] = ()) -> tuple[str, ...]:
+    """The question's identifiers and name terms (`name_terms` of the passages' file names)
+    when no passage that supports a claim names them all (in its text or its name); () when one
+    does, or when the question names none."""
+    words = identifiers(question) + name_terms(question, titles) + [
+        normalise(place) for place in place_names(question)]
     if not words:
         return ()
     plain_question = normalise(question)
     for index, (passage, plain) in enumerate(zip(passages, plain_passages, strict=True)):
+        where = " ".join([passage, names[index] if index < len(names) else "",
+                          titles[index] if index < len(titles) else ""])
         if any(_holds(claim, plain, plain_question, min_coverage) for claim in claims) and \
-                _names_all(words, passage + " " + (names[index] if index < len(names) else "")):
+                _names_all(words, where):
             return ()
     return tuple(words)
 
 
+_FOLLOW_UP = re.compile(r"^那|它|呢[\s?？]*$")
+
+
+def subject_of(question: str, earlier: str, titles: Sequence[str] = ()) -> str:
+    """What the identifier and row checks read: a follow-up that names nothing itself ('那它的
+    重量呢？') is about what the earlier question named, so that question goes in front."""
+    if earlier and _FOLLOW_UP.search(question) and not identifiers(question) \
+            and not name_terms(question, titles):
+        return f"{earlier} {question}"
+    return question
+
+
 def check_support(answer: str, passages: Sequence[str], question: str = "",
-                  min_coverage: float = MIN_COVERAGE, names: Sequence[str] = ()) -> Support:
+                  min_coverage: float = MIN_COVERAGE, names: Sequence[str] = (),
+                  titles: Sequence[str] = (), earlier: str = "") -> Support:
     """Whether `answer` is supported by one of `passages` (see the module's docstring); `names`
-    are the passages' document names and headings, where a question's identifier may stand."""
+    are the passages' document names and headings, where a question's identifier may stand;
+    `titles` their file names without the extension (see `name_terms`); `earlier` the
+    conversation's last question (see `subject_of`)."""
+    subject = subject_of(question, earlier, titles)
     plain_passages = [normalise(p) for p in passages]
     plain_question = normalise(question)
     claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
@@ -285,11 +350,12 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
                  key=lambda j: (j[0], -len(j[3]), j[2]))
     supported, index, coverage, missing = judged
     if supported:
-        foreign = _foreign(claims, question, passages, plain_passages, names, min_coverage)
+        foreign = _foreign(claims, subject, passages, plain_passages, names, min_coverage,
+                           titles)
         if foreign:
             return Support(False, index, round(coverage, 3), missing, None, foreign=foreign)
     if supported and index is not None:
-        row = _wrong_row(normalise(answer), passages[index], question, min_coverage)
+        row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
         if row is not None:
             return Support(False, index, round(coverage, 3), missing, row, wrong_row=True)
         reason = mismatch(answer, question)
@@ -317,16 +383,18 @@ class Grounding:
 
 
 def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
-           min_coverage: float = MIN_COVERAGE, names: Sequence[str] = ()) -> Grounding:
+           min_coverage: float = MIN_COVERAGE, names: Sequence[str] = (),
+           titles: Sequence[str] = (), earlier: str = "") -> Grounding:
     """Apply `policy` to the model's draft: a refusal, an empty context or policy 'off' is left as
     it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal.
-    `names`: each passage's document name and heading (see check_support)."""
+    `names`, `titles`: each passage's document name and heading, and its file name without the
+    extension; `earlier`: the conversation's last question (see check_support)."""
     from kbqa.qa.chain import is_refusal
 
     text = draft.strip()
     if policy == "off" or not passages or not text or is_refusal(text):
         return Grounding(draft, text, "unchecked", None)
-    support = check_support(text, passages, question, min_coverage, names)
+    support = check_support(text, passages, question, min_coverage, names, titles, earlier)
     if support.supported:
         return Grounding(draft, support.completed or text, "kept", support)
     if policy == "span" and support.span:  # None for an answer about another identifier

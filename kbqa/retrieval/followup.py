@@ -15,6 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
+from kbqa.kb.lexical import searchable_text
 from kbqa.retrieval.bm25 import bm25_index
 from kbqa.retrieval.retriever import KnowledgeBaseRetriever
 
@@ -55,7 +56,10 @@ def _still_about(retriever: BaseRetriever | Runnable, question: str) -> Callable
         return lambda _: True
     lexical = bm25_index(retriever.kb)
     least = retriever.min_coverage / 2
-    return lambda doc: lexical.coverage(question, doc.page_content) >= least
+    def holds_enough(doc: Document) -> bool:
+        return lexical.coverage(question, searchable_text(doc.page_content, doc.metadata)) >= least
+
+    return holds_enough
 
 
 def _key(doc: Document) -> str:

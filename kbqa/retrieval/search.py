@@ -15,6 +15,7 @@ import numpy as np
 from langchain_core.documents import Document
 
 from kbqa.retrieval.rerank import Reranker
+from kbqa.kb.lexical import searchable_text
 from kbqa.kb.store import KnowledgeBase
 from kbqa.retrieval.bm25 import bm25_index
 from kbqa.retrieval.ranking import candidate_count, mmr_select, reciprocal_rank_fusion
@@ -90,7 +91,8 @@ def search(kb: KnowledgeBase, query: str, *, mode: RetrievalMode = DEFAULT_MODE,
     results: list[Document] = []
     for chunk_id, score in ranked:
         doc = chunks[chunk_id]
-        coverage = lexical.coverage(query, doc.page_content) if lexical is not None else None
+        coverage = (lexical.coverage(query, searchable_text(doc.page_content, doc.metadata))
+                    if lexical is not None else None)
         if min_coverage is not None and coverage is not None and coverage < min_coverage:
             continue
         doc.metadata.update(
