@@ -308,9 +308,15 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
              titles: Sequence[str] = ()) -> tuple[str, ...]:
     """The question's identifiers and name terms (`name_terms` of the passages' file names)
     when no passage that supports a claim names them all (in its text or its name); () when one
-    does, or when the question names none."""
-    words = identifiers(question) + name_terms(question, titles) + [
-        normalise(place) for place in place_names(question)]
+    does, or when the question names none. The places it names must stand in some passage, not
+    necessarily the supporting one: a text about China seldom writes 中国."""
+    everywhere = [" ".join(parts) for parts in zip(passages, [*names, *[""] * len(passages)],
+                                                    [*titles, *[""] * len(passages)])]
+    absent = [normalise(place) for place in place_names(question)
+              if not any(_names_all([normalise(place)], text) for text in everywhere)]
+    if absent:
+        return tuple(absent)
+    words = identifiers(question) + name_terms(question, titles)
     if not words:
         return ()
     plain_question = normalise(question)

@@ -11,6 +11,8 @@ from functools import lru_cache
 _LOCK = threading.Lock()
 _PLACE_TAG = "ns"
 MIN_PLACE_CHARS = 2  # one-character "places" (省, 京) are the tagger's noise
+# the home country: Chinese documents seldom write it, a question often does ('中国对哪些原粮…')
+_IMPLIED = frozenset({"中国", "我国", "全国", "国内", "中华"})
 
 
 @lru_cache(maxsize=1)
@@ -25,9 +27,9 @@ def _tagger():  # noqa: ANN202  (jieba's POSTokenizer has no public type)
 
 @lru_cache(maxsize=4096)
 def place_names(question: str) -> tuple[str, ...]:
-    """The question's place names, in order, each once."""
+    """The question's place names, in order, each once (the home country left out)."""
     with _LOCK:  # jieba's tokenizer initialises lazily and is not thread-safe while it does
         pairs = list(_tagger().cut(question))
-    names = [pair.word for pair in pairs
-             if pair.flag == _PLACE_TAG and len(pair.word) >= MIN_PLACE_CHARS]
+    names = [pair.word for pair in pairs if pair.flag == _PLACE_TAG
+             and len(pair.word) >= MIN_PLACE_CHARS and pair.word not in _IMPLIED]
     return tuple(dict.fromkeys(names))
