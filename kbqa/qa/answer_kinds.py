@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from kbqa.kb.lexical import query_tokens
+from kbqa.qa.numerals import with_arabic_numerals
 
 # units by kind, as written right after a number (NFKC, lower case; longer forms first)
 UNITS: dict[str, tuple[str, ...]] = {
@@ -85,8 +86,6 @@ _ASKED_UNIT = re.compile(r"(?:多少|几)个?(" + "|".join(re.escape(u) for u in
 
 def plain(text: str) -> str:
     """NFKC-folded and lower-cased, Chinese numerals written as digits ('两天' → '2天')."""
-    from kbqa.qa.grounding import with_arabic_numerals
-
     return with_arabic_numerals(unicodedata.normalize("NFKC", text).lower())
 
 
