@@ -261,3 +261,23 @@ def test_an_answer_off_another_citys_row_gives_the_citys_row_or_a_refusal() -> N
     assert missing.support.foreign == ("西安",)
     kept = ground("028-8512-7700", [outlets], "成都售后网点的电话是多少？", "span")
     assert (kept.action, kept.text) == ("kept", "028-8512-7700")
+
+
+def test_a_number_the_passage_writes_with_a_unit_of_another_kind_is_unsupported() -> None:
+    prices = "| 产品 | 价格 |\n| --- | --- |\n| 空气净化器A1 | 1299元 |"
+    support = check_support("1299平方米", [prices], "空气净化器A1的适用面积是多少平方米？")
+    assert not support.supported and support.missing_numbers == ("1299平方米",)
+    assert support.span is None  # the price row says nothing about an area: a refusal
+    assert ground("1299平方米", [prices], "空气净化器A1的适用面积是多少平方米？", "span").action == "refused"
+    assert check_support("1299元", [prices], "空气净化器A1多少钱？").supported
+    assert check_support("1299", [prices], "空气净化器A1多少钱？").supported  # bare: no conflict
+
+
+def test_a_question_about_abroad_is_not_answered_by_a_domestic_rule() -> None:
+    rule = "国内出差住宿标准：一线城市每晚不超过600元，其他城市每晚不超过400元。"
+    refused = ground("600元", [rule], "去国外出差，住宿标准每晚多少钱？", "span")
+    assert refused.action == "refused" and refused.support is not None
+    assert refused.support.foreign == ("国外",)
+    assert ground("600元", [rule], "去北京出差，住宿标准每晚多少钱？", "span").action == "refused"
+    abroad = rule + "国外出差住宿按实际发生额报销。"
+    assert ground("按实际发生额报销", [abroad], "去国外出差，住宿怎么报销？", "span").action == "kept"

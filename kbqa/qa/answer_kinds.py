@@ -103,6 +103,16 @@ def quantities(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def unit_conflicts(answer: str, passage: str) -> tuple[str, ...]:
+    """The answer's quantities whose number the passage writes only with a unit of another kind
+    ('1299平方米' where the passage has '1299元'); a number it writes bare is no conflict."""
+    written: dict[str, set[str]] = {}
+    for value, _, kind in quantities(passage):
+        written.setdefault(value, set()).add(kind)
+    return tuple(value + unit for value, unit, kind in quantities(answer)
+                 if unit and value in written and kind not in written[value])
+
+
 def asked_kinds(question: str) -> frozenset[str]:
     """The kinds of quantity that answer the question (one, or length and time for '多长');
     empty when it names none, or names several that disagree."""

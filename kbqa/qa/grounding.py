@@ -5,7 +5,8 @@ for the answer's claims in the passages after folding full-width forms and case 
 dropping spaces and punctuation:
 
 - every number of the answer must stand in one passage as a whole number (not inside a longer
-  one), followed there by the Latin unit the answer writes after it ("4000Pa", "5200mAh", "12%");
+  one), followed there by the Latin unit the answer writes after it ("4000Pa", "5200mAh", "12%"),
+  and not only with a unit of another kind ("1299平方米" where the passage has "1299元");
 - most of its other characters must be found there too, each as part of a character pair the
   passage holds (pairs the question holds count as well: an answer may echo the question);
 - in a table, the row it comes from must be the row the question is about: when another row
@@ -41,7 +42,7 @@ from typing import Literal
 
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
-from kbqa.qa.answer_kinds import clause_of_kind, mismatch, with_unit
+from kbqa.qa.answer_kinds import clause_of_kind, mismatch, unit_conflicts, with_unit
 from kbqa.qa.numerals import with_arabic_numerals
 from kbqa.qa.places import place_names
 from kbqa.qa.prompts import REFUSAL
@@ -242,6 +243,7 @@ def _judge(claim: str, question: str, passages: list[str],
     for index, passage in enumerate(passages):
         missing = tuple(number + unit for number, unit in numbers
                         if not _holds_number(passage, number, unit))
+        missing += unit_conflicts(claim, passage)
         coverage = _coverage(claim, passage, question)
         ok = not missing and coverage >= min_coverage
         if (ok, -len(missing), coverage) > (best[0], -len(best[3]), best[2]):
@@ -345,7 +347,10 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
                            clause_of_kind(question, clauses), mismatch=reason)
         return Support(True, index, round(coverage, 3), missing, None,
                        completed=with_unit(answer, question, _clauses(passages[index])))
-    span = None if supported else _best_clause(normalise(answer), question, list(passages))
+    # a number the passages hold only with a unit of another kind: no clause says what it claims
+    conflict = index is not None and unit_conflicts(normalise(answer), plain_passages[index])
+    span = None if supported or conflict else _best_clause(normalise(answer), question,
+                                                           list(passages))
     return Support(supported, index, round(coverage, 3), missing, span)
 
 

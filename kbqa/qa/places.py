@@ -13,6 +13,8 @@ _PLACE_TAG = "ns"
 MIN_PLACE_CHARS = 2  # one-character "places" (省, 京) are the tagger's noise
 # the home country: Chinese documents seldom write it, a question often does ('中国对哪些原粮…')
 _IMPLIED = frozenset({"中国", "我国", "全国", "国内", "中华"})
+# abroad, which the tagger calls a location word, not a place: a domestic rule does not answer it
+_ABROAD = frozenset({"海外", "国外", "境外"})
 
 
 @lru_cache(maxsize=1)
@@ -27,9 +29,10 @@ def _tagger():  # noqa: ANN202  (jieba's POSTokenizer has no public type)
 
 @lru_cache(maxsize=4096)
 def place_names(question: str) -> tuple[str, ...]:
-    """The question's place names, in order, each once (the home country left out)."""
+    """The question's place names and words for abroad, in order, each once (the home country
+    left out)."""
     with _LOCK:  # jieba's tokenizer initialises lazily and is not thread-safe while it does
         pairs = list(_tagger().cut(question))
-    names = [pair.word for pair in pairs if pair.flag == _PLACE_TAG
-             and len(pair.word) >= MIN_PLACE_CHARS and pair.word not in _IMPLIED]
+    names = [pair.word for pair in pairs if pair.word in _ABROAD or (
+        pair.flag == _PLACE_TAG and len(pair.word) >= MIN_PLACE_CHARS and pair.word not in _IMPLIED)]
     return tuple(dict.fromkeys(names))
