@@ -3,6 +3,7 @@ what they do not?
 
     python bench/company_docs.py [--variant grounding=refuse] [--limit N]
     python bench/company_docs.py --generated 2    # generated documents instead (a held-out check)
+    python bench/company_docs.py --regrade REPORT --floor 0.3  # today's grounding on recorded drafts
 
 Six fictional documents of one company (bench/data/company_docs/documents: an employee handbook in
 Markdown, an FAQ as TXT, service outlets as CSV, a product manual with spec and fault-code tables
@@ -164,6 +165,32 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                         for kind in sorted({r["kind"] for r in answerable})}}
 
 
+def regrade(report: dict[str, Any], floor: float) -> list[dict]:
+    """A recorded run's rows with the current grounding step applied again to each recorded
+    draft and its passages (a deterministic function of them: this equals asking again with the
+    same drafts), then `floor` as min_answerability. Rows the gate refused stay refused."""
+    from pathlib import PurePath
+
+    from kbqa.qa.chain import is_refusal
+    from kbqa.qa.grounding import ground
+    from kbqa.qa.prompts import REFUSAL
+
+    rows = []
+    for row in report["rows"]:
+        recorded = row.get("grounding")
+        if recorded and row.get("answerability") is not None:
+            titles = [PurePath(source.split(" · ")[0]).stem for source in row["sources"]]
+            earlier = row["history"][-1][0] if row.get("history") else ""
+            text = ground(recorded["draft"], row["passages"], row["question"], "span",
+                          names=row["sources"], titles=titles, earlier=earlier).text
+            text = REFUSAL if row["answerability"] < floor else text
+            refused = is_refusal(text)
+            row = dict(row, answer=text, refused=refused,
+                       right=row["answerable"] and not refused and is_right(text, row["answers"]))
+        rows.append(row)
+    return rows
+
+
 FLOORS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 
 
@@ -225,11 +252,27 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=SHARED_CACHE if SHARED_CACHE.is_dir() else None,
                         help="model cache to reuse (default: the tests' cache when present)")
     parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument("--regrade", type=Path, default=None, metavar="REPORT",
+                        help="no model: apply today's grounding step and --floor to the drafts a "
+                             "report recorded (run it with min_answerability=0) and print the summary")
+    parser.add_argument("--floor", type=float, default=None,
+                        help="min_answerability for --regrade (default: today's default)")
     parser.add_argument("--generated", type=int, default=None, metavar="SEED",
                         help="ask generated documents' questions (bench/synthetic_company.py) "
                              "instead of the dev set's")
     args = parser.parse_args()
 
+    if args.regrade is not None:
+        report = json.loads(args.regrade.read_text(encoding="utf-8"))
+        floor = args.floor if args.floor is not None else load_settings(
+            {"home": tempfile.gettempdir()}).llm.min_answerability
+        summary = summarise(regrade(report, floor))
+        print(json.dumps({"report": str(args.regrade), "floor": floor,
+                          **{k: summary[k] for k in ("answerable", "unanswerable",
+                                                     "answerable_right", "answerable_refused",
+                                                     "unanswerable_refused", "by_kind")}},
+                         ensure_ascii=False))
+        return
     if args.generated is None:
         questions = [json.loads(line) for line in (DATA / "questions.jsonl").read_text(
             encoding="utf-8").splitlines() if line.strip()]
