@@ -90,13 +90,14 @@ def test_a_bare_number_gets_the_unit_its_clause_writes() -> None:
 
 
 def test_grounding_replaces_an_answer_of_another_kind_with_the_row_asked_about() -> None:
-    grounded = ground("2999元", [SPECS], "R2的最大吸力是多少？", "span")
+    # (the question does not name the column, "最大吸力", which the column check would read)
+    grounded = ground("2999元", [SPECS], "R2的吸力最大是多少？", "span")
     assert grounded.action == "span"
     assert grounded.support is not None and grounded.support.mismatch == "asks pressure, gives money"
     assert "4000Pa" in grounded.text and "R2" in grounded.text
-    assert ground("2999元", [SPECS], "R2的最大吸力是多少？", "refuse").action == "refused"
-    assert ground("2999元", [SPECS], "R2的最大吸力是多少？", "off").text == "2999元"
-    kept = ground("4000Pa", [SPECS], "R2的最大吸力是多少？", "span")
+    assert ground("2999元", [SPECS], "R2的吸力最大是多少？", "refuse").action == "refused"
+    assert ground("2999元", [SPECS], "R2的吸力最大是多少？", "off").text == "2999元"
+    kept = ground("4000Pa", [SPECS], "R2的吸力最大是多少？", "span")
     assert (kept.action, kept.text) == ("kept", "4000Pa")
 
 

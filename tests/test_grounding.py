@@ -281,3 +281,12 @@ def test_a_question_about_abroad_is_not_answered_by_a_domestic_rule() -> None:
     assert ground("600元", [rule], "去北京出差，住宿标准每晚多少钱？", "span").action == "refused"
     abroad = rule + "国外出差住宿按实际发生额报销。"
     assert ground("按实际发生额报销", [abroad], "去国外出差，住宿怎么报销？", "span").action == "kept"
+
+
+def test_a_value_from_another_column_becomes_the_named_columns_cell() -> None:
+    grounded = ground("2499元", [PRICES], "洗地机W1的经销商价是多少？", "span")
+    assert (grounded.action, grounded.text) == ("span", "经销商价：1899元")
+    assert grounded.support is not None and grounded.support.wrong_column
+    assert ground("1899元", [PRICES], "洗地机W1的经销商价是多少？", "span").action == "kept"
+    # no column named, or a value several rows share: nothing to say
+    assert ground("2499元", [PRICES], "洗地机W1多少钱？", "span").action == "kept"

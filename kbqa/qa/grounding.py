@@ -11,7 +11,8 @@ dropping spaces and punctuation:
   passage holds (pairs the question holds count as well: an answer may echo the question);
 - in a table, the row it comes from must be the row the question is about: when another row
   shares ROW_MARGIN more of the question's words (its model or city, say) and does not hold the
-  answer, the answer was read off the wrong row;
+  answer, the answer was read off the wrong row; and its column must be the one the question
+  names, when it names one ("经销商价" asked, the 建议零售价 cell given);
 - the identifiers the question names (words with a digit or a capital letter: a model "R3 Pro",
   a year "1963", "Wi-Fi") must stand in a passage that supports the answer, in its text or in
   its document's name and heading: an answer read off another product's passage is about
@@ -216,6 +217,25 @@ def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> 
     return None
 
 
+def _wrong_column(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
+    """When the claim is one row's cell under another column than the one the question names
+    ('经销商价' asked, the 建议零售价 cell given): that column's cell, quoted with its name. The
+    question must name exactly one column besides the first (the rows' key)."""
+    plain_question = normalise(question)
+    for header, rows in _tables(passage):
+        asked = [i for i, name in enumerate(header)
+                 if i and len(normalise(name)) >= 2 and normalise(name) in plain_question]
+        holding = [row for row in rows if len(row) == len(header) and any(
+            _holds(claim, normalise(cell), plain_question, min_coverage) for cell in row)]
+        if len(asked) != 1 or len(holding) != 1:
+            continue
+        row, column = holding[0], asked[0]
+        if row[column].strip() and not _holds(claim, normalise(row[column]), plain_question,
+                                               min_coverage):
+            return f"{header[column]}：{row[column]}"
+    return None
+
+
 @dataclass(frozen=True)
 class Support:
     """How well one answer is supported by the passages it was given."""
@@ -226,6 +246,7 @@ class Support:
     missing_numbers: tuple[str, ...]  # its numbers (with units) found in no single passage
     span: str | None        # the passage clause (or the table row) that best supports it, if any
     wrong_row: bool = False  # it was read off a table row the question is not about
+    wrong_column: bool = False  # it was read off another column than the one the question names
     # the question's identifiers that no passage supporting the answer names (its text, file
     # name or heading): the answer is about something else
     foreign: tuple[str, ...] = ()
@@ -340,6 +361,9 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
         if row is not None:
             return Support(False, index, round(coverage, 3), missing, row, wrong_row=True)
+        cell = _wrong_column(normalise(answer), passages[index], question, min_coverage)
+        if cell is not None:
+            return Support(False, index, round(coverage, 3), missing, cell, wrong_column=True)
         reason = mismatch(answer, question)
         if reason is not None:
             clauses = [clause for passage in passages for clause in _clauses(passage)]
