@@ -112,8 +112,13 @@ def searchable_text(text: str, metadata: Mapping[str, object]) -> str:
     extension), then its text. A company's documents often name their subject only in the file
     name ('青禾科技常见问题.md', 'R2用户手册.docx'): without it, every company's FAQ answers
     '以旧换新最多抵多少钱？' equally well."""
-    name = PurePath(str(metadata.get("filename") or "")).stem
+    name = file_stem(metadata)
     return f"{name}\n{text}" if name else text
+
+
+def file_stem(metadata: Mapping[str, object]) -> str:
+    """A chunk's file name without its extension ('' when it has none)."""
+    return PurePath(str(metadata.get("filename") or "")).stem
 
 
 def encode_row(text: str) -> tuple[int, bytes, bytes]:

@@ -163,8 +163,8 @@ MIN_SHARED = 2  # question words a chosen clause must hold (all of them when few
 def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = None,
                   any_kind: bool = False) -> tuple[str, str] | None:
     """(clause, unit) of the clause that writes a quantity of an asked kind (`number`'s, when
-    given; any clause with `any_kind`) and shares the most question words; None when none
-    qualifies or two tie."""
+    given; any clause with `any_kind`) and shares the most question words, the first of equals
+    (clauses come in the passages' rank order); None when none shares MIN_SHARED."""
     kinds = asked_kinds(question)
     words = {token for token in query_tokens(question) if len(token) > 1}
     need = min(MIN_SHARED, len(words))
@@ -182,8 +182,8 @@ def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = No
         if units:
             text = plain(clause)
             scored[clause] = (sum(word in text for word in words), units[0])
-    ranked = sorted(scored.items(), key=lambda item: item[1][0], reverse=True)  # stable: ties
-    if not ranked or ranked[0][1][0] < need:  # go to the clause of the best-ranked passage
+    ranked = sorted(scored.items(), key=lambda item: item[1][0], reverse=True)  # stable
+    if not ranked or ranked[0][1][0] < need:
         return None
     return ranked[0][0], ranked[0][1][1]
 
@@ -191,7 +191,7 @@ def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = No
 def clause_of_kind(question: str, clauses: Sequence[str]) -> str | None:
     """The clause (a sentence or a table row) that shares the most question words (at least
     MIN_SHARED) and writes a quantity of the asked kind, when the question asks one; None when
-    no clause qualifies, or two tie."""
+    no clause qualifies."""
     best = _best_of_kind(question, clauses, any_kind=True)
     return best[0] if best else None
 
@@ -199,7 +199,7 @@ def clause_of_kind(question: str, clauses: Sequence[str]) -> str | None:
 def with_unit(answer: str, question: str, clauses: Sequence[str]) -> str | None:
     """A bare number ('3') completed with the unit of the asked kind that the clause about the
     question writes after it ('3个工作日'); None when the answer is not a bare number or no clause
-    is that clear."""
+    about the question writes it with such a unit."""
     number = plain(answer).strip().rstrip("。.")
     if not re.fullmatch(r"\d+(?:\.\d+)?", number):
         return None

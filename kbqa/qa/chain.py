@@ -10,7 +10,6 @@ calling the model.
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
 from langchain_core.documents import Document
@@ -21,6 +20,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
 from kbqa.config import Settings
+from kbqa.kb.lexical import file_stem
 from kbqa.qa.grounding import Grounding, Policy, ground
 from kbqa.qa.prompts import REFUSAL, build_prompt, format_context, format_history
 from kbqa.retrieval.followup import retrieve_with_history
@@ -39,7 +39,7 @@ def check_answer(answer: str, docs: list[Document], question: str, policy: Polic
     names = [" ".join(str(d.metadata.get(key) or "") for key in ("filename", "source", "heading",
                                                                    "title"))
              for d in docs]
-    titles = [PurePath(str(d.metadata.get("filename") or "")).stem for d in docs]
+    titles = [file_stem(d.metadata) for d in docs]
     return ground(answer, [d.page_content for d in docs], question, policy, names=names,
                   titles=titles, earlier=earlier)
 

@@ -307,8 +307,10 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
     when no passage that supports a claim names them all (in its text or its name); () when one
     does, or when the question names none. The places it names must stand in some passage, not
     necessarily the supporting one: a text about China seldom writes 中国."""
-    everywhere = [" ".join(parts) for parts in zip(passages, [*names, *[""] * len(passages)],
-                                                    [*titles, *[""] * len(passages)])]
+    # each passage with its document's name and heading and its file name
+    everywhere = [" ".join([passage, names[index] if index < len(names) else "",
+                            titles[index] if index < len(titles) else ""])
+                  for index, passage in enumerate(passages)]
     absent = [normalise(place) for place in place_names(question)
               if not any(_names_all([normalise(place)], text) for text in everywhere)]
     if absent:
@@ -317,9 +319,7 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
     if not words:
         return ()
     plain_question = normalise(question)
-    for index, (passage, plain) in enumerate(zip(passages, plain_passages, strict=True)):
-        where = " ".join([passage, names[index] if index < len(names) else "",
-                          titles[index] if index < len(titles) else ""])
+    for plain, where in zip(plain_passages, everywhere, strict=True):
         if any(_holds(claim, plain, plain_question, min_coverage) for claim in claims) and \
                 _names_all(words, where):
             return ()
