@@ -263,7 +263,11 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.regrade is not None:
-        report = json.loads(args.regrade.read_text(encoding="utf-8"))
+        try:
+            report = json.loads(args.regrade.read_text(encoding="utf-8"))
+            report["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--regrade {args.regrade}: not a company_docs.py report ({exc})")
         floor = args.floor if args.floor is not None else load_settings(
             {"home": tempfile.gettempdir()}).llm.min_answerability
         summary = summarise(regrade(report, floor))
