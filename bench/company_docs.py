@@ -168,7 +168,9 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 def regrade(report: dict[str, Any], floor: float) -> list[dict]:
     """A recorded run's rows with the current grounding step applied again to each recorded
     draft and its passages (a deterministic function of them: this equals asking again with the
-    same drafts), then `floor` as min_answerability. Rows the gate refused stay refused."""
+    same drafts), then `floor` as min_answerability. Rows the gate refused stay refused. The
+    knowledge base's file names are the report's (a report from before they were recorded is
+    regraded without them)."""
     from pathlib import PurePath
 
     from kbqa.qa.chain import is_refusal
@@ -182,7 +184,8 @@ def regrade(report: dict[str, Any], floor: float) -> list[dict]:
             titles = [PurePath(source.split(" · ")[0]).stem for source in row["sources"]]
             earlier = row["history"][-1][0] if row.get("history") else ""
             text = ground(recorded["draft"], row["passages"], row["question"], "span",
-                          names=row["sources"], titles=titles, earlier=earlier).text
+                          names=row["sources"], titles=titles, earlier=earlier,
+                          library=report.get("library", ())).text
             text = REFUSAL if row["answerability"] < floor else text
             refused = is_refusal(text)
             row = dict(row, answer=text, refused=refused,
@@ -234,6 +237,7 @@ def run_variant(variant: str, questions: list[dict], home: Path, documents: list
                                              "answer": {k: v for k, v in answer.items()
                                                         if k != "prompt_template"}},
             "chunks": service.knowledge_base().chunk_count,
+            "library": service.library()(),  # the file names the grounding check reads
             "summary": summarise(rows),
             "answerability_curve": (answerability_curve(rows)
                                     if any(r["answerability"] is not None for r in rows) else None),

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from langchain_core.documents import Document
@@ -152,7 +152,17 @@ class KbqaService:
 
     def chain(self, kb_name: str | None = None, top_k: int | None = None) -> Runnable:
         """retriever | prompt | llm with the configured model (see kbqa.qa.chain.qa_chain)."""
-        return qa_chain(self.settings, self.retriever(kb_name, top_k), self.llm)
+        return qa_chain(self.settings, self.retriever(kb_name, top_k), self.llm,
+                        library=self.library(kb_name))
+
+    def library(self, kb_name: str | None = None) -> Callable[[], list[str]]:
+        """The knowledge base's file names without their extension, read when called: the
+        grounding check's list of what documents are named after (kbqa.qa.grounding)."""
+        def names() -> list[str]:
+            return [PurePath(record.filename).stem
+                    for record in self.knowledge_base(kb_name).documents()]
+
+        return names
 
     def stream(self, question: str, kb_name: str | None = None,
                history: list[tuple[str, str]] | None = None,
@@ -242,7 +252,7 @@ class KbqaService:
         variant = self.default_variant() if variant is None else variant
         retriever = self.retriever(kb_name, top_k)
         with self.variant_model.activate(variant) as llm:
-            chain = qa_chain(self.settings, retriever, llm)
+            chain = qa_chain(self.settings, retriever, llm, library=self.library(kb_name))
             yield from _events(chain, question, history)
 
     def retrieve(self, question: str, kb_name: str | None = None, top_k: int | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kbqa.config import Settings
-from kbqa.qa.grounding import check_support, ground, with_arabic_numerals
+from kbqa.qa.grounding import Grounding, check_support, ground, with_arabic_numerals
 from kbqa.qa.prompts import REFUSAL
 from kbqa.service import KbqaService
 from tests.test_store import fake_embeddings
@@ -290,3 +290,48 @@ def test_a_value_from_another_column_becomes_the_named_columns_cell() -> None:
     assert ground("1899元", [PRICES], "洗地机W1的经销商价是多少？", "span").action == "kept"
     # no column named, or a value several rows share: nothing to say
     assert ground("2499元", [PRICES], "洗地机W1多少钱？", "span").action == "kept"
+
+
+def test_a_company_no_given_passage_names_is_checked_against_the_knowledge_bases_files() -> None:
+    """The question's company has no document among the passages (its handbook says nothing of
+    notice periods), so the passages' file names cannot tell that "青禾科技" names a company:
+    the knowledge base's file names can, and the other company's rule is refused."""
+    from langchain_core.documents import Document
+    from langchain_core.language_models import FakeListLLM
+
+    from kbqa.qa.chain import build_qa_chain, fixed_context
+
+    rule = Document("第2条 员工离职须提前30天以书面形式通知公司。",
+                    metadata={"filename": "蓝鲸电器员工福利与考勤制度.txt"})
+    question = "青禾科技离职要提前多久通知公司？"
+    library = ["蓝鲸电器员工福利与考勤制度", "青禾科技员工福利与考勤制度", "青禾科技常见问题"]
+
+    def answer(files: list[str] | None) -> Grounding:
+        chain = build_qa_chain(fixed_context([rule]), FakeListLLM(responses=["30天"]),
+                               grounding="span", library=(lambda: files) if files else None)
+        return chain.invoke({"question": question})["grounded"]
+
+    assert answer(None).action == "kept"
+    refused = answer(library)
+    assert refused.action == "refused" and refused.support is not None
+    assert refused.support.foreign == ("青禾科技",)
+    # the company's own rule stands
+    own = Document(rule.page_content, metadata={"filename": "青禾科技员工福利与考勤制度.txt"})
+    chain = build_qa_chain(fixed_context([own]), FakeListLLM(responses=["30天"]),
+                           grounding="span", library=lambda: library)
+    assert chain.invoke({"question": question})["grounded"].action == "kept"
+
+
+def test_the_service_gives_the_knowledge_bases_file_names(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "员工手册.md").write_bytes((DOCUMENTS / "员工手册.md").read_bytes())
+    (folder / "常见问题解答.txt").write_bytes((DOCUMENTS / "常见问题解答.txt").read_bytes())
+    service = KbqaService(Settings(home=tmp_path / "home"), embeddings=fake_embeddings())
+    names = service.library()  # made before the documents are there: read when called
+    service.ingest([folder])
+    assert sorted(names()) == ["员工手册", "常见问题解答"]
+    faq = next(record.source for record in service.knowledge_base().documents()
+               if record.filename == "常见问题解答.txt")
+    service.remove_document(service.settings.kb.name, faq)
+    assert names() == ["员工手册"]

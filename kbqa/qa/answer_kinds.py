@@ -130,6 +130,14 @@ def asked_kinds(question: str) -> frozenset[str]:
     return frozenset(kinds) if len(kinds) == 1 else frozenset()
 
 
+def holds_kind(text: str, kinds: frozenset[str]) -> bool:
+    """Whether `text` writes a quantity of one of `kinds`, or (for a time) a word that says one
+    ('每周', '当天')."""
+    if any(kind in kinds for _, _, kind in quantities(text)):
+        return True
+    return "time" in kinds and any(word in plain(text) for word in _TIME_WORDS)
+
+
 def mismatch(answer: str, question: str) -> str | None:
     """Why the answer is not what the question asks for ('asks time, gives count'), or None when
     it is (or when the question asks no kind)."""
@@ -151,6 +159,34 @@ def mismatch(answer: str, question: str) -> str | None:
             and not any(u in text for u in UNITS["time"])):
         return "asks a duration, says no time"
     return None
+
+
+_YES_NO = re.compile(r"(?:是否|能否|可否|有没有|是不是|能不能|会不会|可不可以|要不要|需不需要|"
+                     r"吗)[\s?？。.!！]*$|是否|能否|可否")
+_POLAR = re.compile(r"(不是|不对|不可以|不能|不会|没有|不需要|不支持|不允许|不要|不行|不用|否|"
+                    r"是|对|可以|能|会|有|需要|支持|允许|要|行)[\s。.!！]*")
+# words that make a sentence say no ('试用期员工不得申请远程办公')
+_NEGATIONS = ("不得", "不能", "不可", "不允许", "不支持", "不予", "不提供", "不需要", "不用", "不包括",
+              "不在", "不会", "无法", "无需", "没有", "禁止", "严禁", "暂不", "未")
+
+
+def yes_no(question: str) -> bool:
+    """Whether the question asks yes or no ('试用期员工可以申请远程办公吗？')."""
+    return bool(_YES_NO.search(question)) and not _WH.search(question)
+
+
+def polarity(answer: str) -> bool | None:
+    """True for a bare yes ('是', '可以'), False for a bare no ('否', '不能'), None for anything
+    longer."""
+    match = _POLAR.fullmatch(answer.strip())
+    if not match:
+        return None
+    return not match.group(1).startswith(("不", "没", "否"))
+
+
+def says_no(text: str) -> bool:
+    """Whether a sentence denies something ('不得', '禁止', '无法')."""
+    return any(word in plain(text) for word in _NEGATIONS)
 
 
 def _squeezed(text: str) -> str:

@@ -10,6 +10,7 @@ calling the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
@@ -32,16 +33,17 @@ def is_refusal(answer: str) -> bool:
 
 
 def check_answer(answer: str, docs: list[Document], question: str, policy: Policy,
-                 earlier: str = "") -> Grounding:
+                 earlier: str = "", library: Sequence[str] = ()) -> Grounding:
     """The grounding step on the passages the model read, with each passage's file and heading
-    (where a question's identifier may stand: kbqa.qa.grounding) and the conversation's last
-    question (`earlier`: what a follow-up is about)."""
+    (where a question's identifier may stand: kbqa.qa.grounding), the conversation's last
+    question (`earlier`: what a follow-up is about) and the file names of the knowledge base's
+    documents (`library`: the company a question names may be in no passage it was given)."""
     names = [" ".join(str(d.metadata.get(key) or "") for key in ("filename", "source", "heading",
                                                                    "title"))
              for d in docs]
     titles = [file_stem(d.metadata) for d in docs]
     return ground(answer, [d.page_content for d in docs], question, policy, names=names,
-                  titles=titles, earlier=earlier)
+                  titles=titles, earlier=earlier, library=library)
 
 
 def final_answer(result: dict[str, Any]) -> str:
@@ -52,11 +54,13 @@ def final_answer(result: dict[str, Any]) -> str:
 
 def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
                    prompt: PromptTemplate | None = None, history_turns: int = 3,
-                   grounding: Policy = "off", history_questions: int = 0) -> Runnable:
+                   grounding: Policy = "off", history_questions: int = 0,
+                   library: Callable[[], Sequence[str]] | None = None) -> Runnable:
     """Compose retriever | prompt | llm | grounding check; any LangChain retriever and LLM fit.
 
     `history_questions` > 0 searches a follow-up once more with that many earlier questions
-    (kbqa.retrieval.followup).
+    (kbqa.retrieval.followup). `library` gives the knowledge base's file names without their
+    extension, read at each check (documents come and go), for the grounding check.
     """
     prompt = prompt or build_prompt()
 
@@ -75,7 +79,8 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
         history = inputs.get("history") or []
         earlier = history[-1][0] if history and history_turns else ""
         return check_answer(inputs["answer"], inputs["docs"], inputs["question"], grounding,
-                            earlier)
+                            earlier, library() if library is not None and grounding != "off"
+                            else ())
 
     def retrieve(inputs: dict[str, Any]) -> list[Document]:
         return retrieve_with_history(retriever, inputs["question"], inputs.get("history"),
@@ -87,14 +92,15 @@ def build_qa_chain(retriever: BaseRetriever | Runnable, llm: BaseLanguageModel,
 
 
 def qa_chain(settings: Settings, retriever: BaseRetriever | Runnable, llm: BaseLanguageModel, *,
-             history: bool = True) -> Runnable:
+             history: bool = True, library: Callable[[], Sequence[str]] | None = None) -> Runnable:
     """The app's QA chain: `build_qa_chain` with the configured template and history turns
-    (none when `history` is False) and grounding policy; the CLI, web app, server and evaluator
-    all build this one."""
+    (none when `history` is False), grounding policy and the knowledge base's file names
+    (`library`); the CLI, web app, server and evaluator all build this one."""
     return build_qa_chain(retriever, llm, build_prompt(settings.answer.prompt_template),
                           history_turns=settings.answer.history_turns if history else 0,
                           grounding=settings.answer.grounding,
-                          history_questions=settings.retrieval.history_questions if history else 0)
+                          history_questions=settings.retrieval.history_questions if history else 0,
+                          library=library)
 
 
 def fixed_context(docs: list[Document]) -> Runnable:

@@ -43,7 +43,9 @@ from typing import Literal
 
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
-from kbqa.qa.answer_kinds import clause_of_kind, mismatch, unit_conflicts, with_unit
+from kbqa.qa.answer_kinds import (clause_of_kind, mismatch, polarity, says_no, unit_conflicts,
+                                  with_unit, yes_no)
+from kbqa.qa.clauses import about_subject, off_topic, other_clause, question_words
 from kbqa.qa.numerals import with_arabic_numerals
 from kbqa.qa.places import place_names
 from kbqa.qa.prompts import REFUSAL
@@ -131,23 +133,20 @@ MIN_NAME_TERM = 3  # characters a question's run must share with a file name: �
 
 def name_terms(question: str, titles: Sequence[str]) -> list[str]:
     """The runs of the question (normalised, at least MIN_NAME_TERM characters, maximal) that
-    stand in some of the passages' file names but not all: the subject a file is named after
-    ('禾丰农机' of 禾丰农机常见问题.md), where another file of the same kind is about another one."""
+    stand in some of the file names but not all: the subject a file is named after ('禾丰农机' of
+    禾丰农机常见问题.md), where another file of the same kind is about another one. `titles` may
+    be a whole knowledge base's: the names are searched as one text, not one by one."""
     plain_question = normalise(question)
     stems = {normalise(title) for title in titles if title.strip()}
+    names = "\n".join(stems)  # no run of the question holds a line break
     found: set[str] = set()
-    for stem in stems:
-        start = 0
-        while start < len(plain_question):
-            end = start
-            while end < len(plain_question) and plain_question[start:end + 1] in stem \
-                    and plain_question[end] != GAP:
-                end += 1
-            if end - start >= MIN_NAME_TERM:
-                found.add(plain_question[start:end])
-                start = end
-            else:
-                start += 1
+    for start in range(len(plain_question)):
+        end = start
+        while end < len(plain_question) and plain_question[end] != GAP \
+                and plain_question[start:end + 1] in names:
+            end += 1
+        if end - start >= MIN_NAME_TERM:
+            found.add(plain_question[start:end])
     telling = {term for term in found if not all(term in stem for stem in stems)}
     return sorted(term for term in telling if not any(term != other and term in other
                                                        for other in telling))
@@ -252,8 +251,13 @@ class Support:
     foreign: tuple[str, ...] = ()
     # why the answer is not the kind of thing the question asks for (kbqa.qa.answer_kinds)
     mismatch: str | None = None
-    # a bare number completed with the unit its passage writes after it ('3' → '3个工作日')
+    # a bare number completed with the unit its passage writes after it ('3' → '3个工作日'), or
+    # a bare yes or no with the sentence that says it
     completed: str | None = None
+    # it was read off another clause of its sentence than the one the question is about, or off
+    # a sentence about something else (kbqa.qa.clauses)
+    wrong_clause: bool = False
+    off_topic: bool = False
 
 
 def _judge(claim: str, question: str, passages: list[str],
@@ -302,7 +306,7 @@ def _clauses(passage: str) -> list[str]:
 
 def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_passages: list[str],
              names: Sequence[str], min_coverage: float,
-             titles: Sequence[str] = ()) -> tuple[str, ...]:
+             titles: Sequence[str] = (), library: Sequence[str] = ()) -> tuple[str, ...]:
     """The question's identifiers and name terms (`name_terms` of the passages' file names)
     when no passage that supports a claim names them all (in its text or its name); () when one
     does, or when the question names none. The places it names must stand in some passage, not
@@ -315,7 +319,7 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
               if not any(_names_all([normalise(place)], text) for text in everywhere)]
     if absent:
         return tuple(absent)
-    words = identifiers(question) + name_terms(question, titles)
+    words = identifiers(question) + name_terms(question, [*titles, *library])
     if not words:
         return ()
     plain_question = normalise(question)
@@ -340,12 +344,17 @@ def subject_of(question: str, earlier: str, titles: Sequence[str] = ()) -> str:
 
 def check_support(answer: str, passages: Sequence[str], question: str = "",
                   min_coverage: float = MIN_COVERAGE, names: Sequence[str] = (),
-                  titles: Sequence[str] = (), earlier: str = "") -> Support:
+                  titles: Sequence[str] = (), earlier: str = "",
+                  library: Sequence[str] = ()) -> Support:
     """Whether `answer` is supported by one of `passages` (see the module's docstring); `names`
     are the passages' document names and headings, where a question's identifier may stand;
     `titles` their file names without the extension (see `name_terms`); `earlier` the
     conversation's last question (see `subject_of`)."""
-    subject = subject_of(question, earlier, titles)
+    subject = subject_of(question, earlier, [*titles, *library])
+    says = polarity(answer) if yes_no(question) else None
+    if says is not None:
+        return _yes_or_no(says, answer, passages, question, min_coverage, names, titles, earlier,
+                          library)
     plain_passages = [normalise(p) for p in passages]
     plain_question = normalise(question)
     claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
@@ -354,7 +363,7 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
     supported, index, coverage, missing = judged
     if supported:
         foreign = _foreign(claims, subject, passages, plain_passages, names, min_coverage,
-                           titles)
+                           titles, library)
         if foreign:
             return Support(False, index, round(coverage, 3), missing, None, foreign=foreign)
     if supported and index is not None:
@@ -369,6 +378,11 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
             clauses = [clause for passage in passages for clause in _clauses(passage)]
             return Support(False, index, round(coverage, 3), missing,
                            clause_of_kind(question, clauses), mismatch=reason)
+        if off_topic(answer, passages[index], question):
+            return Support(False, index, round(coverage, 3), missing, None, off_topic=True)
+        other = other_clause(answer, passages[index], question)
+        if other is not None:
+            return Support(False, index, round(coverage, 3), missing, other, wrong_clause=True)
         return Support(True, index, round(coverage, 3), missing, None,
                        completed=with_unit(answer, question, _clauses(passages[index])))
     # a number the passages hold only with a unit of another kind: no clause says what it claims
@@ -376,6 +390,34 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
     span = None if supported or conflict else _best_clause(normalise(answer), question,
                                                            list(passages))
     return Support(supported, index, round(coverage, 3), missing, span)
+
+
+def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str,
+               min_coverage: float, names: Sequence[str], titles: Sequence[str],
+               earlier: str, library: Sequence[str]) -> Support:
+    """A bare yes or no holds no words to look for: the sentence that shares the most question
+    words (at least MIN_SHARED) stands for it, checked as an answer would be, and the answer is
+    given with it ('否。试用期员工不得申请远程办公。'); only the sentence, when it says the opposite."""
+    clauses = [clause for passage in passages for clause in _clauses(passage)]
+    sentence = clause_of_kind(question, clauses)
+    if sentence is None:
+        return Support(False, None, 0.0, (), None)
+    sentence = sentence.lstrip("】」』）)，,：: \t")  # what a heading's question mark left
+    support = check_support(sentence, passages, question, min_coverage, names, titles, earlier,
+                            library)
+    if not support.supported or support.passage is None:
+        return support
+    index = support.passage
+    where = " ".join([passages[index], names[index] if index < len(names) else "",
+                      titles[index] if index < len(titles) else ""])
+    subject = subject_of(question, earlier, [*titles, *library])
+    if not about_subject(subject, where):  # about something else: another company's rule, say
+        return Support(False, index, support.coverage, (), None,
+                       foreign=tuple(word for word in question_words(subject)
+                                     if word not in normalise(where).replace(GAP, "")))
+    answer = answer.strip().rstrip("。.!！")
+    completed = f"{answer}。{sentence}" if says_no(sentence) != says else sentence
+    return Support(True, support.passage, support.coverage, (), None, completed=completed)
 
 
 @dataclass(frozen=True)
@@ -393,7 +435,8 @@ class Grounding:
 
 def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
            min_coverage: float = MIN_COVERAGE, names: Sequence[str] = (),
-           titles: Sequence[str] = (), earlier: str = "") -> Grounding:
+           titles: Sequence[str] = (), earlier: str = "",
+           library: Sequence[str] = ()) -> Grounding:
     """Apply `policy` to the model's draft: a refusal, an empty context or policy 'off' is left as
     it is; a supported answer is kept; an unsupported one becomes its supporting span or a refusal.
     `names`, `titles`: each passage's document name and heading, and its file name without the
@@ -403,7 +446,8 @@ def ground(draft: str, passages: Sequence[str], question: str, policy: Policy,
     text = draft.strip()
     if policy == "off" or not passages or not text or is_refusal(text):
         return Grounding(draft, text, "unchecked", None)
-    support = check_support(text, passages, question, min_coverage, names, titles, earlier)
+    support = check_support(text, passages, question, min_coverage, names, titles, earlier,
+                            library)
     if support.supported:
         return Grounding(draft, support.completed or text, "kept", support)
     if policy == "span" and support.span:  # None for an answer about another identifier

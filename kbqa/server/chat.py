@@ -99,7 +99,8 @@ def _tokens(state: ServerState, body: schemas.ChatRequest, docs: list[Any] | Non
             if docs is None:
                 pieces = (piece for piece in llm.stream(body.question, config=config) if piece)
             else:
-                chain = qa_chain(state.settings, fixed_context(docs), llm)
+                chain = qa_chain(state.settings, fixed_context(docs), llm,
+                                 library=state.service.library(body.kb))
                 parts = chain.stream({"question": body.question, "history": body.history},
                                      config=config)
                 pieces = (piece for part in parts
