@@ -51,6 +51,7 @@ def test_quantities_read_units_clocks_chinese_numerals_and_magnitudes() -> None:
     ("300元", "多少积分可以抵扣1元？", "asks points, gives money"),
     ("2.4GHz", "R2的吸尘口宽度是多少？", "asks length, gives frequency"),
     ("65℃", "D16 Pro的额定压力是多少？", "asks pressure, gives temperature"),
+    ("2100W", "D19的额定压力是多少？", "asks pressure, gives power"),  # a spec table's watts
     ("新密码不得与最近5次使用过的密码相同。", "密码多久必须更换一次？", "asks time, gives count"),
     ("发货后可在订单详情中查看物流单号。", "付款后多久发货？", "asks a duration, says no time"),
     ("激光雷达", "R2的激光雷达是什么型号？", "repeats the question"),

@@ -124,3 +124,9 @@ def test_a_yes_or_no_from_another_companys_faq_is_refused() -> None:
     own = ground("是", [faq], question, "span", names=["知行办公常见问题.md · 上门安装收费吗？"],
                  titles=["知行办公常见问题"])
     assert (own.action, own.text) == ("kept", "是。上门安装费用为每台50元。")
+
+
+def test_an_echo_of_a_clock_question_becomes_the_sentence_with_the_time() -> None:
+    faq = "人工客服几点下班？\n人工客服服务时间为每天9:00至21:00。"
+    grounded = ground("人工客服几点下班？", [faq], "人工客服几点下班？", "span")
+    assert (grounded.action, grounded.text) == ("span", "人工客服服务时间为每天9:00至21:00。")

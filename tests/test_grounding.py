@@ -335,3 +335,19 @@ def test_the_service_gives_the_knowledge_bases_file_names(tmp_path: Path) -> Non
                if record.filename == "常见问题解答.txt")
     service.remove_document(service.settings.kb.name, faq)
     assert names() == ["员工手册"]
+
+
+def test_an_outlet_list_without_the_asked_city_does_not_answer_for_it() -> None:
+    """The company's list has no 广州 row; another company's passage does name 广州, so the
+    place check (some passage) passes, and the row read off (上海) is still not 广州's."""
+    outlets = ("| 城市 | 地址 | 电话 |\n| --- | --- | --- |\n| 上海 | 上海市科技园路11号 | 015-5040-4597 |\n"
+               "| 北京 | 北京市中山路185号 | 024-2107-4975 |")
+    elsewhere = "| 城市 | 地址 | 电话 |\n| --- | --- | --- |\n| 广州 | 广州市长江路7号 | 020-1234-5678 |"
+    question = "广州售后网点的电话是多少？"
+    refused = ground("015-5040-4597", [outlets, elsewhere], question, "span")
+    assert refused.action == "refused" and refused.support is not None
+    assert refused.support.foreign == ("广州",)
+    # a row keyed by something that is not a place says nothing of places
+    models = ("【广州地区服务电话】\n| 型号 | 电话 |\n| --- | --- |\n| KF41 | 400-800-1234 |\n"
+              "| KF49 | 400-800-5678 |")
+    assert ground("400-800-1234", [models], "KF41在广州的服务电话是多少？", "span").action == "kept"

@@ -29,7 +29,7 @@ UNITS: dict[str, tuple[str, ...]] = {
     "volume": ("毫升", "立方米", "升", "ml"),
     "area": ("平方米", "平方公里", "平方千米", "平米", "亩", "公顷", "m2"),
     "frequency": ("赫兹", "khz", "mhz", "ghz", "hz"),
-    "power": ("千瓦", "瓦特", "瓦", "kw"),
+    "power": ("千瓦", "瓦特", "瓦", "kw", "w"),
     "pressure": ("兆帕", "千帕", "帕", "mpa", "kpa", "pa", "bar"),
     "temperature": ("摄氏度", "华氏度", "°c", "°f"),
     "charge": ("毫安时", "mah", "wh"),
@@ -212,7 +212,8 @@ def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = No
         if _squeezed(clause) in asked:  # a heading that repeats the question's subject
             continue
         units = [unit for value, unit, kind in quantities(clause)
-                 if kind in kinds and unit and (number is None or value == number)]
+                 if kind in kinds and (unit or ":" in value)  # a clock time has no unit
+                 and (number is None or value == number)]
         if any_kind and not kinds:
             units = [""]
         if units:

@@ -216,6 +216,26 @@ def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> 
     return None
 
 
+def _other_places_row(claim: str, passage: str, question: str,
+                      min_coverage: float) -> tuple[str, ...]:
+    """The question's places when the claim comes only from table rows keyed by other places
+    and no row of that table is keyed by one of them (an outlet list without 广州 does not
+    answer for 广州 with 上海's phone); () otherwise."""
+    asked = [normalise(place) for place in place_names(question)]
+    if not asked:
+        return ()
+    plain_question = normalise(question)
+    for _, rows in _tables(passage):
+        keys = [normalise(row[0]) for row in rows if row]
+        if any(place in key for place in asked for key in keys):
+            return ()
+        holding = [row for row in rows if row and _holds(claim, normalise(" ".join(row)),
+                                                         plain_question, min_coverage)]
+        if holding and all(place_names(row[0]) for row in holding):
+            return tuple(asked)
+    return ()
+
+
 def _wrong_column(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
     """When the claim is one row's cell under another column than the one the question names
     ('经销商价' asked, the 建议零售价 cell given): that column's cell, quoted with its name. The
@@ -370,6 +390,9 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
         if row is not None:
             return Support(False, index, round(coverage, 3), missing, row, wrong_row=True)
+        elsewhere = _other_places_row(normalise(answer), passages[index], subject, min_coverage)
+        if elsewhere:
+            return Support(False, index, round(coverage, 3), missing, None, foreign=elsewhere)
         cell = _wrong_column(normalise(answer), passages[index], question, min_coverage)
         if cell is not None:
             return Support(False, index, round(coverage, 3), missing, cell, wrong_column=True)
