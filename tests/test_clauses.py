@@ -130,3 +130,11 @@ def test_an_echo_of_a_clock_question_becomes_the_sentence_with_the_time() -> Non
     faq = "人工客服几点下班？\n人工客服服务时间为每天9:00至21:00。"
     grounded = ground("人工客服几点下班？", [faq], "人工客服几点下班？", "span")
     assert (grounded.action, grounded.text) == ("span", "人工客服服务时间为每天9:00至21:00。")
+
+
+def test_a_list_item_does_not_borrow_its_subject_from_the_item_before() -> None:
+    rules = ("北辰健康员工福利与考勤制度\n第2条 年终奖于每年2月随工资一并发放。\n第3条 通讯补贴标准为每月250元。\n"
+             "第4条 病假期间按本人工资的80%发放。")
+    question = "北辰健康病假期间工资怎么发？"
+    assert off_topic("每月250元", rules, question)  # 工资 stands only in the item before
+    assert not off_topic("80%", rules, question)

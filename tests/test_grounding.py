@@ -351,3 +351,15 @@ def test_an_outlet_list_without_the_asked_city_does_not_answer_for_it() -> None:
     models = ("【广州地区服务电话】\n| 型号 | 电话 |\n| --- | --- |\n| KF41 | 400-800-1234 |\n"
               "| KF49 | 400-800-5678 |")
     assert ground("400-800-1234", [models], "KF41在广州的服务电话是多少？", "span").action == "kept"
+
+
+def test_part_of_a_table_cell_is_given_as_the_whole_cell() -> None:
+    outlets = ("| 城市 | 地址 | 电话 |\n| --- | --- | --- |\n| 厦门 | 厦门市中山路289号 | 011-5185-7758 |\n"
+               "| 南京 | 南京市和平街46号 | 074-9864-8704 |")
+    grounded = ground("中山路289号", [outlets], "厦门售后网点的地址是什么？", "span")
+    assert (grounded.action, grounded.text) == ("kept", "厦门市中山路289号")
+    assert ground("厦门市中山路289号", [outlets], "厦门售后网点的地址是什么？", "span").text == \
+        "厦门市中山路289号"
+    # prose has no cells: the answer stands as written
+    prose = "厦门网点位于厦门市中山路289号。"
+    assert ground("中山路289号", [prose], "厦门网点的地址是什么？", "span").text == "中山路289号"

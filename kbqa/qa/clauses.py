@@ -26,6 +26,8 @@ _KEPT = re.compile(r"[0-9a-z\u3400-\u9fff]+")
 RESTATES = 0.8  # share of a clause's characters the question holds when it only restates it
 MIN_WORDS = 2   # question words below which no sentence is judged off topic: one is chance
 CONTEXT = 2     # sentences before the answer's that may name its subject ('许国佐，又名…。…人。')
+# a list item ('第3条 …', '3. …', '- …', '问：…') stands alone: the item before is about another thing
+_ITEM = re.compile(r"^\s*(?:第[0-9一二三四五六七八九十百]+[条章节款项]|\d+[.、)）]|[-*•·]\s|[（(]?[一二三四五六七八九十]+[、)）])")
 
 
 def _plain(text: str) -> str:
@@ -96,8 +98,8 @@ def _better_clause(target: str, sentence: str, words: tuple[str, ...], kinds: fr
 
 def off_topic(answer: str, passage: str, question: str) -> bool:
     """Whether every sentence of the passage that holds the answer holds none of the question's
-    words (nor the question line before it, in a FAQ); False when the question has fewer than
-    MIN_WORDS words or no one sentence holds the answer."""
+    words, nor do the CONTEXT sentences before it (unless it starts a list item); False when the
+    question has fewer than MIN_WORDS words or no one sentence holds the answer."""
     target, words = _plain(answer), question_words(question)
     if not target or len(words) < MIN_WORDS:
         return False
@@ -107,7 +109,8 @@ def off_topic(answer: str, passage: str, question: str) -> bool:
         if target not in _plain(sentence):
             continue
         holding = True
-        context = "".join(_plain(text) for text in sentences[max(0, index - CONTEXT):index + 1])
+        first = index if _ITEM.match(sentence) else max(0, index - CONTEXT)
+        context = "".join(_plain(text) for text in sentences[first:index + 1])
         if any(word in context for word in words):
             return False
     return holding

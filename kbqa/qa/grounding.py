@@ -236,6 +236,19 @@ def _other_places_row(claim: str, passage: str, question: str,
     return ()
 
 
+def _whole_cell(answer: str, passage: str) -> str | None:
+    """The one table cell of the passage that holds the answer as a part ('中山路289号' of
+    '厦门市中山路289号'): a cell is one value, and a reader that drops its start drops the city;
+    None when no cell or several do, or the answer is the whole cell."""
+    claim = normalise(answer)
+    cells_holding = {cell.strip() for _, rows in _tables(passage) for row in rows for cell in row
+                     if claim in normalise(cell)}
+    if len(cells_holding) != 1:
+        return None
+    cell = cells_holding.pop()
+    return cell if normalise(cell) != claim else None
+
+
 def _wrong_column(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
     """When the claim is one row's cell under another column than the one the question names
     ('经销商价' asked, the 建议零售价 cell given): that column's cell, quoted with its name. The
@@ -407,7 +420,8 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         if other is not None:
             return Support(False, index, round(coverage, 3), missing, other, wrong_clause=True)
         return Support(True, index, round(coverage, 3), missing, None,
-                       completed=with_unit(answer, question, _clauses(passages[index])))
+                       completed=with_unit(answer, question, _clauses(passages[index]))
+                       or _whole_cell(answer, passages[index]))
     # a number the passages hold only with a unit of another kind: no clause says what it claims
     conflict = index is not None and unit_conflicts(normalise(answer), plain_passages[index])
     span = None if supported or conflict else _best_clause(normalise(answer), question,
