@@ -212,7 +212,7 @@ def test_the_chain_checks_identifiers_against_each_passages_file_and_heading() -
 
 def test_the_company_a_file_is_named_after_must_be_the_answers() -> None:
     """Three companies' FAQs in the same words: the question's company stands only in one file
-    name, and the answer read off another company's FAQ is refused."""
+    name, and the answer read off another company's FAQ is not given."""
     faq = "【以旧换新最多抵多少钱？】以旧换新最高可抵扣{}元。"
     passages = [faq.format(100), faq.format(550), faq.format(250)]
     titles = ["青禾科技常见问题", "禾丰农机常见问题", "蓝鲸电器常见问题"]
@@ -221,8 +221,10 @@ def test_the_company_a_file_is_named_after_must_be_the_answers() -> None:
 
     assert name_terms(question, titles) == ["禾丰农机"]
     wrong = ground("100元", passages, question, "span", titles=titles)
-    assert wrong.action == "refused" and wrong.support is not None
-    assert wrong.support.foreign == ("禾丰农机",)
+    assert wrong.support is not None and wrong.support.foreign == ("禾丰农机",)
+    # the company's own FAQ says how much: its sentence replaces the other company's number
+    assert (wrong.action, wrong.text) == ("span", "以旧换新最高可抵扣550元。")
+    assert ground("100元", passages, question, "refuse", titles=titles).action == "refused"
     assert ground("550元", passages, question, "span", titles=titles).action == "kept"
     # a run in every file name tells nothing apart; two characters (价格) name nothing
     assert name_terms("常见问题里以旧换新最多抵多少钱？", titles) == []
@@ -363,3 +365,19 @@ def test_part_of_a_table_cell_is_given_as_the_whole_cell() -> None:
     # prose has no cells: the answer stands as written
     prose = "厦门网点位于厦门市中山路289号。"
     assert ground("中山路289号", [prose], "厦门网点的地址是什么？", "span").text == "中山路289号"
+
+
+def test_an_answer_from_another_companys_rules_becomes_the_named_companys_sentence() -> None:
+    ours = "第7条 员工入职满一年后，每年享有带薪年假9天。\n第9条 公司每月为全职员工发放餐补850元。"
+    theirs = "第3条 员工入职满一年后，每年享有带薪年假12天。"
+    passages, titles = [theirs, ours], ["蓝鲸电器员工福利与考勤制度", "青禾科技员工福利与考勤制度"]
+    grounded = ground("12天", passages, "青禾科技入职满一年后年假有几天？", "span", titles=titles)
+    assert grounded.action == "span" and grounded.support is not None
+    assert grounded.support.foreign == ("青禾科技",)
+    assert grounded.text == "第7条 员工入职满一年后，每年享有带薪年假9天。"
+    # an article's number counts nothing: no sentence of the company's says how many check-ups
+    refused = ground("两次", [theirs + "\n第4条 公司每年组织员工体检两次。", ours],
+                     "青禾科技公司每年组织几次体检？", "span", titles=titles)
+    assert refused.action == "refused"
+    # a question that asks no kind of quantity gets no sentence in its place
+    assert ground("12天", passages, "青禾科技的年假怎么规定？", "span", titles=titles).action == "refused"

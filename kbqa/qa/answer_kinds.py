@@ -78,8 +78,9 @@ _WH = re.compile("什么|哪|谁|多少|几|多[久长高远重宽深厚大]|怎
 _UNIT_TO_KIND = {unit: kind for kind, units in UNITS.items() for unit in units}
 _ALL_UNITS = sorted(_UNIT_TO_KIND, key=len, reverse=True)
 _LATIN = re.compile(r"[a-z]")
+# an ordinal ('第9条', '第3名') numbers things, it counts none: '第' before the number is no quantity
 _QUANTITY = re.compile(
-    r"(\d+(?:\.\d+)?)\s*([万亿千百]?)\s*(" + "|".join(re.escape(u) for u in _ALL_UNITS) + ")")
+    r"(?<![第\d.])(\d+(?:\.\d+)?)\s*([万亿千百]?)\s*(" + "|".join(re.escape(u) for u in _ALL_UNITS) + ")")
 _CLOCK = re.compile(r"\d{1,2}:\d{2}")
 _ASKED_UNIT = re.compile(r"(?:多少|几)个?(" + "|".join(re.escape(u) for u in _ALL_UNITS) + ")")
 

@@ -43,7 +43,7 @@ from typing import Literal
 
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
-from kbqa.qa.answer_kinds import (clause_of_kind, mismatch, polarity, says_no, unit_conflicts,
+from kbqa.qa.answer_kinds import (asked_kinds, clause_of_kind, mismatch, polarity, says_no, unit_conflicts,
                                   with_unit, yes_no)
 from kbqa.qa.clauses import about_subject, off_topic, other_clause, question_words
 from kbqa.qa.numerals import with_arabic_numerals
@@ -61,6 +61,7 @@ GAP = " "  # what a run of dropped characters becomes: "0755-8663" is two number
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _LATIN_UNIT = re.compile(r"[a-z%]+")
 _CLAUSE_END = re.compile(r"(?<=[。！？；;!?\n])")
+_LEFT_BEHIND = "】」』”）)，,：:"
 # a question's identifiers, in NFKC text: Latin letters and digits with inner '.', '-' or '_'
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[.\-_][A-Za-z0-9]+)*")
 
@@ -333,7 +334,10 @@ def _clauses(passage: str) -> list[str]:
     """A passage's sentences, and its table rows quoted with their column names."""
     rows = [_row_text(header, row) for header, body in _tables(passage) for row in body]
     prose = [line for line in passage.splitlines() if not is_table_line(line.strip())]
-    sentences = [piece.strip() for piece in _CLAUSE_END.split("\n".join(prose)) if piece.strip()]
+    # a heading's question mark ends a sentence before its bracket: '【…？】' leaves '】' behind
+    sentences = [piece.strip().lstrip(_LEFT_BEHIND).strip()
+                 for piece in _CLAUSE_END.split("\n".join(prose))]
+    sentences = [sentence for sentence in sentences if sentence]
     return sentences + rows
 
 
@@ -361,6 +365,22 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
                 _names_all(words, where):
             return ()
     return tuple(words)
+
+
+def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[str],
+                  names: Sequence[str], titles: Sequence[str]) -> str | None:
+    """For an answer read off another company's or product's passage: the clause of a passage
+    that does name them (`foreign`) and writes the kind of quantity the question asks for
+    (kbqa.qa.answer_kinds.clause_of_kind); None when the question asks no kind, or no such
+    passage has one."""
+    if not asked_kinds(question):
+        return None
+    named = [passage for index, passage in enumerate(passages)
+             if _names_all(list(foreign), " ".join([passage, names[index] if index < len(names)
+                                                    else "", titles[index] if index < len(titles)
+                                                    else ""]))]
+    clauses = [clause for passage in named for clause in _clauses(passage)]
+    return clause_of_kind(question, clauses) if clauses else None
 
 
 _FOLLOW_UP = re.compile(r"^那|它|呢[\s?？]*$")
@@ -398,7 +418,9 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         foreign = _foreign(claims, subject, passages, plain_passages, names, min_coverage,
                            titles, library)
         if foreign:
-            return Support(False, index, round(coverage, 3), missing, None, foreign=foreign)
+            return Support(False, index, round(coverage, 3), missing,
+                           _named_clause(foreign, subject, passages, names, titles),
+                           foreign=foreign)
     if supported and index is not None:
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
         if row is not None:
@@ -439,7 +461,6 @@ def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str,
     sentence = clause_of_kind(question, clauses)
     if sentence is None:
         return Support(False, None, 0.0, (), None)
-    sentence = sentence.lstrip("】」』）)，,：: \t")  # what a heading's question mark left
     support = check_support(sentence, passages, question, min_coverage, names, titles, earlier,
                             library)
     if not support.supported or support.passage is None:
