@@ -381,3 +381,18 @@ def test_an_answer_from_another_companys_rules_becomes_the_named_companys_senten
     assert refused.action == "refused"
     # a question that asks no kind of quantity gets no sentence in its place
     assert ground("12天", passages, "青禾科技的年假怎么规定？", "span", titles=titles).action == "refused"
+
+
+def test_a_follow_up_reads_the_row_of_the_table_that_names_its_model() -> None:
+    """Two companies' spec tables: the draft's 19分贝 is another model's in both. The row read
+    is the one keyed by the model the conversation is about, in the table that names it, and
+    the key naming both of its words ('KF28 Max', not 'KF44 Max')."""
+    theirs = ("| 型号 | 室内机噪音 | 制冷量 |\n| --- | --- | --- |\n| KF49 | 19分贝 | 7200W |\n"
+              "| KF58 Max | 38分贝 | 5200W |")
+    ours = ("| 型号 | 室内机噪音 | 制冷量 |\n| --- | --- | --- |\n| KF44 Max | 19分贝 | 3100W |\n"
+            "| KF28 Max | 40分贝 | 6200W |\n| KF41 | 41分贝 | 6000W |")
+    for earlier, right in (("KF41的制冷量是多少？", "41分贝"), ("KF28 Max的制冷量是多少？", "40分贝")):
+        fixed = ground("19分贝", [theirs, ours], "那它的室内机噪音呢？", "span", earlier=earlier)
+        assert fixed.action == "span" and right in fixed.text, (earlier, fixed)
+    assert ground("19分贝", [theirs, ours], "那它的室内机噪音呢？", "span",
+                  earlier="KF44 Max的制冷量是多少？").action == "kept"

@@ -195,10 +195,12 @@ def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> 
     for header, rows in _tables(passage):
         if len(rows) < 2:
             continue
-        # the row whose key (first cell) is the question's identifier; a key-value table
-        # ('产品型号 | XH-R2') names its product in a value, and its rows are attributes
-        named = [i for i, row in enumerate(rows)
-                 if row and any(name.search(normalise(row[0])) for name in names)]
+        # the row whose key (first cell) names most of the question's identifiers ('KF28 Max',
+        # not 'KF44 Max'); a key-value table ('产品型号 | XH-R2') names its product in a value,
+        # and its rows are attributes
+        named_by = [sum(bool(name.search(normalise(row[0]))) for name in names) if row else 0
+                    for row in rows]
+        named = [i for i, count in enumerate(named_by) if count and count == max(named_by)]
         if len(named) == 1 and not _holds(claim, normalise(" ".join(rows[named[0]])),
                                           plain_question, min_coverage) \
                 and any(_holds(claim, normalise(" ".join(row)), plain_question, min_coverage)
@@ -343,11 +345,13 @@ def _clauses(passage: str) -> list[str]:
 
 def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_passages: list[str],
              names: Sequence[str], min_coverage: float,
-             titles: Sequence[str] = (), library: Sequence[str] = ()) -> tuple[str, ...]:
-    """The question's identifiers and name terms (`name_terms` of the passages' file names)
-    when no passage that supports a claim names them all (in its text or its name); () when one
-    does, or when the question names none. The places it names must stand in some passage, not
-    necessarily the supporting one: a text about China seldom writes 中国."""
+             titles: Sequence[str] = (), library: Sequence[str] = ()
+             ) -> tuple[tuple[str, ...], int | None]:
+    """The question's identifiers and name terms (`name_terms` of the file names) when no
+    passage that supports a claim names them all (in its text or its name), else () and the
+    first passage that does (None when the question names nothing). The places it names must
+    stand in some passage, not necessarily the supporting one: a text about China seldom writes
+    中国."""
     # each passage with its document's name and heading and its file name
     everywhere = [" ".join([passage, names[index] if index < len(names) else "",
                             titles[index] if index < len(titles) else ""])
@@ -355,16 +359,16 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
     absent = [normalise(place) for place in place_names(question)
               if not any(_names_all([normalise(place)], text) for text in everywhere)]
     if absent:
-        return tuple(absent)
+        return tuple(absent), None
     words = identifiers(question) + name_terms(question, [*titles, *library])
     if not words:
-        return ()
+        return (), None
     plain_question = normalise(question)
-    for plain, where in zip(plain_passages, everywhere, strict=True):
+    for index, (plain, where) in enumerate(zip(plain_passages, everywhere, strict=True)):
         if any(_holds(claim, plain, plain_question, min_coverage) for claim in claims) and \
                 _names_all(words, where):
-            return ()
-    return tuple(words)
+            return (), index
+    return tuple(words), None
 
 
 def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[str],
@@ -415,8 +419,10 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
                  key=lambda j: (j[0], -len(j[3]), j[2]))
     supported, index, coverage, missing = judged
     if supported:
-        foreign = _foreign(claims, subject, passages, plain_passages, names, min_coverage,
-                           titles, library)
+        foreign, naming = _foreign(claims, subject, passages, plain_passages, names,
+                                   min_coverage, titles, library)
+        # the rows, clauses and units read are the passage's that names what the question does
+        index = naming if naming is not None else index
         if foreign:
             return Support(False, index, round(coverage, 3), missing,
                            _named_clause(foreign, subject, passages, names, titles),
