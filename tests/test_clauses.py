@@ -92,7 +92,7 @@ def test_the_subject_may_stand_in_the_sentences_just_before() -> None:
 
 @pytest.mark.parametrize("question, asks", [
     ("试用期员工可以申请远程办公吗？", True), ("R2支持5GHz的Wi-Fi吗？", True),
-    ("是否需要部门经理审批", True), ("可以寄到海外吗？运费多少？", False), ("R2的重量是多少？", False),
+    ("是否需要部门经理审批", True), ("可以寄到海外吗？运费多少？", True), ("运费多少？", False), ("R2的重量是多少？", False),
 ])
 def test_yes_no_questions(question: str, asks: bool) -> None:
     assert yes_no(question) is asks
@@ -138,3 +138,12 @@ def test_a_list_item_does_not_borrow_its_subject_from_the_item_before() -> None:
     question = "北辰健康病假期间工资怎么发？"
     assert off_topic("每月250元", rules, question)  # 工资 stands only in the item before
     assert not off_topic("80%", rules, question)
+
+
+def test_a_bare_no_to_a_yes_no_question_that_also_asks_how_much_gives_the_sentence() -> None:
+    faq = "【可以寄到海外吗？运费多少？】支持海外配送，运费统一为每单280元。"
+    grounded = ground("否", [faq], "可以寄到海外吗？运费多少？", "span")
+    assert (grounded.action, grounded.text) == ("kept", "支持海外配送，运费统一为每单280元。")
+    # a FAQ that says nothing of abroad does not answer it
+    home = "【运费多少？】订单满99元包邮，不满99元收取运费10元。"
+    assert ground("否", [home], "可以寄到海外吗？运费多少？", "span").action == "refused"

@@ -172,8 +172,10 @@ _NEGATIONS = ("不得", "不能", "不可", "不允许", "不支持", "不予", 
 
 
 def yes_no(question: str) -> bool:
-    """Whether the question asks yes or no ('试用期员工可以申请远程办公吗？')."""
-    return bool(_YES_NO.search(question)) and not _WH.search(question)
+    """Whether the question, or one of its questions, asks yes or no ('试用期员工可以申请远程办公
+    吗？', '可以寄到海外吗？运费多少？')."""
+    parts = [part for part in re.split(r"(?<=[?？])", question) if part.strip()]
+    return any(_YES_NO.search(part) and not _WH.search(part) for part in parts)
 
 
 def polarity(answer: str) -> bool | None:
