@@ -396,3 +396,17 @@ def test_a_follow_up_reads_the_row_of_the_table_that_names_its_model() -> None:
         assert fixed.action == "span" and right in fixed.text, (earlier, fixed)
     assert ground("19分贝", [theirs, ours], "那它的室内机噪音呢？", "span",
                   earlier="KF44 Max的制冷量是多少？").action == "kept"
+
+
+def test_a_follow_up_answered_off_another_companys_table_gets_its_models_row() -> None:
+    """The draft's 2升 is in another company's table only; the table that names the model has
+    its row, and the question names one of its columns."""
+    theirs = "| 型号 | 水箱容量 | 泵压 |\n| --- | --- | --- |\n| C43S | 2升 | 12bar |\n| C44 Pro | 1.3升 | 19bar |"
+    ours = ("| 型号 | 水箱容量 | 研磨档位 |\n| --- | --- | --- |\n| C43 Pro | 1.8升 | 7档 |\n"
+            "| C9 Max | 1.3升 | 14档 |")
+    earlier = "C9 Max的研磨档位是多少？"
+    fixed = ground("2升", [theirs, ours], "那它的水箱容量呢？", "span", earlier=earlier)
+    assert (fixed.action, fixed.text) == ("span", "型号：C9 Max，水箱容量：1.3升，研磨档位：14档")
+    # a column the table does not have: no row stands for it
+    assert ground("12bar", [theirs, ours], "那它的泵压呢？", "span",
+                  earlier=earlier).action == "refused"

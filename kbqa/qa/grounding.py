@@ -182,6 +182,22 @@ def _row_text(header: list[str], row: list[str]) -> str:
     return "，".join(f"{name}：{value}" for name, value in zip(header, row, strict=True))
 
 
+def _key_patterns(question: str) -> list[re.Pattern[str]]:
+    """What a table row's key may name: the question's identifiers and places."""
+    names = [re.compile(rf"(?<![0-9a-z]){re.escape(word)}(?![0-9a-z])")
+             for word in identifiers(question)]
+    return names + [re.compile(re.escape(normalise(place))) for place in place_names(question)]
+
+
+def _keyed_rows(rows: list[list[str]], names: list[re.Pattern[str]]) -> list[int]:
+    """The rows whose key (first cell) names most of the question's identifiers ('KF28 Max', not
+    'KF44 Max'); a key-value table ('产品型号 | XH-R2') names its product in a value, and its
+    rows are attributes."""
+    named_by = [sum(bool(name.search(normalise(row[0]))) for name in names) if row else 0
+                for row in rows]
+    return [i for i, count in enumerate(named_by) if count and count == max(named_by)]
+
+
 def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
     """When the claim comes from table rows of the passage and another row is the one the question
     is about (the one row keyed by the question's identifier or place, 'KF41', '杭州'; or one
@@ -189,18 +205,11 @@ def _wrong_row(claim: str, passage: str, question: str, min_coverage: float) -> 
     the claim: that row, quoted. None when no table row says otherwise."""
     wanted = {token for token in query_tokens(question) if len(token) > 1}
     plain_question = normalise(question)
-    names = [re.compile(rf"(?<![0-9a-z]){re.escape(word)}(?![0-9a-z])")
-             for word in identifiers(question)]
-    names += [re.compile(re.escape(normalise(place))) for place in place_names(question)]
+    names = _key_patterns(question)
     for header, rows in _tables(passage):
         if len(rows) < 2:
             continue
-        # the row whose key (first cell) names most of the question's identifiers ('KF28 Max',
-        # not 'KF44 Max'); a key-value table ('产品型号 | XH-R2') names its product in a value,
-        # and its rows are attributes
-        named_by = [sum(bool(name.search(normalise(row[0]))) for name in names) if row else 0
-                    for row in rows]
-        named = [i for i, count in enumerate(named_by) if count and count == max(named_by)]
+        named = _keyed_rows(rows, names)
         if len(named) == 1 and not _holds(claim, normalise(" ".join(rows[named[0]])),
                                           plain_question, min_coverage) \
                 and any(_holds(claim, normalise(" ".join(row)), plain_question, min_coverage)
@@ -372,17 +381,25 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
 
 
 def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[str],
-                  names: Sequence[str], titles: Sequence[str]) -> str | None:
-    """For an answer read off another company's or product's passage: the clause of a passage
-    that does name them (`foreign`) and writes the kind of quantity the question asks for
-    (kbqa.qa.answer_kinds.clause_of_kind); None when the question asks no kind, or no such
-    passage has one."""
-    if not asked_kinds(question):
-        return None
+                  names: Sequence[str], titles: Sequence[str], asked: str) -> str | None:
+    """For an answer read off another company's or product's passage, what a passage that does
+    name them (`foreign`) says: the table row keyed by the question's model when the question
+    (`asked`, not the earlier one a follow-up is read with) names one of the table's columns,
+    else the clause that writes the kind of quantity the
+    question asks for (kbqa.qa.answer_kinds.clause_of_kind); None when there is neither."""
     named = [passage for index, passage in enumerate(passages)
              if _names_all(list(foreign), " ".join([passage, names[index] if index < len(names)
                                                     else "", titles[index] if index < len(titles)
                                                     else ""]))]
+    keys, plain_question = _key_patterns(question), normalise(asked)
+    for passage in named:  # a spec table's row keyed by the model, when a column is asked
+        for header, rows in _tables(passage):
+            keyed = _keyed_rows(rows, keys)
+            if len(keyed) == 1 and any(len(normalise(name)) >= 2 and normalise(name) in
+                                       plain_question for name in header[1:]):
+                return _row_text(header, rows[keyed[0]])
+    if not asked_kinds(question):
+        return None
     clauses = [clause for passage in named for clause in _clauses(passage)]
     return clause_of_kind(question, clauses) if clauses else None
 
@@ -425,7 +442,7 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         index = naming if naming is not None else index
         if foreign:
             return Support(False, index, round(coverage, 3), missing,
-                           _named_clause(foreign, subject, passages, names, titles),
+                           _named_clause(foreign, subject, passages, names, titles, question),
                            foreign=foreign)
     if supported and index is not None:
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
