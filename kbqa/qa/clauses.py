@@ -6,12 +6,15 @@ exchange rule). Both are read from the question's words: the clauses of the answ
 hold more of them, and whether its sentence holds any.
 
 A question's words are its character pairs and Latin words, its interrogatives left out; a clause
-that only restates the question's condition ("连续休假超过5天的") is no answer to it.
+that only restates the question's condition ("连续休假超过5天的") is no answer to it. A bare yes
+or no is about the question's subject only when its sentence's passage holds most of those words
+(`about_subject`).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from kbqa.ingest.tables import is_table_line
@@ -26,13 +29,13 @@ _KEPT = re.compile(r"[0-9a-z\u3400-\u9fff]+")
 RESTATES = 0.8  # share of a clause's characters the question holds when it only restates it
 MIN_WORDS = 2   # question words below which no sentence is judged off topic: one is chance
 CONTEXT = 2     # sentences before the answer's that may name its subject ('许国佐，又名…。…人。')
-# a list item ('第3条 …', '3. …', '- …', '问：…') stands alone: the item before is about another thing
-_ITEM = re.compile(r"^\s*(?:第[0-9一二三四五六七八九十百]+[条章节款项]|\d+[.、)）]|[-*•·]\s|[（(]?[一二三四五六七八九十]+[、)）])")
+# a list item ('第3条 …', '3. …', '- …', '（二）…') stands alone: the item before is about another
+# thing (an FAQ's '答：…' is no item: it answers the question before it)
+_ITEM = re.compile(r"^\s*(?:第[0-9一二三四五六七八九十百]+[条章节款项]|\d+[.、)）]|[-*•·]\s"
+                   r"|[（(]?[一二三四五六七八九十]+[、)）])")
 
 
 def _plain(text: str) -> str:
-    import unicodedata
-
     return "".join(_KEPT.findall(unicodedata.normalize("NFKC", text).lower()))
 
 

@@ -23,14 +23,24 @@ dropping spaces and punctuation:
 - the answer must be the kind of thing the question asks for (kbqa.qa.answer_kinds): a money
   amount does not answer "最大吸力是多少", a count does not answer "多久", and an answer that only
   repeats the question's words answers nothing. A bare number is completed with the unit its
-  passage writes after it ("3" → "3个工作日").
+  passage writes after it ("3" → "3个工作日"), and part of a table cell is given as the cell;
+- the answer must come from the clause of its sentence that the question is about, and from a
+  sentence that shares a word with the question (kbqa.qa.clauses): "每2周" read off "滤网：建议
+  每2周清洗一次，每3个月更换一次" does not answer "多久更换";
+- a bare yes or no ("否") holds nothing to look for: the sentence that shares most of the
+  question's words stands for it, checked like an answer, and is given with it.
+
+The company names a question may use are the file names of the passages and of the whole
+knowledge base (`library`): a question about a company whose documents say nothing on the topic
+retrieves only other companies' passages, whose names alone would not tell that it names one.
 
 The policy (`answer.grounding`) says what happens to an unsupported answer: kept as it is (off),
 replaced by the passage clause that best supports it, or by the row the question is about with
 its column names, or (for an answer of the wrong kind) by the sentence or row about the question
 that holds the asked kind (span; a refusal when there is none), or replaced by the fixed refusal
-(refuse). An answer about another identifier is refused under both: its passage has no better
-clause to offer.
+(refuse). An answer about another identifier or company is refused under both, unless a passage
+that does name it has the row of the model asked about (when the question names a column) or a
+clause of the asked kind: then that is given under span.
 """
 
 from __future__ import annotations
