@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,8 +127,9 @@ def check_variants(models: VariantModel, variants: tuple[Variant, ...]) -> dict[
     return checks
 
 
-def _answer(llm: Any, settings: Settings, question: Question, context: list[Document]) -> dict:
-    chain = qa_chain(settings, fixed_context(context), llm, history=False)
+def _answer(llm: Any, settings: Settings, question: Question, context: list[Document],
+            library: Callable[[], Sequence[str]]) -> dict:
+    chain = qa_chain(settings, fixed_context(context), llm, history=False, library=library)
     start = time.perf_counter()
     answer = final_answer(chain.invoke({"question": question.question}))
     latency = time.perf_counter() - start
@@ -205,7 +206,8 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
                 # greedy and without the prefix cache: an answer must not depend on which
                 # question came before it (runs resume, and orders differ between variants)
                 greedy = llm.model_copy(update={"temperature": 0.0, "prefix_cache": None})
-                _answer_all(greedy, service.settings, variant, questions, retrieved, cache, progress)
+                _answer_all(greedy, service.settings, variant, questions, retrieved, cache, progress,
+                            service.library())
     metrics = summarise(config.variants, questions, retrieval, cache,
                         answers=not config.retrieval_only)
     for name, check in checks.items():
@@ -220,7 +222,8 @@ def run_eval(settings: Settings, config: EvalConfig, *, service: KbqaService | N
 
 
 def _answer_all(llm: Any, settings: Settings, variant: Variant, questions: list[Question],
-                retrieved: dict[str, Retrieved], cache: AnswerCache, progress: bool) -> None:
+                retrieved: dict[str, Retrieved], cache: AnswerCache, progress: bool,
+                library: Callable[[], Sequence[str]]) -> None:
     jobs = [(q, "answerable", retrieved[q.qid].context) for q in questions]
     jobs += [(q, "unanswerable", retrieved[q.qid].context_without_gold) for q in questions
              if retrieved[q.qid].context_without_gold is not None]
@@ -228,7 +231,7 @@ def _answer_all(llm: Any, settings: Settings, variant: Variant, questions: list[
                                         disable=not progress):
         if cache.get(variant.name, kind, question.qid):
             continue
-        row = _answer(llm, settings, question, context)
+        row = _answer(llm, settings, question, context, library)
         row.update(variant=variant.name, kind=kind, qid=question.qid, question=question.question,
                    chunk_ids=[d.metadata.get("chunk_id") for d in context],
                    scores=[d.metadata.get("score") for d in context])
