@@ -111,3 +111,9 @@ def test_grounding_completes_a_bare_number_and_refuses_an_echo_with_nothing_bett
     echo = ground("乍浦镇", [passage], "乍浦镇在哪里？", "span")
     assert (echo.action, echo.text) == ("span", passage.splitlines()[1])
     assert ground("乍浦镇", ["乍浦镇\n本镇盛产海鲜。"], "乍浦镇在哪里？", "span").action == "refused"
+
+
+def test_the_how_many_of_a_clock_question_asks_no_amount_of_its_topic() -> None:
+    """几点 asks a time; the 几 in it is not 'how much' of 报销 (money)."""
+    assert asked_kinds("工作到几点以后可以报销加班餐？") == {"time"}
+    assert asked_kinds("住宿每晚最多报销多少？") == {"money"}

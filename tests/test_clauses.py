@@ -147,3 +147,28 @@ def test_a_bare_no_to_a_yes_no_question_that_also_asks_how_much_gives_the_senten
     # a FAQ that says nothing of abroad does not answer it
     home = "【运费多少？】订单满99元包邮，不满99元收取运费10元。"
     assert ground("否", [home], "可以寄到海外吗？运费多少？", "span").action == "refused"
+
+
+RULES = ("青禾科技员工福利与考勤制度\n第4条 加班至22:00以后，打车回家的费用可以凭票报销。\n"
+         "第5条 公司每月为全职员工发放餐补750元。\n第8条 晚上工作到20:00以后的，可报销加班餐费。")
+
+
+def test_a_time_from_the_passages_other_rule_becomes_the_rule_asked_about() -> None:
+    question = "工作到几点以后可以报销加班餐？"
+    grounded = ground("22:00以后", [RULES], question, "span")
+    assert (grounded.action, grounded.text) == ("span", "第8条 晚上工作到20:00以后的，可报销加班餐费。")
+    assert ground("20:00", [RULES], question, "span").action == "kept"
+    # the taxi rule is the one asked about here
+    assert ground("22:00", [RULES], "加班到几点以后打车可以报销？", "span").action == "kept"
+
+
+def test_another_companys_rule_is_not_replaced_by_a_near_miss_of_the_asked_company() -> None:
+    """The asked company has the meal rule, not the taxi rule: its meal rule shares fewer of
+    the question's words than the taxi rule the draft came from, and is no answer."""
+    theirs = "第2条 加班至22:30以后，打车回家的费用可以凭票报销。"
+    ours = "第9条 晚上工作到20:00以后的，可报销加班餐费。"
+    titles = ["白鹭户外员工福利与考勤制度", "禾丰农机员工福利与考勤制度"]
+    refused = ground("22:30", [theirs, ours], "禾丰农机加班到几点以后打车可以报销？", "span",
+                     titles=titles)
+    assert refused.action == "refused" and refused.support is not None
+    assert refused.support.foreign == ("禾丰农机",)

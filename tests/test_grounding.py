@@ -410,3 +410,19 @@ def test_a_follow_up_answered_off_another_companys_table_gets_its_models_row() -
     # a column the table does not have: no row stands for it
     assert ground("12bar", [theirs, ours], "那它的泵压呢？", "span",
                   earlier=earlier).action == "refused"
+
+
+def test_the_column_asked_is_read_in_the_row_of_the_model_asked_when_several_rows_hold_it() -> None:
+    specs = ("| 型号 | 清洁模式 | 防水等级 |\n| --- | --- | --- |\n| T4 | 3种 | IPX8 |\n"
+             "| T27S | 6种 | IPX8 |")
+    fixed = ground("IPX8", [specs], "那它的清洁模式呢？", "span", earlier="T27S的防水等级是多少？")
+    assert (fixed.action, fixed.text) == ("span", "清洁模式：6种")
+
+
+def test_a_span_for_an_answer_of_the_wrong_kind_comes_from_the_asked_companys_passages() -> None:
+    theirs = "【会员积分】每150积分可抵扣1元。"
+    ours = "【会员积分】会员积分的有效期为一年，到期自动清零。"
+    titles = ["蓝鲸电器常见问题", "松果家居常见问题"]
+    grounded = ground("会员积分的有效期为一年，到期自动清零。", [theirs, ours],
+                      "松果家居多少积分可以抵1元？", "span", titles=titles)
+    assert grounded.action == "refused"

@@ -122,7 +122,9 @@ def asked_kinds(question: str) -> frozenset[str]:
     if unit:
         return frozenset({_UNIT_TO_KIND[unit.group(1)]})
     kinds = {kind for kind, words in _ASKING.items() if any(word in text for word in words)}
-    if _HOW_MUCH.search(text):
+    # the 几 of 几点 asks a time, not how much of a topic ('几点以后可以报销' asks no money)
+    rest = re.sub("|".join(word for words in _ASKING.values() for word in words), " ", text)
+    if _HOW_MUCH.search(rest):
         kinds |= {kind for kind, words in _TOPICS.items() if any(word in text for word in words)}
     if "多长时间" in text:
         kinds.discard("length")
@@ -199,14 +201,26 @@ def _squeezed(text: str) -> str:
 MIN_SHARED = 2  # question words a chosen clause must hold (all of them when fewer): one is chance
 
 
+def _words(question: str) -> set[str]:
+    return {token for token in query_tokens(question) if len(token) > 1}
+
+
+def shared_words(question: str, text: str) -> int:
+    """How many of the question's words (character pairs and Latin words, its interrogatives
+    left out) `text` holds."""
+    plain_text = plain(text)
+    return sum(word in plain_text for word in _words(question))
+
+
 def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = None,
-                  any_kind: bool = False) -> tuple[str, str] | None:
+                  any_kind: bool = False, at_least: int = 0) -> tuple[str, str] | None:
     """(clause, unit) of the clause that writes a quantity of an asked kind (`number`'s, when
     given; any clause with `any_kind`) and shares the most question words, the first of equals
-    (clauses come in the passages' rank order); None when none shares MIN_SHARED."""
+    (clauses come in the passages' rank order); None when none shares MIN_SHARED, or
+    `at_least`."""
     kinds = asked_kinds(question)
-    words = {token for token in query_tokens(question) if len(token) > 1}
-    need = min(MIN_SHARED, len(words))
+    words = _words(question)
+    need = max(min(MIN_SHARED, len(words)), at_least)
     if not (kinds or any_kind) or not need:
         return None
     scored: dict[str, tuple[int, str]] = {}
@@ -228,11 +242,11 @@ def _best_of_kind(question: str, clauses: Sequence[str], number: str | None = No
     return ranked[0][0], ranked[0][1][1]
 
 
-def clause_of_kind(question: str, clauses: Sequence[str]) -> str | None:
+def clause_of_kind(question: str, clauses: Sequence[str], at_least: int = 0) -> str | None:
     """The clause (a sentence or a table row) that shares the most question words (at least
-    MIN_SHARED) and writes a quantity of the asked kind, when the question asks one; None when
-    no clause qualifies."""
-    best = _best_of_kind(question, clauses, any_kind=True)
+    MIN_SHARED, and `at_least`) and writes a quantity of the asked kind, when the question asks
+    one; None when no clause qualifies."""
+    best = _best_of_kind(question, clauses, any_kind=True, at_least=at_least)
     return best[0] if best else None
 
 

@@ -99,6 +99,32 @@ def _better_clause(target: str, sentence: str, words: tuple[str, ...], kinds: fr
     return f"{label.group(1).strip()}：{chosen}" if label else chosen
 
 
+SENTENCE_MARGIN = 2  # question words another sentence must hold beyond the answer's: one is chance
+
+
+def other_sentence(answer: str, passage: str, question: str) -> str | None:
+    """The sentence of the passage that the question is about, when the answer was read off
+    another: one that writes the asked kind of quantity and holds SENTENCE_MARGIN more question
+    words than any sentence holding the answer, the only one that does ("晚上工作到20:00以后的，可
+    报销加班餐费" asked "工作到几点以后可以报销加班餐", not "加班至22:00以后，打车回家的费用可以凭票
+    报销"); None when the question asks no kind."""
+    target, words, kinds = _plain(answer), question_words(question), asked_kinds(question)
+    if not target or not words or not kinds:
+        return None
+    sentences = _sentences(passage)
+    scores = [sum(word in _plain(sentence) for word in words) for sentence in sentences]
+    own = [score for sentence, score in zip(sentences, scores, strict=True)
+           if target in _plain(sentence)]
+    if not own:
+        return None
+    rivals = [(score, sentence) for sentence, score in zip(sentences, scores, strict=True)
+              if target not in _plain(sentence) and holds_kind(sentence, kinds)
+              and score >= max(own) + SENTENCE_MARGIN]
+    best = max((score for score, _ in rivals), default=0)
+    chosen = [sentence for score, sentence in rivals if score == best]
+    return chosen[0].strip() if len(chosen) == 1 else None
+
+
 def off_topic(answer: str, passage: str, question: str) -> bool:
     """Whether every sentence of the passage that holds the answer holds none of the question's
     words, nor do the CONTEXT sentences before it (unless it starts a list item); False when the

@@ -53,9 +53,24 @@ from typing import Literal
 
 from kbqa.ingest.tables import is_separator, is_table_line
 from kbqa.kb.lexical import query_tokens, tokenize
-from kbqa.qa.answer_kinds import (asked_kinds, clause_of_kind, mismatch, polarity, says_no, unit_conflicts,
-                                  with_unit, yes_no)
-from kbqa.qa.clauses import about_subject, off_topic, other_clause, question_words
+from kbqa.qa.answer_kinds import (
+    asked_kinds,
+    clause_of_kind,
+    mismatch,
+    polarity,
+    says_no,
+    shared_words,
+    unit_conflicts,
+    with_unit,
+    yes_no,
+)
+from kbqa.qa.clauses import (
+    about_subject,
+    off_topic,
+    other_clause,
+    other_sentence,
+    question_words,
+)
 from kbqa.qa.numerals import with_arabic_numerals
 from kbqa.qa.places import place_names
 from kbqa.qa.prompts import REFUSAL
@@ -271,16 +286,23 @@ def _whole_cell(answer: str, passage: str) -> str | None:
     return cell if normalise(cell) != claim else None
 
 
-def _wrong_column(claim: str, passage: str, question: str, min_coverage: float) -> str | None:
+def _wrong_column(claim: str, passage: str, question: str, min_coverage: float,
+                  subject: str = "") -> str | None:
     """When the claim is one row's cell under another column than the one the question names
     ('经销商价' asked, the 建议零售价 cell given): that column's cell, quoted with its name. The
-    question must name exactly one column besides the first (the rows' key)."""
+    question must name exactly one column besides the first (the rows' key). When several rows
+    hold the claim, the one keyed by the model `subject` names (the question, or for a follow-up
+    the conversation's) is the row read."""
     plain_question = normalise(question)
+    keys = _key_patterns(subject or question)
     for header, rows in _tables(passage):
         asked = [i for i, name in enumerate(header)
                  if i and len(normalise(name)) >= 2 and normalise(name) in plain_question]
         holding = [row for row in rows if len(row) == len(header) and any(
             _holds(claim, normalise(cell), plain_question, min_coverage) for cell in row)]
+        keyed = [rows[i] for i in _keyed_rows(rows, keys)]
+        if len(holding) > 1 and len(keyed) == 1 and keyed[0] in holding:
+            holding = keyed
         if len(asked) != 1 or len(holding) != 1:
             continue
         row, column = holding[0], asked[0]
@@ -379,7 +401,7 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
               if not any(_names_all([normalise(place)], text) for text in everywhere)]
     if absent:
         return tuple(absent), None
-    words = identifiers(question) + name_terms(question, [*titles, *library])
+    words = _named_words(question, titles, library)
     if not words:
         return (), None
     plain_question = normalise(question)
@@ -390,17 +412,38 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
     return tuple(words), None
 
 
+def _clause_holding(claim: str, passage: str) -> str:
+    """The first clause (sentence or table row) of the passage that holds the claim; '' when
+    none holds it whole."""
+    return next((clause for clause in _clauses(passage) if claim in normalise(clause)), "")
+
+
+def _named_words(question: str, titles: Sequence[str], library: Sequence[str]) -> list[str]:
+    """What a passage must name to be about what the question is: its identifiers and the
+    company or product runs of the file names (`name_terms`)."""
+    return identifiers(question) + name_terms(question, [*titles, *library])
+
+
+def _naming(passages: Sequence[str], names: Sequence[str], titles: Sequence[str],
+            words: list[str]) -> list[str]:
+    """The passages that name all `words` in their text, document name or file name (all of
+    them when there are no words)."""
+    return [passage for index, passage in enumerate(passages)
+            if _names_all(words, " ".join([passage, names[index] if index < len(names) else "",
+                                           titles[index] if index < len(titles) else ""]))]
+
+
 def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[str],
-                  names: Sequence[str], titles: Sequence[str], asked: str) -> str | None:
-    """For an answer read off another company's or product's passage, what a passage that does
-    name them (`foreign`) says: the table row keyed by the question's model when the question
-    (`asked`, not the earlier one a follow-up is read with) names one of the table's columns,
-    else the clause that writes the kind of quantity the
-    question asks for (kbqa.qa.answer_kinds.clause_of_kind); None when there is neither."""
-    named = [passage for index, passage in enumerate(passages)
-             if _names_all(list(foreign), " ".join([passage, names[index] if index < len(names)
-                                                    else "", titles[index] if index < len(titles)
-                                                    else ""]))]
+                  names: Sequence[str], titles: Sequence[str], asked: str,
+                  read_off: str) -> str | None:
+    """For an answer read off another company's or product's passage (`read_off`, the clause it
+    was read from), what a passage that does name them (`foreign`) says: the table row keyed by
+    the question's model when the question (`asked`, not the earlier one a follow-up is read
+    with) names one of the table's columns, else the clause that writes the kind of quantity the
+    question asks for (kbqa.qa.answer_kinds.clause_of_kind) and shares as many of its words as
+    `read_off` does: a near miss ("加班餐费" for "打车") is not the same rule in another company's
+    words. None when there is neither."""
+    named = _naming(passages, names, titles, list(foreign))
     keys, plain_question = _key_patterns(question), normalise(asked)
     for passage in named:  # a spec table's row keyed by the model, when a column is asked
         for header, rows in _tables(passage):
@@ -411,7 +454,8 @@ def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[st
     if not asked_kinds(question):
         return None
     clauses = [clause for passage in named for clause in _clauses(passage)]
-    return clause_of_kind(question, clauses) if clauses else None
+    at_least = shared_words(question, read_off)
+    return clause_of_kind(question, clauses, at_least) if clauses else None
 
 
 _FOLLOW_UP = re.compile(r"^那|它|呢[\s?？]*$")
@@ -452,7 +496,10 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         index = naming if naming is not None else index
         if foreign:
             return Support(False, index, round(coverage, 3), missing,
-                           _named_clause(foreign, subject, passages, names, titles, question),
+                           _named_clause(foreign, subject, passages, names, titles, question,
+                                         _clause_holding(normalise(answer),
+                                                         passages[index] if index is not None
+                                                         else "")),
                            foreign=foreign)
     if supported and index is not None:
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
@@ -461,17 +508,20 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         elsewhere = _other_places_row(normalise(answer), passages[index], subject, min_coverage)
         if elsewhere:
             return Support(False, index, round(coverage, 3), missing, None, foreign=elsewhere)
-        cell = _wrong_column(normalise(answer), passages[index], question, min_coverage)
+        cell = _wrong_column(normalise(answer), passages[index], question, min_coverage,
+                             subject)
         if cell is not None:
             return Support(False, index, round(coverage, 3), missing, cell, wrong_column=True)
         reason = mismatch(answer, question)
         if reason is not None:
-            clauses = [clause for passage in passages for clause in _clauses(passage)]
+            named = _naming(passages, names, titles, _named_words(subject, titles, library))
+            clauses = [clause for passage in named for clause in _clauses(passage)]
             return Support(False, index, round(coverage, 3), missing,
                            clause_of_kind(question, clauses), mismatch=reason)
         if off_topic(answer, passages[index], question):
             return Support(False, index, round(coverage, 3), missing, None, off_topic=True)
-        other = other_clause(answer, passages[index], question)
+        other = (other_clause(answer, passages[index], question)
+                 or other_sentence(answer, passages[index], question))
         if other is not None:
             return Support(False, index, round(coverage, 3), missing, other, wrong_clause=True)
         return Support(True, index, round(coverage, 3), missing, None,
@@ -490,8 +540,11 @@ def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str,
     """A bare yes or no holds no words to look for: the sentence that shares the most question
     words (at least MIN_SHARED) stands for it, checked as an answer would be, and the answer is
     given with it ('否。试用期员工不得申请远程办公。'); only the sentence, when it says the opposite."""
-    clauses = [clause for passage in passages for clause in _clauses(passage)]
-    sentence = clause_of_kind(question, clauses)
+    named = _naming(passages, names, titles,
+                    _named_words(subject_of(question, earlier, [*titles, *library]), titles,
+                                 library))
+    sentence = clause_of_kind(question, [clause for passage in named
+                                         for clause in _clauses(passage)])
     if sentence is None:
         return Support(False, None, 0.0, (), None)
     support = check_support(sentence, passages, question, min_coverage, names, titles, earlier,
