@@ -117,3 +117,4 @@ def test_the_how_many_of_a_clock_question_asks_no_amount_of_its_topic() -> None:
     """几点 asks a time; the 几 in it is not 'how much' of 报销 (money)."""
     assert asked_kinds("工作到几点以后可以报销加班餐？") == {"time"}
     assert asked_kinds("住宿每晚最多报销多少？") == {"money"}
+    assert asked_kinds("交通补贴每月多少？") == {"money"}  # an allowance is an amount of money
