@@ -393,10 +393,7 @@ def _foreign(claims: set[str], question: str, passages: Sequence[str], plain_pas
     first passage that does (None when the question names nothing). The places it names must
     stand in some passage, not necessarily the supporting one: a text about China seldom writes
     中国."""
-    # each passage with its document's name and heading and its file name
-    everywhere = [" ".join([passage, names[index] if index < len(names) else "",
-                            titles[index] if index < len(titles) else ""])
-                  for index, passage in enumerate(passages)]
+    everywhere = _with_names(passages, names, titles)
     absent = [normalise(place) for place in place_names(question)
               if not any(_names_all([normalise(place)], text) for text in everywhere)]
     if absent:
@@ -418,6 +415,15 @@ def _clause_holding(claim: str, passage: str) -> str:
     return next((clause for clause in _clauses(passage) if claim in normalise(clause)), "")
 
 
+def _with_names(passages: Sequence[str], names: Sequence[str],
+                titles: Sequence[str]) -> list[str]:
+    """Each passage with its document's name and heading and its file name after it: where a
+    question's identifier or company may stand."""
+    return [" ".join([passage, names[index] if index < len(names) else "",
+                      titles[index] if index < len(titles) else ""])
+            for index, passage in enumerate(passages)]
+
+
 def _named_words(question: str, titles: Sequence[str], library: Sequence[str]) -> list[str]:
     """What a passage must name to be about what the question is: its identifiers and the
     company or product runs of the file names (`name_terms`)."""
@@ -428,9 +434,9 @@ def _naming(passages: Sequence[str], names: Sequence[str], titles: Sequence[str]
             words: list[str]) -> list[str]:
     """The passages that name all `words` in their text, document name or file name (all of
     them when there are no words)."""
-    return [passage for index, passage in enumerate(passages)
-            if _names_all(words, " ".join([passage, names[index] if index < len(names) else "",
-                                           titles[index] if index < len(titles) else ""]))]
+    return [passage for passage, where in zip(passages, _with_names(passages, names, titles),
+                                              strict=True)
+            if _names_all(words, where)]
 
 
 def _named_clause(foreign: tuple[str, ...], question: str, passages: Sequence[str],
@@ -481,8 +487,8 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
     subject = subject_of(question, earlier, [*titles, *library])
     says = polarity(answer) if yes_no(question) else None
     if says is not None:
-        return _yes_or_no(says, answer, passages, question, min_coverage, names, titles, earlier,
-                          library)
+        return _yes_or_no(says, answer, passages, question, subject, min_coverage, names,
+                          titles, earlier, library)
     plain_passages = [normalise(p) for p in passages]
     plain_question = normalise(question)
     claims = {normalise(answer), normalise(with_arabic_numerals(answer))}
@@ -495,12 +501,10 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
         # the rows, clauses and units read are the passage's that names what the question does
         index = naming if naming is not None else index
         if foreign:
+            read_off = _clause_holding(normalise(answer), passages[index])
             return Support(False, index, round(coverage, 3), missing,
                            _named_clause(foreign, subject, passages, names, titles, question,
-                                         _clause_holding(normalise(answer),
-                                                         passages[index] if index is not None
-                                                         else "")),
-                           foreign=foreign)
+                                         read_off), foreign=foreign)
     if supported and index is not None:
         row = _wrong_row(normalise(answer), passages[index], subject, min_coverage)
         if row is not None:
@@ -534,15 +538,13 @@ def check_support(answer: str, passages: Sequence[str], question: str = "",
     return Support(supported, index, round(coverage, 3), missing, span)
 
 
-def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str,
+def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str, subject: str,
                min_coverage: float, names: Sequence[str], titles: Sequence[str],
                earlier: str, library: Sequence[str]) -> Support:
     """A bare yes or no holds no words to look for: the sentence that shares the most question
     words (at least MIN_SHARED) stands for it, checked as an answer would be, and the answer is
     given with it ('否。试用期员工不得申请远程办公。'); only the sentence, when it says the opposite."""
-    named = _naming(passages, names, titles,
-                    _named_words(subject_of(question, earlier, [*titles, *library]), titles,
-                                 library))
+    named = _naming(passages, names, titles, _named_words(subject, titles, library))
     sentence = clause_of_kind(question, [clause for passage in named
                                          for clause in _clauses(passage)])
     if sentence is None:
@@ -551,12 +553,9 @@ def _yes_or_no(says: bool, answer: str, passages: Sequence[str], question: str,
                             library)
     if not support.supported or support.passage is None:
         return support
-    index = support.passage
-    where = " ".join([passages[index], names[index] if index < len(names) else "",
-                      titles[index] if index < len(titles) else ""])
-    subject = subject_of(question, earlier, [*titles, *library])
+    where = _with_names(passages, names, titles)[support.passage]
     if not about_subject(subject, where):  # about something else: another company's rule, say
-        return Support(False, index, support.coverage, (), None,
+        return Support(False, support.passage, support.coverage, (), None,
                        foreign=tuple(word for word in question_words(subject)
                                      if word not in normalise(where).replace(GAP, "")))
     answer = answer.strip().rstrip("。.!！")
