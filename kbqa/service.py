@@ -157,10 +157,15 @@ class KbqaService:
 
     def library(self, kb_name: str | None = None) -> Callable[[], list[str]]:
         """The knowledge base's file names without their extension, read when called: the
-        grounding check's list of what documents are named after (kbqa.qa.grounding)."""
+        grounding check's list of what documents are named after (kbqa.qa.grounding). A base
+        another process removed since the passages were read gives none: the check then reads
+        the passages' own names, and the answer is not lost."""
         def names() -> list[str]:
-            return [PurePath(record.filename).stem
-                    for record in self.knowledge_base(kb_name).documents()]
+            try:
+                records = self.knowledge_base(kb_name).documents()
+            except KnowledgeBaseMissing:
+                return []
+            return [PurePath(record.filename).stem for record in records]
 
         return names
 

@@ -426,3 +426,18 @@ def test_a_span_for_an_answer_of_the_wrong_kind_comes_from_the_asked_companys_pa
     grounded = ground("会员积分的有效期为一年，到期自动清零。", [theirs, ours],
                       "松果家居多少积分可以抵1元？", "span", titles=titles)
     assert grounded.action == "refused"
+
+
+def test_a_knowledge_base_deleted_while_an_answer_is_checked_gives_no_names_not_an_error(
+        tmp_path: Path) -> None:
+    """Another process may remove the base between retrieval and the check: the answer is then
+    checked against its passages' own file names, as before there was a list."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "员工手册.md").write_bytes((DOCUMENTS / "员工手册.md").read_bytes())
+    service = KbqaService(Settings(home=tmp_path / "home"), embeddings=fake_embeddings())
+    service.ingest([folder])
+    names = service.library()
+    other = KbqaService(Settings(home=tmp_path / "home"), embeddings=fake_embeddings())
+    other.delete_knowledge_base(other.settings.kb.name)
+    assert names() == []
